@@ -1,0 +1,52 @@
+"""penchant: a personalization engine with a Rust core.
+
+Hand penchant a user and candidate items; it re-ranks and filters them for that user::
+
+    import penchant
+    ranked = penchant.rank_items({"genre:sci-fi": 1.0}, items, k=10, explain=True)
+"""
+
+from __future__ import annotations
+
+from penchant._core import num_threads, set_num_threads
+from penchant.errors import ConflictError, PenchantError, StoreUnavailableError, ValidationError
+from penchant.feedback_collector import Feedback, FeedbackType
+from penchant.items import Catalog, ItemBatch
+from penchant.personalized_retrieval import rank_items
+from penchant.scoring import DEFAULT_WEIGHTS, FACTORS, Candidates, Filters, RankedItem
+from penchant.user_profile import (
+    Interaction,
+    Interest,
+    Preference,
+    PreferenceCategory,
+    PreferenceSource,
+    UserProfile,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "FACTORS",
+    "Candidates",
+    "Catalog",
+    "ConflictError",
+    "Feedback",
+    "FeedbackType",
+    "Filters",
+    "Interaction",
+    "Interest",
+    "ItemBatch",
+    "PenchantError",
+    "Preference",
+    "PreferenceCategory",
+    "PreferenceSource",
+    "RankedItem",
+    "StoreUnavailableError",
+    "UserProfile",
+    "ValidationError",
+    "__version__",
+    "num_threads",
+    "rank_items",
+    "set_num_threads",
+]

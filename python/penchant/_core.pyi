@@ -1,0 +1,106 @@
+"""Stubs for penchant._core, the compiled Rust kernels. Private: use the ``penchant`` API."""
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FACTORS",
+    "MAX_EMBEDDING_DIM",
+    "MAX_EXPONENT",
+    "MAX_FEATURES_PER_ITEM",
+    "MAX_ID_BYTES",
+    "MAX_ITEMS",
+    "MAX_NAME_BYTES",
+    "PARALLEL_MIN_ROWS",
+    "Table",
+    "aggregate_interests",
+    "decay_factor",
+    "forward_increments",
+    "normalize",
+    "num_threads",
+    "rebase_factor",
+    "set_num_threads",
+    "top_k",
+]
+
+FACTORS: Final[list[str]]
+PARALLEL_MIN_ROWS: Final[int]
+MAX_ITEMS: Final[int]
+MAX_ID_BYTES: Final[int]
+MAX_NAME_BYTES: Final[int]
+MAX_FEATURES_PER_ITEM: Final[int]
+MAX_EMBEDDING_DIM: Final[int]
+MAX_EXPONENT: Final[float]
+
+_FilterSpec = tuple[list[int], list[int], list[int], list[int], list[tuple[str, float, float]]]
+
+@final
+class Table:
+    @staticmethod
+    def from_items(
+        items: Iterable[Any],
+        attributes: Sequence[str],
+        known: tuple[dict[str, int], Sequence[str]] | None = None,
+    ) -> tuple[Table, npt.NDArray[np.float64]]: ...
+    @staticmethod
+    def from_columns(
+        ids: Iterable[str | int],
+        indptr: npt.NDArray[np.int64],
+        feature_ids: npt.NDArray[np.uint32],
+        feature_weights: npt.NDArray[np.float32],
+        feature_names: Sequence[str],
+        embeddings: npt.NDArray[np.float32] | None,
+        timestamps: npt.NDArray[np.float64] | None,
+        popularity: npt.NDArray[np.float64] | None,
+        attribute_names: Sequence[str],
+        attributes: Sequence[npt.NDArray[np.float64]],
+    ) -> Table: ...
+    def __len__(self) -> int: ...
+    @property
+    def dim(self) -> int | None: ...
+    @property
+    def feature_names(self) -> list[str]: ...
+    @property
+    def attribute_names(self) -> list[str]: ...
+    def rows_of(self, ids: Iterable[Any], missing_ok: bool = False) -> npt.NDArray[np.uint32]: ...
+    def ids(self, rows: Sequence[int]) -> list[str | int]: ...
+    def feature_ids(self, names: Sequence[str]) -> list[int | None]: ...
+    def dense_interests(self, interests: dict[str, float]) -> npt.NDArray[np.float64]: ...
+    def column(self, name: str, rows: Sequence[int]) -> npt.NDArray[Any] | None: ...
+    def rank(
+        self,
+        rows: npt.NDArray[np.uint32] | None,
+        base_scores: npt.NDArray[np.float64] | None,
+        interests: npt.NDArray[np.float64],
+        taste: npt.NDArray[np.float32] | None,
+        weights: Sequence[float],
+        normalization: Sequence[str],
+        now: float,
+        recency_half_life: float,
+        extra: Sequence[tuple[npt.NDArray[np.float64], float, str]],
+        filters: _FilterSpec,
+        k: int,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], npt.NDArray[np.float64], int]: ...
+
+def normalize(values: npt.NDArray[np.float64], method: str) -> npt.NDArray[np.float64]: ...
+def top_k(scores: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.uint32]: ...
+def forward_increments(
+    times: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], landmark: float, half_life: float
+) -> npt.NDArray[np.float64]: ...
+def decay_factor(age: float, half_life: float) -> float: ...
+def rebase_factor(old: float, new: float, half_life: float) -> float: ...
+def aggregate_interests(
+    times: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    indptr: npt.NDArray[np.int64],
+    feature_ids: npt.NDArray[np.uint32],
+    feature_weights: npt.NDArray[np.float64],
+    n_features: int,
+    now: float,
+    half_life: float,
+) -> npt.NDArray[np.float64]: ...
+def set_num_threads(n: int) -> bool: ...
+def num_threads() -> int: ...

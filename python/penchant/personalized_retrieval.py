@@ -1,0 +1,117 @@
+"""Personalized retrieval (seed module 3): user-aware ranking and filtering of candidates.
+
+This release has the top-level :func:`rank_items`; the retriever, ranking engine, query
+expander and content filter build on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from penchant import _core
+from penchant._time import TimeLike, to_epoch
+from penchant.items import Catalog, ItemBatch
+from penchant.scoring import (
+    DEFAULT_RECENCY_HALF_LIFE,
+    Filters,
+    ProfileLike,
+    RankedItem,
+    Scorer,
+    interests_by_name,
+    profile_vectors,
+    rank_table,
+)
+
+__all__ = ["rank_items"]
+
+
+def rank_items(
+    profile: ProfileLike,
+    items: Iterable[Any] | ItemBatch | Catalog,
+    *,
+    k: int | None = None,
+    weights: Mapping[str, float] | None = None,
+    filters: Filters | Mapping[str, Any] | None = None,
+    now: TimeLike | None = None,
+    explain: bool = False,
+    normalization: str | Mapping[str, str] = "minmax",
+    recency_half_life: float = DEFAULT_RECENCY_HALF_LIFE,
+    scorers: Mapping[str, Scorer] | None = None,
+) -> list[RankedItem]:
+    """Re-ranks and filters ``items`` for ``profile``; returns the best ``k`` (all when ``None``),
+    best first.
+
+    ``profile``: a :class:`~penchant.UserProfile` or a mapping feature name → weight.
+    ``items``: dicts or objects with ``id``, ``score``, ``features`` and optional ``embedding``,
+    ``timestamp``, ``popularity``, ``attributes``; an :class:`~penchant.ItemBatch`; or a
+    :class:`~penchant.Catalog` (every item ranked, base score 0).
+
+    Each factor (``relevance``, ``affinity``, ``taste``, ``recency``, ``popularity``, and each
+    custom scorer) is normalised across the candidates that pass ``filters``
+    (``normalization``: ``"minmax"``, ``"zscore"`` or ``"none"``, or a mapping per factor), then
+    weighted (``weights``; defaults in :data:`penchant.DEFAULT_WEIGHTS`) and summed. An item
+    missing what a factor needs gets 0 from it. Ties keep the input order. ``k`` larger than the
+    candidates returns them all; no candidates return ``[]``. With ``explain=True`` each result
+    carries each factor's contribution.
+    """
+    if isinstance(items, Catalog):
+        return items.rank(
+            profile,
+            k=k,
+            weights=weights,
+            filters=filters,
+            now=now,
+            explain=explain,
+            normalization=normalization,
+            recency_half_life=recency_half_life,
+            scorers=scorers,
+        )
+    moment = to_epoch(now, "now")
+    interests, taste = profile_vectors(profile, moment)
+    rules = Filters.coerce(filters)
+    if isinstance(items, ItemBatch):
+        table = items._table
+        return rank_table(
+            table,
+            None,
+            items.scores,
+            interests,
+            table.dense_interests(interests),
+            taste,
+            items=None,
+            k=k,
+            weights=weights,
+            filters=rules,
+            now=moment,
+            explain=explain,
+            normalization=normalization,
+            recency_half_life=recency_half_life,
+            scorers=scorers,
+        )
+    item_list = items if isinstance(items, list | tuple) else list(items)
+    # Only features the profile or the filters name can matter, so the Rust reader looks each
+    # item feature up in this small vocabulary instead of interning all of them.
+    names = list(interests)
+    names.extend(sorted(rules.feature_names - interests.keys()))
+    known = {name: i for i, name in enumerate(names)}
+    table, base = _core.Table.from_items(item_list, list(rules.attribute_ranges), (known, names))
+    return rank_table(
+        table,
+        None,
+        base,
+        interests,
+        interests_by_name(names, interests) if names else np.zeros(0),
+        taste,
+        items=item_list,
+        k=k,
+        weights=weights,
+        filters=rules,
+        now=moment,
+        explain=explain,
+        normalization=normalization,
+        recency_half_life=recency_half_life,
+        scorers=scorers,
+    )

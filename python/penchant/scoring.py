@@ -1,0 +1,339 @@
+"""The ranking core shared by :func:`penchant.rank_items` and :meth:`penchant.Catalog.rank`:
+options, filters, results, and the one function that hands a request to the Rust kernels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from penchant import _core
+from penchant._validate import check_finite, check_name
+from penchant.errors import ValidationError
+
+if TYPE_CHECKING:
+    from penchant.user_profile import UserProfile
+
+__all__ = [
+    "DEFAULT_RECENCY_HALF_LIFE",
+    "DEFAULT_WEIGHTS",
+    "FACTORS",
+    "Candidates",
+    "Filters",
+    "ProfileLike",
+    "RankedItem",
+    "Scorer",
+]
+
+FACTORS: tuple[str, ...] = tuple(_core.FACTORS)
+"""The built-in factors, in the order explanations list them."""
+
+DEFAULT_WEIGHTS: Mapping[str, float] = {
+    "relevance": 1.0,
+    "affinity": 1.0,
+    "taste": 1.0,
+    "recency": 0.0,
+    "popularity": 0.0,
+}
+"""Weights used for factors the caller does not name."""
+
+DEFAULT_RECENCY_HALF_LIFE = 7 * 86_400.0
+"""An item's recency halves every 7 days unless configured otherwise."""
+
+NORMALIZATIONS = ("none", "minmax", "zscore")
+
+ProfileLike = Union["UserProfile", Mapping[str, float]]
+"""A :class:`~penchant.UserProfile`, or a plain mapping feature name → interest weight."""
+
+
+@dataclass(frozen=True, slots=True)
+class RankedItem:
+    """One ranked result. ``contributions`` (with ``explain=True``) maps each factor to what it
+    added; they sum to ``score``. ``item`` is the caller's own item object when there was one."""
+
+    id: str | int
+    score: float
+    contributions: Mapping[str, float] | None = None
+    item: Any = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Hard rules: an item that breaks one is never returned.
+
+    - ``blocked_features``: drop items that carry any of these features;
+    - ``required_features``: keep only items that carry all of these;
+    - ``any_features``: keep only items that carry at least one of these (when not empty);
+    - ``excluded_ids``: drop these items;
+    - ``attribute_ranges``: ``{"price": (None, 20)}`` keeps items whose numeric attribute lies in
+      the inclusive range (``None`` leaves a side open); an item without the attribute is dropped.
+    """
+
+    blocked_features: frozenset[str] = frozenset()
+    required_features: frozenset[str] = frozenset()
+    any_features: frozenset[str] = frozenset()
+    excluded_ids: frozenset[str | int] = frozenset()
+    attribute_ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("blocked_features", "required_features", "any_features"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValidationError(f"filters: {name} must be a collection of names, not a str")
+            names = frozenset(check_name(v, f"filters: {name} entry") for v in value)
+            object.__setattr__(self, name, names)
+        if isinstance(self.excluded_ids, str | int):
+            raise ValidationError("filters: excluded_ids must be a collection of ids")
+        object.__setattr__(self, "excluded_ids", frozenset(self.excluded_ids))
+        ranges: dict[str, tuple[float | None, float | None]] = {}
+        for attribute, bounds in dict(self.attribute_ranges).items():
+            check_name(attribute, "filters: attribute name")
+            try:
+                low, high = bounds
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    f"filters: the range of {attribute!r} must be a pair (low, high), got {bounds!r}"
+                ) from None
+            low = None if low is None else check_finite(low, f"filters: low bound of {attribute!r}")
+            high = None if high is None else check_finite(high, f"filters: high bound of {attribute!r}")
+            if low is not None and high is not None and low > high:
+                raise ValidationError(f"filters: empty range for {attribute!r}: [{low}, {high}]")
+            ranges[attribute] = (low, high)
+        object.__setattr__(self, "attribute_ranges", ranges)
+
+    @classmethod
+    def coerce(cls, value: Filters | Mapping[str, Any] | None) -> Filters:
+        """A ``Filters`` from itself, a mapping of its field names, or ``None`` (no rules)."""
+        if value is None:
+            return _NO_FILTERS
+        if isinstance(value, Filters):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise ValidationError(
+                    f"filters: unknown rule(s) {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}"
+                )
+            return cls(**value)
+        raise ValidationError(f"filters must be a Filters or a mapping, got {type(value).__name__}")
+
+    @property
+    def feature_names(self) -> frozenset[str]:
+        return self.blocked_features | self.required_features | self.any_features
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.blocked_features
+            or self.required_features
+            or self.any_features
+            or self.excluded_ids
+            or self.attribute_ranges
+        )
+
+
+_NO_FILTERS = Filters()
+
+
+class Candidates:
+    """What a custom scorer sees: the candidates of one request, in the caller's order. Columns
+    are gathered on first use."""
+
+    def __init__(
+        self,
+        table: _core.Table,
+        rows: npt.NDArray[np.uint32] | None,
+        base_scores: npt.NDArray[np.float64],
+        items: Sequence[Any] | None,
+    ) -> None:
+        self._table = table
+        self._rows: list[int] = list(range(len(table))) if rows is None else rows.tolist()
+        self.base_scores = base_scores
+        self.items = items
+        """The caller's items (``rank_items`` over objects), or ``None`` for a catalog."""
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def ids(self) -> list[str | int]:
+        return self._table.ids(self._rows)
+
+    @property
+    def embeddings(self) -> npt.NDArray[np.float32] | None:
+        """(n, d) float32, a zero row where an item has none; ``None`` if no item has one."""
+        return self._table.column("embeddings", self._rows)
+
+    @property
+    def timestamps(self) -> npt.NDArray[np.float64] | None:
+        return self._table.column("timestamps", self._rows)
+
+    @property
+    def popularity(self) -> npt.NDArray[np.float64] | None:
+        return self._table.column("popularity", self._rows)
+
+    def attribute(self, name: str) -> npt.NDArray[np.float64] | None:
+        """A numeric attribute (NaN where missing), if the items were read with it."""
+        return self._table.column(name, self._rows)
+
+
+Scorer = Callable[[Candidates], "npt.ArrayLike"]
+"""A custom factor: takes the candidates, returns one raw value per candidate."""
+
+
+def profile_vectors(profile: ProfileLike, now: float) -> tuple[dict[str, float], npt.NDArray[np.float32] | None]:
+    """The interests (name → current weight) and taste vector of a profile or mapping."""
+    from penchant.user_profile import UserProfile
+
+    if isinstance(profile, UserProfile):
+        taste = None if profile.taste_vector is None else np.asarray(profile.taste_vector, dtype=np.float32)
+        return profile.interest_weights(now), taste
+    if isinstance(profile, Mapping):
+        interests: dict[str, float] = {}
+        for name, weight in profile.items():
+            check_name(name, "interest name")
+            interests[name] = check_finite(weight, f"interest weight of {name!r}")
+        return interests, None
+    raise ValidationError(f"profile must be a UserProfile or a mapping feature -> weight, got {type(profile).__name__}")
+
+
+@dataclass(frozen=True)
+class _Options:
+    weights: tuple[float, ...]
+    normalization: tuple[str, ...]
+    extra: tuple[tuple[str, Scorer, float, str], ...]
+    recency_half_life: float
+
+
+def _options(
+    weights: Mapping[str, float] | None,
+    normalization: str | Mapping[str, str],
+    recency_half_life: float,
+    scorers: Mapping[str, Scorer] | None,
+) -> _Options:
+    scorers = dict(scorers or {})
+    for name, scorer in scorers.items():
+        check_name(name, "scorer name")
+        if name in FACTORS:
+            raise ValidationError(f"scorer name {name!r} is taken by a built-in factor")
+        if not callable(scorer):
+            raise ValidationError(f"scorer {name!r} is not callable")
+    known = set(FACTORS) | set(scorers)
+    weights = dict(weights or {})
+    unknown = set(weights) - known
+    if unknown:
+        raise ValidationError(f"weights: unknown factor(s) {sorted(unknown)}; known: {sorted(known)}")
+    merged = {name: check_finite(w, f"weight of {name!r}") for name, w in {**DEFAULT_WEIGHTS, **weights}.items()}
+    if isinstance(normalization, str):
+        norms = dict.fromkeys(known, normalization)
+    elif isinstance(normalization, Mapping):
+        unknown = set(normalization) - known
+        if unknown:
+            raise ValidationError(f"normalization: unknown factor(s) {sorted(unknown)}")
+        norms = {name: normalization.get(name, "minmax") for name in known}
+    else:
+        raise ValidationError("normalization must be a str or a mapping factor -> str")
+    for name, norm in norms.items():
+        if norm not in NORMALIZATIONS:
+            raise ValidationError(f"normalization of {name!r}: {norm!r} is not one of {NORMALIZATIONS}")
+    half_life = check_finite(recency_half_life, "recency_half_life")
+    if half_life <= 0:
+        raise ValidationError(f"recency_half_life must be positive, got {half_life}")
+    return _Options(
+        weights=tuple(merged[f] for f in FACTORS),
+        normalization=tuple(norms[f] for f in FACTORS),
+        extra=tuple((name, s, merged.get(name, 1.0), norms[name]) for name, s in scorers.items()),
+        recency_half_life=half_life,
+    )
+
+
+def _check_k(k: int | None) -> int | None:
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ValidationError(f"k must be a positive int or None, got {type(k).__name__}")
+    if k <= 0:
+        raise ValidationError(f"k must be at least 1, got {k}")
+    return int(k)
+
+
+def rank_table(
+    table: _core.Table,
+    rows: npt.NDArray[np.uint32] | None,
+    base_scores: npt.NDArray[np.float64],
+    interests: Mapping[str, float],
+    dense_interests: npt.NDArray[np.float64],
+    taste: npt.NDArray[np.float32] | None,
+    *,
+    items: Sequence[Any] | None,
+    k: int | None,
+    weights: Mapping[str, float] | None,
+    filters: Filters,
+    now: float,
+    explain: bool,
+    normalization: str | Mapping[str, str],
+    recency_half_life: float,
+    scorers: Mapping[str, Scorer] | None,
+) -> list[RankedItem]:
+    """Ranks ``rows`` of ``table`` (all rows when ``None``); the shared body of every entry point."""
+    options = _options(weights, normalization, recency_half_life, scorers)
+    k = _check_k(k)
+    n = len(table) if rows is None else len(rows)
+    if n == 0:
+        return []
+    feature_sets = [
+        [fid for fid in table.feature_ids(sorted(names)) if fid is not None]
+        for names in (filters.blocked_features, filters.required_features, filters.any_features)
+    ]
+    # A required feature that no candidate has, or an "any" list that none has, leaves nothing.
+    if len(feature_sets[1]) < len(filters.required_features) or (filters.any_features and not feature_sets[2]):
+        return []
+    excluded = table.rows_of(list(filters.excluded_ids), missing_ok=True).tolist() if filters.excluded_ids else []
+    ranges = [
+        (name, -math.inf if low is None else low, math.inf if high is None else high)
+        for name, (low, high) in filters.attribute_ranges.items()
+    ]
+    extra = []
+    if options.extra:
+        candidates = Candidates(table, rows, base_scores, items)
+        for name, scorer, weight, norm in options.extra:
+            values = np.asarray(scorer(candidates), dtype=np.float64)
+            if values.shape != (n,):
+                raise ValidationError(f"scorer {name!r} returned shape {values.shape}; expected ({n},)")
+            if not np.isfinite(values).all():
+                raise ValidationError(f"scorer {name!r} returned NaN or infinite values")
+            extra.append((values, weight, norm))
+    positions, scores, contributions, _passed = table.rank(
+        rows,
+        base_scores,
+        dense_interests,
+        taste,
+        options.weights,
+        options.normalization,
+        now,
+        options.recency_half_life,
+        extra,
+        (feature_sets[0], feature_sets[1], feature_sets[2], excluded, ranges),
+        n if k is None else min(k, n),
+    )
+    chosen = positions.tolist()
+    chosen_rows = chosen if rows is None else rows[positions].tolist()
+    ids = table.ids(chosen_rows)
+    names = FACTORS + tuple(name for name, *_ in options.extra)
+    columns = contributions.T.tolist() if explain else None
+    return [
+        RankedItem(
+            id=ids[j],
+            score=float(scores[j]),
+            contributions=dict(zip(names, columns[j], strict=True)) if columns is not None else None,
+            item=items[chosen[j]] if items is not None else None,
+        )
+        for j in range(len(chosen))
+    ]
+
+
+def interests_by_name(names: Iterable[str], interests: Mapping[str, float]) -> npt.NDArray[np.float64]:
+    return np.fromiter((interests.get(n, 0.0) for n in names), dtype=np.float64)

@@ -1,0 +1,14 @@
+//! The kernels of penchant: pure functions over slices, with no Python in them. The optional
+//! `python` feature adds the PyO3 bindings in [`python`].
+
+pub mod decay;
+pub mod error;
+pub mod filter;
+pub mod parallel;
+pub mod rank;
+pub mod scoring;
+pub mod table;
+pub mod topk;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,429 @@
+//! Python items (dicts, dataclasses, any object with the right attributes) into an `ItemTable`.
+//! This is the only place that reads Python objects field by field; it runs with the GIL held
+//! and touches each field once.
+
+use super::{validation_error, LIMITS};
+use crate::table::{Embeddings, ItemKey, ItemTable, Vocabulary};
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyDateAccess, PyDateTime, PyDict, PyInt, PyList, PyMapping, PyString, PyTimeAccess,
+    PyTuple, PyTzInfo, PyTzInfoAccess,
+};
+
+/// How feature names become ids.
+pub enum FeatureIds<'a, 'py> {
+    /// Every name gets an id (registering a catalog).
+    Intern(Vocabulary),
+    /// Only names in this dict (name → id) matter; others are dropped. A ranking request uses
+    /// this with the profile's interests and the filters' features, so the work per item is one
+    /// dict lookup per feature whatever the size of the item's vocabulary.
+    Known(&'a Bound<'py, PyDict>, Vocabulary),
+}
+
+impl FeatureIds<'_, '_> {
+    fn id(&mut self, name: &Bound<'_, PyAny>, item: usize) -> PyResult<Option<u32>> {
+        let Ok(name) = name.cast::<PyString>() else {
+            return Err(validation_error(format!(
+                "item {item}: feature names must be str, got {}",
+                type_name(name)
+            )));
+        };
+        match self {
+            FeatureIds::Known(dict, _) => match dict.get_item(name)? {
+                Some(id) => Ok(Some(id.extract()?)),
+                None => Ok(None),
+            },
+            FeatureIds::Intern(vocabulary) => {
+                let name = name.to_str()?;
+                if name.is_empty() || name.len() > LIMITS.max_name_bytes {
+                    return Err(validation_error(format!(
+                        "item {item}: feature names must have 1 to {} bytes, got {}",
+                        LIMITS.max_name_bytes,
+                        name.len()
+                    )));
+                }
+                Ok(Some(vocabulary.intern(name)))
+            }
+        }
+    }
+
+    fn into_vocabulary(self) -> Vocabulary {
+        match self {
+            FeatureIds::Intern(v) | FeatureIds::Known(_, v) => v,
+        }
+    }
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A field of an item: a key of a dict or mapping, else an attribute; `None` when absent or None.
+fn field<'py>(
+    item: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let value = if let Ok(dict) = item.cast::<PyDict>() {
+        dict.get_item(name)?
+    } else if item.is_instance_of::<PyMapping>() {
+        match item.get_item(name) {
+            Ok(v) => Some(v),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(item.py()) => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        item.getattr_opt(name)?
+    };
+    Ok(value.filter(|v| !v.is_none()))
+}
+
+fn finite(value: &Bound<'_, PyAny>, what: &str, item: usize) -> PyResult<f64> {
+    if value.is_instance_of::<PyBool>() || value.is_instance_of::<PyString>() {
+        return Err(validation_error(format!(
+            "item {item}: {what} must be a number, got {}",
+            type_name(value)
+        )));
+    }
+    let v: f64 = value.extract().map_err(|_| {
+        validation_error(format!(
+            "item {item}: {what} must be a number, got {}",
+            type_name(value)
+        ))
+    })?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(validation_error(format!(
+            "item {item}: {what} is NaN or infinite"
+        )))
+    }
+}
+
+pub fn item_key(value: &Bound<'_, PyAny>, what: &str) -> PyResult<ItemKey> {
+    if let Ok(s) = value.cast::<PyString>() {
+        let s = s.to_str()?;
+        if s.is_empty() || s.len() > LIMITS.max_id_bytes {
+            return Err(validation_error(format!(
+                "{what}: ids must have 1 to {} bytes, got {}",
+                LIMITS.max_id_bytes,
+                s.len()
+            )));
+        }
+        return Ok(ItemKey::Str(s.to_owned()));
+    }
+    if value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
+        return value
+            .extract::<i64>()
+            .map(ItemKey::Int)
+            .map_err(|_| validation_error(format!("{what}: integer id does not fit in 64 bits")));
+    }
+    Err(validation_error(format!(
+        "{what}: ids must be str or int, got {}",
+        type_name(value)
+    )))
+}
+
+pub fn key_to_py<'py>(py: Python<'py>, key: &ItemKey) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match key {
+        ItemKey::Int(i) => i.into_pyobject(py)?.into_any(),
+        ItemKey::Str(s) => PyString::new(py, s).into_any(),
+    })
+}
+
+static UTC: PyOnceLock<Py<PyTzInfo>> = PyOnceLock::new();
+
+/// Days from 1970-01-01 to a civil date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Seconds since the epoch of a number or a datetime. Naive datetimes are taken as UTC.
+pub fn epoch_seconds(value: &Bound<'_, PyAny>, what: &str, item: usize) -> PyResult<f64> {
+    let Ok(dt) = value.cast::<PyDateTime>() else {
+        return finite(value, what, item);
+    };
+    let py = value.py();
+    let utc = UTC.get_or_try_init(py, || PyTzInfo::utc(py).map(|u| u.to_owned().unbind()))?;
+    match dt.get_tzinfo() {
+        Some(tz) if !tz.is(utc.bind(py)) => dt.call_method0(intern!(py, "timestamp"))?.extract(),
+        _ => {
+            let days = days_from_civil(
+                dt.get_year() as i64,
+                dt.get_month() as i64,
+                dt.get_day() as i64,
+            );
+            let seconds = days * 86_400
+                + dt.get_hour() as i64 * 3_600
+                + dt.get_minute() as i64 * 60
+                + dt.get_second() as i64;
+            Ok(seconds as f64 + dt.get_microsecond() as f64 * 1e-6)
+        }
+    }
+}
+
+/// Appends one embedding, converting from a NumPy array or any sequence of numbers.
+fn push_embedding(value: &Bound<'_, PyAny>, out: &mut Vec<f32>, item: usize) -> PyResult<usize> {
+    let start = out.len();
+    if let Ok(array) = value.cast::<PyArray1<f32>>() {
+        out.extend_from_slice(
+            &array
+                .to_vec()
+                .map_err(|e| validation_error(format!("item {item}: embedding: {e}")))?,
+        );
+    } else if let Ok(array) = value.cast::<PyArray1<f64>>() {
+        let v = array
+            .to_vec()
+            .map_err(|e| validation_error(format!("item {item}: embedding: {e}")))?;
+        out.extend(v.into_iter().map(|x| x as f32));
+    } else if let Ok(array) = value.cast::<numpy::PyUntypedArray>() {
+        return Err(validation_error(format!(
+            "item {item}: embedding must be a 1-D float32 or float64 array, got {}-D {}",
+            array.ndim(),
+            array.dtype()
+        )));
+    } else if let Ok(list) = value.cast::<PyList>() {
+        for v in list.iter() {
+            out.push(finite(&v, "embedding value", item)? as f32);
+        }
+    } else if let Ok(tuple) = value.cast::<PyTuple>() {
+        for v in tuple.iter() {
+            out.push(finite(&v, "embedding value", item)? as f32);
+        }
+    } else if value.is_instance_of::<PyString>() {
+        return Err(validation_error(format!(
+            "item {item}: embedding must be a sequence of numbers, got str"
+        )));
+    } else {
+        for v in value.try_iter()? {
+            out.push(finite(&v?, "embedding value", item)? as f32);
+        }
+    }
+    let added = &out[start..];
+    if let Some(index) = added.iter().position(|v| !v.is_finite()) {
+        return Err(validation_error(format!(
+            "item {item}: embedding value at position {index} is NaN or infinite"
+        )));
+    }
+    if added.is_empty() || added.len() > LIMITS.max_embedding_dim {
+        return Err(validation_error(format!(
+            "item {item}: embeddings must have 1 to {} values, got {}",
+            LIMITS.max_embedding_dim,
+            added.len()
+        )));
+    }
+    Ok(added.len())
+}
+
+/// Collects optional per-item numbers into a column that stays `None` until some item has one.
+struct OptionalColumn(Option<Vec<f64>>);
+
+impl OptionalColumn {
+    fn push(&mut self, row: usize, value: Option<f64>) {
+        match (&mut self.0, value) {
+            (Some(column), v) => column.push(v.unwrap_or(f64::NAN)),
+            (None, Some(v)) => {
+                let mut column = vec![f64::NAN; row];
+                column.push(v);
+                self.0 = Some(column);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Builds a table from a sequence of items, and returns it with each item's `score` (0 when
+/// absent).
+pub fn table_from_items(
+    items: &Bound<'_, PyAny>,
+    mut features: FeatureIds<'_, '_>,
+    attribute_names: Vec<String>,
+) -> PyResult<(ItemTable, Vec<f64>)> {
+    let py = items.py();
+    let keys = (
+        intern!(py, "id"),
+        intern!(py, "features"),
+        intern!(py, "embedding"),
+        intern!(py, "timestamp"),
+        intern!(py, "popularity"),
+        intern!(py, "attributes"),
+        intern!(py, "score"),
+    );
+    let attribute_keys: Vec<Bound<'_, PyString>> = attribute_names
+        .iter()
+        .map(|n| PyString::new(py, n))
+        .collect();
+    let mut table = ItemTable {
+        attribute_names,
+        ..Default::default()
+    };
+    table.attributes = vec![Vec::new(); attribute_keys.len()];
+    let mut timestamps = OptionalColumn(None);
+    let mut popularity = OptionalColumn(None);
+    let mut embedding_values: Vec<f32> = Vec::new();
+    let mut embedding_dim: Option<usize> = None;
+    let mut rows_before_first_embedding = 0usize;
+    let mut scores: Vec<f64> = Vec::new();
+
+    let mut add = |row: usize, item: Bound<'_, PyAny>| -> PyResult<()> {
+        if row >= LIMITS.max_items {
+            return Err(validation_error(format!(
+                "too many items: the limit is {}",
+                LIMITS.max_items
+            )));
+        }
+        let id = field(&item, keys.0)?
+            .ok_or_else(|| validation_error(format!("item {row} has no id")))?;
+        table.ids.push(item_key(&id, &format!("item {row}"))?);
+        scores.push(
+            field(&item, keys.6)?
+                .map(|v| finite(&v, "score", row))
+                .transpose()?
+                .unwrap_or(0.0),
+        );
+
+        let mut row_features: Vec<(u32, f32)> = Vec::new();
+        if let Some(value) = field(&item, keys.1)? {
+            if value.is_instance_of::<PyString>() {
+                return Err(validation_error(format!(
+                    "item {row}: features must be a list of names or a mapping name -> weight, got a str"
+                )));
+            }
+            if let Ok(dict) = value.cast::<PyDict>() {
+                for (name, weight) in dict.iter() {
+                    let w = finite(&weight, "feature weight", row)?;
+                    if let Some(id) = features.id(&name, row)? {
+                        row_features.push((id, w as f32));
+                    }
+                }
+            } else if let Ok(list) = value.cast::<PyList>() {
+                for name in list.iter() {
+                    if let Some(id) = features.id(&name, row)? {
+                        row_features.push((id, 1.0));
+                    }
+                }
+            } else if value.is_instance_of::<PyMapping>() {
+                for pair in value.call_method0(intern!(py, "items"))?.try_iter()? {
+                    let (name, weight): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+                    let w = finite(&weight, "feature weight", row)?;
+                    if let Some(id) = features.id(&name, row)? {
+                        row_features.push((id, w as f32));
+                    }
+                }
+            } else {
+                let iter = value.try_iter().map_err(|_| {
+                    validation_error(format!(
+                        "item {row}: features must be a list of names or a mapping name -> weight, got {}",
+                        type_name(&value)
+                    ))
+                })?;
+                for name in iter {
+                    if let Some(id) = features.id(&name?, row)? {
+                        row_features.push((id, 1.0));
+                    }
+                }
+            }
+            if row_features.len() > LIMITS.max_features_per_item {
+                return Err(validation_error(format!(
+                    "item {row}: more than {} features",
+                    LIMITS.max_features_per_item
+                )));
+            }
+        }
+        table.features.push_row(row_features);
+
+        match field(&item, keys.2)? {
+            Some(value) => {
+                let dim = push_embedding(&value, &mut embedding_values, row)?;
+                match embedding_dim {
+                    None => {
+                        embedding_dim = Some(dim);
+                        let zeros = vec![0.0f32; rows_before_first_embedding * dim];
+                        embedding_values.splice(0..0, zeros);
+                    }
+                    Some(expected) if expected != dim => {
+                        return Err(validation_error(format!(
+                            "item {row}: embedding has {dim} values but earlier items have {expected}"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            None => match embedding_dim {
+                Some(dim) => embedding_values.extend(std::iter::repeat_n(0.0, dim)),
+                None => rows_before_first_embedding += 1,
+            },
+        }
+
+        let t = field(&item, keys.3)?
+            .map(|v| epoch_seconds(&v, "timestamp", row))
+            .transpose()?;
+        timestamps.push(row, t);
+        let p = field(&item, keys.4)?
+            .map(|v| finite(&v, "popularity", row))
+            .transpose()?;
+        popularity.push(row, p);
+
+        if !attribute_keys.is_empty() {
+            let attributes = field(&item, keys.5)?;
+            for (column, key) in table.attributes.iter_mut().zip(&attribute_keys) {
+                let value = match &attributes {
+                    Some(a) => field(a, key)?,
+                    None => None,
+                };
+                column.push(match value {
+                    Some(v) => finite(&v, &format!("attribute {:?}", key.to_str()?), row)?,
+                    None => f64::NAN,
+                });
+            }
+        }
+        Ok(())
+    };
+
+    if let Ok(list) = items.cast::<PyList>() {
+        for (row, item) in list.iter().enumerate() {
+            add(row, item)?;
+        }
+    } else if let Ok(tuple) = items.cast::<PyTuple>() {
+        for (row, item) in tuple.iter().enumerate() {
+            add(row, item)?;
+        }
+    } else {
+        for (row, item) in items.try_iter()?.enumerate() {
+            add(row, item?)?;
+        }
+    }
+
+    if let Some(dim) = embedding_dim {
+        table.embeddings =
+            Some(Embeddings::new(dim, embedding_values).map_err(super::kernel_error)?);
+    }
+    table.timestamps = timestamps.0;
+    table.popularity = popularity.0;
+    table.vocabulary = features.into_vocabulary();
+    table.finish().map_err(super::kernel_error)?;
+    Ok((table, scores))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::days_from_civil;
+
+    #[test]
+    fn civil_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+    }
+}

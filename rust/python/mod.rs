@@ -1,0 +1,563 @@
+//! PyO3 bindings: `penchant._core`. Each function converts arguments, releases the GIL around the
+//! pure kernel and converts the result; the algorithms live in the parent modules.
+
+mod items;
+
+use crate::error::KernelError;
+use crate::filter::{AttributeRange, Filters};
+use crate::rank::{self, ExtraFactor, ProfileVectors, Request, Scoring};
+use crate::scoring::Normalization;
+use crate::table::{Embeddings, FeatureMatrix, ItemTable, Vocabulary};
+use crate::{decay, parallel, scoring, topk};
+use items::{item_key, key_to_py, FeatureIds};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyType};
+use rustc_hash::FxHashSet;
+
+/// Input size limits: anything larger is refused with a `ValidationError` before work starts.
+pub struct Limits {
+    pub max_items: usize,
+    pub max_id_bytes: usize,
+    pub max_name_bytes: usize,
+    pub max_features_per_item: usize,
+    pub max_embedding_dim: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    max_items: 10_000_000,
+    max_id_bytes: 1_024,
+    max_name_bytes: 1_024,
+    max_features_per_item: 10_000,
+    max_embedding_dim: 8_192,
+};
+
+static VALIDATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// A `penchant.ValidationError` (a `ValueError`) with `message`.
+pub fn validation_error(message: String) -> PyErr {
+    Python::attach(
+        |py| match VALIDATION_ERROR.import(py, "penchant.errors", "ValidationError") {
+            Ok(class) => PyErr::from_type(class.clone(), message),
+            Err(e) => e,
+        },
+    )
+}
+
+pub fn kernel_error(e: KernelError) -> PyErr {
+    validation_error(e.to_string())
+}
+
+fn normalization(name: &str) -> PyResult<Normalization> {
+    Normalization::parse(name).map_err(kernel_error)
+}
+
+/// Items as columns, held in Rust. Immutable once built, so any number of threads may rank
+/// against one table at once, each with the GIL released.
+#[pyclass(frozen, module = "penchant._core")]
+pub struct Table {
+    table: ItemTable,
+}
+
+/// (positions, scores, contributions, number passed): see `Table::rank`.
+type RankOutput<'py> = (
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    usize,
+);
+
+type FilterSpec = (
+    Vec<u32>,
+    Vec<u32>,
+    Vec<u32>,
+    Vec<u32>,
+    Vec<(String, f64, f64)>,
+);
+
+#[pymethods]
+impl Table {
+    /// Builds a table from Python items. With `known` (a dict name → id and the names in id
+    /// order), features outside it are dropped; without, every feature is interned.
+    /// Returns the table and each item's `score`.
+    #[staticmethod]
+    #[pyo3(signature = (items, attributes, known=None))]
+    fn from_items<'py>(
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+        attributes: Vec<String>,
+        known: Option<(Bound<'py, PyDict>, Vec<String>)>,
+    ) -> PyResult<(Self, Bound<'py, PyArray1<f64>>)> {
+        let (table, scores) = match &known {
+            Some((dict, names)) => {
+                let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
+                items::table_from_items(items, FeatureIds::Known(dict, vocabulary), attributes)?
+            }
+            None => items::table_from_items(
+                items,
+                FeatureIds::Intern(Vocabulary::default()),
+                attributes,
+            )?,
+        };
+        Ok((Self { table }, scores.into_pyarray(py)))
+    }
+
+    /// Builds a table from columns (see `penchant.ItemBatch`).
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (ids, indptr, feature_ids, feature_weights, feature_names, embeddings, timestamps, popularity, attribute_names, attributes))]
+    fn from_columns(
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        indptr: PyReadonlyArray1<'_, i64>,
+        feature_ids: PyReadonlyArray1<'_, u32>,
+        feature_weights: PyReadonlyArray1<'_, f32>,
+        feature_names: Vec<String>,
+        embeddings: Option<PyReadonlyArray2<'_, f32>>,
+        timestamps: Option<PyReadonlyArray1<'_, f64>>,
+        popularity: Option<PyReadonlyArray1<'_, f64>>,
+        attribute_names: Vec<String>,
+        attributes: Vec<PyReadonlyArray1<'_, f64>>,
+    ) -> PyResult<Self> {
+        let mut keys = Vec::new();
+        for (i, id) in ids.try_iter()?.enumerate() {
+            keys.push(item_key(&id?, &format!("ids[{i}]"))?);
+        }
+        let indptr = to_vec(&indptr)?;
+        let mut last = 0i64;
+        for &p in &indptr {
+            if p < last || p as usize > feature_ids.len() {
+                return Err(validation_error(
+                    "features: indptr must rise from 0 to the number of feature ids".into(),
+                ));
+            }
+            last = p;
+        }
+        if indptr.first() != Some(&0) || last as usize != feature_ids.len() {
+            return Err(validation_error(
+                "features: indptr must rise from 0 to the number of feature ids".into(),
+            ));
+        }
+        let mut table = ItemTable {
+            ids: keys,
+            vocabulary: Vocabulary::from_names(feature_names).map_err(kernel_error)?,
+            features: FeatureMatrix {
+                indptr: indptr.iter().map(|&p| p as usize).collect(),
+                ids: to_vec(&feature_ids)?,
+                weights: to_vec(&feature_weights)?,
+            },
+            timestamps: timestamps.map(|t| to_vec(&t)).transpose()?,
+            popularity: popularity.map(|p| to_vec(&p)).transpose()?,
+            attribute_names,
+            attributes: attributes.iter().map(to_vec).collect::<PyResult<_>>()?,
+            ..Default::default()
+        };
+        if let Some(e) = embeddings {
+            let dim = e.shape()[1];
+            let values = e
+                .as_slice()
+                .map_err(|e| validation_error(e.to_string()))?
+                .to_vec();
+            table.embeddings = Some(
+                py.detach(|| Embeddings::new(dim, values))
+                    .map_err(kernel_error)?,
+            );
+        }
+        py.detach(|| table.finish()).map_err(kernel_error)?;
+        Ok(Self { table })
+    }
+
+    fn __len__(&self) -> usize {
+        self.table.len()
+    }
+
+    #[getter]
+    fn dim(&self) -> Option<usize> {
+        self.table.embeddings.as_ref().map(|e| e.dim)
+    }
+
+    #[getter]
+    fn feature_names(&self) -> Vec<String> {
+        (0..self.table.vocabulary.len() as u32)
+            .map(|i| self.table.vocabulary.name(i).to_owned())
+            .collect()
+    }
+
+    #[getter]
+    fn attribute_names(&self) -> Vec<String> {
+        self.table.attribute_names.clone()
+    }
+
+    /// The rows of `ids`, in order. Unknown or repeated ids are a `ValidationError`, unless
+    /// `missing_ok`, which skips unknown ids and allows repeats.
+    #[pyo3(signature = (ids, missing_ok=false))]
+    fn rows_of<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+        missing_ok: bool,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let mut rows = Vec::new();
+        let mut seen = FxHashSet::default();
+        for (i, id) in ids.try_iter()?.enumerate() {
+            let key = item_key(&id?, &format!("candidate {i}"))?;
+            let Some(row) = self.table.row_of(&key) else {
+                if missing_ok {
+                    continue;
+                }
+                return Err(validation_error(format!(
+                    "candidate {i}: unknown item id {key}"
+                )));
+            };
+            if !seen.insert(row) && !missing_ok {
+                return Err(validation_error(format!(
+                    "candidate {i}: duplicate item id {key}"
+                )));
+            }
+            rows.push(row);
+        }
+        Ok(rows.into_pyarray(py))
+    }
+
+    /// The ids of `rows`.
+    fn ids<'py>(&self, py: Python<'py>, rows: Vec<u32>) -> PyResult<Bound<'py, PyList>> {
+        let keys = rows
+            .iter()
+            .map(|&r| {
+                let key = self.table.ids.get(r as usize).ok_or_else(|| {
+                    kernel_error(KernelError::OutOfRange {
+                        what: "rows",
+                        index: r as usize,
+                        len: self.table.len(),
+                    })
+                })?;
+                key_to_py(py, key)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, keys)
+    }
+
+    /// The id of each name in this table's vocabulary, or None for names it does not have.
+    fn feature_ids(&self, names: Vec<String>) -> Vec<Option<u32>> {
+        names.iter().map(|n| self.table.vocabulary.get(n)).collect()
+    }
+
+    /// A profile's interests (name → weight) as a dense vector over this table's vocabulary;
+    /// names the table does not have are dropped.
+    fn dense_interests<'py>(
+        &self,
+        py: Python<'py>,
+        interests: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let mut dense = vec![0.0; self.table.vocabulary.len()];
+        for (name, weight) in interests.iter() {
+            let name: &str = name.extract()?;
+            if let Some(id) = self.table.vocabulary.get(name) {
+                dense[id as usize] = weight.extract()?;
+            }
+        }
+        Ok(dense.into_pyarray(py))
+    }
+
+    /// One column gathered at `rows`: "embeddings" (2-D), "timestamps", "popularity" or a
+    /// numeric attribute. None when the table does not have it.
+    fn column<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        rows: Vec<u32>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= self.table.len()) {
+            return Err(kernel_error(KernelError::OutOfRange {
+                what: "rows",
+                index: bad as usize,
+                len: self.table.len(),
+            }));
+        }
+        let gather = |col: &[f64]| rows.iter().map(|&r| col[r as usize]).collect::<Vec<_>>();
+        Ok(match name {
+            "embeddings" => match &self.table.embeddings {
+                Some(e) => {
+                    let values: Vec<f32> = rows
+                        .iter()
+                        .flat_map(|&r| e.row(r as usize).iter().copied())
+                        .collect();
+                    let array = numpy::ndarray::Array2::from_shape_vec((rows.len(), e.dim), values)
+                        .map_err(|e| validation_error(e.to_string()))?;
+                    Some(array.into_pyarray(py).into_any())
+                }
+                None => None,
+            },
+            "timestamps" => self
+                .table
+                .timestamps
+                .as_deref()
+                .map(|c| gather(c).into_pyarray(py).into_any()),
+            "popularity" => self
+                .table
+                .popularity
+                .as_deref()
+                .map(|c| gather(c).into_pyarray(py).into_any()),
+            other => self
+                .table
+                .attribute(other)
+                .map(|c| gather(c).into_pyarray(py).into_any()),
+        })
+    }
+
+    /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
+    /// one row per factor, number of candidates that passed the filters).
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (rows, base_scores, interests, taste, weights, normalization, now, recency_half_life, extra, filters, k))]
+    fn rank<'py>(
+        &self,
+        py: Python<'py>,
+        rows: Option<PyReadonlyArray1<'py, u32>>,
+        base_scores: Option<PyReadonlyArray1<'py, f64>>,
+        interests: PyReadonlyArray1<'py, f64>,
+        taste: Option<PyReadonlyArray1<'py, f32>>,
+        weights: [f64; 5],
+        normalization: [String; 5],
+        now: f64,
+        recency_half_life: f64,
+        extra: Vec<(PyReadonlyArray1<'py, f64>, f64, String)>,
+        filters: FilterSpec,
+        k: usize,
+    ) -> PyResult<RankOutput<'py>> {
+        // Copies: a caller's thread could write to its arrays while the GIL is released.
+        let rows = match rows {
+            Some(r) => to_vec(&r)?,
+            None => (0..self.table.len() as u32).collect(),
+        };
+        let base = base_scores.map(|b| to_vec(&b)).transpose()?;
+        let profile = ProfileVectors {
+            interests: to_vec(&interests)?,
+            taste: taste.map(|t| to_vec(&t)).transpose()?,
+        };
+        let scoring = Scoring {
+            weights,
+            normalization: [
+                self::normalization(&normalization[0])?,
+                self::normalization(&normalization[1])?,
+                self::normalization(&normalization[2])?,
+                self::normalization(&normalization[3])?,
+                self::normalization(&normalization[4])?,
+            ],
+            now,
+            recency_half_life,
+        };
+        let extra = extra
+            .into_iter()
+            .map(|(values, weight, norm)| {
+                Ok(ExtraFactor {
+                    values: to_vec(&values)?,
+                    weight,
+                    normalization: self::normalization(&norm)?,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let (blocked, required_all, required_any, excluded_rows, ranges) = filters;
+        let ranges = ranges
+            .into_iter()
+            .map(|(name, low, high)| {
+                let column = self
+                    .table
+                    .attribute_names
+                    .iter()
+                    .position(|n| *n == name)
+                    .ok_or_else(|| {
+                        validation_error(format!(
+                            "filters: the items have no numeric attribute {name:?}"
+                        ))
+                    })?;
+                Ok(AttributeRange { column, low, high })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let filters = Filters {
+            blocked,
+            required_all,
+            required_any,
+            excluded_rows,
+            ranges,
+        };
+        let table = &self.table;
+        let ranking = py
+            .detach(|| {
+                rank::rank(
+                    table,
+                    Request {
+                        rows: &rows,
+                        base_scores: base.as_deref(),
+                        profile: &profile,
+                        scoring: &scoring,
+                        extra,
+                        filters: &filters,
+                        k,
+                    },
+                )
+            })
+            .map_err(kernel_error)?;
+        let n_factors = ranking.contributions.len();
+        let n = ranking.positions.len();
+        let flat: Vec<f64> = ranking.contributions.into_iter().flatten().collect();
+        let contributions = numpy::ndarray::Array2::from_shape_vec((n_factors, n), flat)
+            .map_err(|e| validation_error(e.to_string()))?;
+        Ok((
+            ranking.positions.into_pyarray(py),
+            ranking.scores.into_pyarray(py),
+            contributions.into_pyarray(py),
+            ranking.passed,
+        ))
+    }
+}
+
+fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
+    Ok(array.as_array().iter().copied().collect())
+}
+
+// Kernels exposed one by one, for property tests against NumPy references and for the stores.
+
+#[pyfunction]
+fn normalize<'py>(
+    py: Python<'py>,
+    values: PyReadonlyArray1<'py, f64>,
+    method: &str,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let method = normalization(method)?;
+    let mut values = to_vec(&values)?;
+    py.detach(|| scoring::normalize(&mut values, method));
+    Ok(values.into_pyarray(py))
+}
+
+#[pyfunction]
+fn top_k<'py>(
+    py: Python<'py>,
+    scores: PyReadonlyArray1<'py, f64>,
+    k: usize,
+) -> PyResult<Bound<'py, PyArray1<u32>>> {
+    let scores = to_vec(&scores)?;
+    if let Some(index) = scores.iter().position(|v| v.is_nan()) {
+        return Err(kernel_error(KernelError::NotFinite {
+            what: "scores",
+            index,
+        }));
+    }
+    Ok(py.detach(|| topk::top_k(&scores, None, k)).into_pyarray(py))
+}
+
+#[pyfunction]
+fn forward_increments<'py>(
+    py: Python<'py>,
+    times: PyReadonlyArray1<'py, f64>,
+    weights: PyReadonlyArray1<'py, f64>,
+    landmark: f64,
+    half_life: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let (times, weights) = (to_vec(&times)?, to_vec(&weights)?);
+    let out = py
+        .detach(|| decay::forward_increments(&times, &weights, landmark, half_life))
+        .map_err(kernel_error)?;
+    Ok(out.into_pyarray(py))
+}
+
+#[pyfunction]
+fn decay_factor(age: f64, half_life: f64) -> PyResult<f64> {
+    if !(half_life.is_finite() && half_life > 0.0) || age.is_nan() {
+        return Err(validation_error(format!(
+            "invalid age {age} or half_life {half_life}"
+        )));
+    }
+    Ok(decay::decay_factor(age, half_life))
+}
+
+#[pyfunction]
+fn rebase_factor(old: f64, new: f64, half_life: f64) -> PyResult<f64> {
+    if !(half_life.is_finite() && half_life > 0.0 && old.is_finite() && new.is_finite()) {
+        return Err(validation_error(
+            "rebase_factor needs finite times and a positive half_life".into(),
+        ));
+    }
+    Ok(decay::rebase_factor(old, new, half_life))
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+fn aggregate_interests<'py>(
+    py: Python<'py>,
+    times: PyReadonlyArray1<'py, f64>,
+    weights: PyReadonlyArray1<'py, f64>,
+    indptr: PyReadonlyArray1<'py, i64>,
+    feature_ids: PyReadonlyArray1<'py, u32>,
+    feature_weights: PyReadonlyArray1<'py, f64>,
+    n_features: usize,
+    now: f64,
+    half_life: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let indptr: Vec<usize> = to_vec(&indptr)?
+        .into_iter()
+        .map(|p| {
+            usize::try_from(p).map_err(|_| validation_error("indptr must not be negative".into()))
+        })
+        .collect::<PyResult<_>>()?;
+    let (times, weights, feature_ids, feature_weights) = (
+        to_vec(&times)?,
+        to_vec(&weights)?,
+        to_vec(&feature_ids)?,
+        to_vec(&feature_weights)?,
+    );
+    let out = py
+        .detach(|| {
+            let history = decay::History {
+                times: &times,
+                weights: &weights,
+                indptr: &indptr,
+                feature_ids: &feature_ids,
+                feature_weights: &feature_weights,
+            };
+            decay::aggregate_interests(&history, n_features, now, half_life)
+        })
+        .map_err(kernel_error)?;
+    Ok(out.into_pyarray(py))
+}
+
+/// Sets the size of penchant's thread pool. Only effective before the first large ranking;
+/// returns whether it took effect.
+#[pyfunction]
+fn set_num_threads(n: usize) -> PyResult<bool> {
+    if n == 0 {
+        return Err(validation_error(
+            "the number of threads must be at least 1".into(),
+        ));
+    }
+    Ok(parallel::set_num_threads(n))
+}
+
+#[pyfunction]
+fn num_threads(py: Python<'_>) -> usize {
+    py.detach(parallel::num_threads)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Table>()?;
+    m.add_function(wrap_pyfunction!(normalize, m)?)?;
+    m.add_function(wrap_pyfunction!(top_k, m)?)?;
+    m.add_function(wrap_pyfunction!(forward_increments, m)?)?;
+    m.add_function(wrap_pyfunction!(decay_factor, m)?)?;
+    m.add_function(wrap_pyfunction!(rebase_factor, m)?)?;
+    m.add_function(wrap_pyfunction!(aggregate_interests, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add("FACTORS", rank::FACTORS.to_vec())?;
+    m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
+    m.add("MAX_ITEMS", LIMITS.max_items)?;
+    m.add("MAX_ID_BYTES", LIMITS.max_id_bytes)?;
+    m.add("MAX_NAME_BYTES", LIMITS.max_name_bytes)?;
+    m.add("MAX_FEATURES_PER_ITEM", LIMITS.max_features_per_item)?;
+    m.add("MAX_EMBEDDING_DIM", LIMITS.max_embedding_dim)?;
+    m.add("MAX_EXPONENT", decay::MAX_EXPONENT)?;
+    Ok(())
+}

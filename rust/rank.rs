@@ -1,0 +1,288 @@
+//! One ranking request from start to finish: filter, score every factor, combine, select the top k.
+
+use crate::error::{check_finite, check_len, KernelError, Result};
+use crate::filter::{self, Filters};
+use crate::scoring::{self, Factor, Normalization};
+use crate::table::ItemTable;
+use crate::topk::top_k;
+
+/// The built-in factors, in the order of [`Scoring::weights`] and of explanations.
+pub const FACTORS: [&str; 5] = ["relevance", "affinity", "taste", "recency", "popularity"];
+
+/// A profile compiled against an item table's vocabulary.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileVectors {
+    /// Interest weight per feature id of the table's vocabulary (shorter is fine: missing ids
+    /// weigh 0).
+    pub interests: Vec<f64>,
+    pub taste: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scoring {
+    pub weights: [f64; 5],
+    pub normalization: [Normalization; 5],
+    pub now: f64,
+    pub recency_half_life: f64,
+}
+
+/// A factor computed by the caller, one raw value per candidate (before filtering).
+pub struct ExtraFactor {
+    pub values: Vec<f64>,
+    pub weight: f64,
+    pub normalization: Normalization,
+}
+
+pub struct Request<'a> {
+    /// Candidate rows of the table, in the caller's order.
+    pub rows: &'a [u32],
+    /// The caller's relevance per candidate; `None` means 0 for all.
+    pub base_scores: Option<&'a [f64]>,
+    pub profile: &'a ProfileVectors,
+    pub scoring: &'a Scoring,
+    pub extra: Vec<ExtraFactor>,
+    pub filters: &'a Filters,
+    /// How many to return at most.
+    pub k: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    /// Positions in `Request::rows`, best first.
+    pub positions: Vec<u32>,
+    pub scores: Vec<f64>,
+    /// `contributions[f][j]`: what factor `f` (built-ins first, then the extras) added to the
+    /// score of the `j`-th result.
+    pub contributions: Vec<Vec<f64>>,
+    /// How many candidates passed the filters.
+    pub passed: usize,
+}
+
+fn validate(table: &ItemTable, request: &Request<'_>) -> Result<()> {
+    let n = request.rows.len();
+    if let Some(&bad) = request.rows.iter().find(|&&r| r as usize >= table.len()) {
+        return Err(KernelError::OutOfRange {
+            what: "candidate rows",
+            index: bad as usize,
+            len: table.len(),
+        });
+    }
+    if let Some(base) = request.base_scores {
+        check_len("base scores", n, base.len())?;
+        check_finite("base scores", base)?;
+    }
+    for extra in &request.extra {
+        check_len("custom factor values", n, extra.values.len())?;
+        check_finite("custom factor values", &extra.values)?;
+    }
+    let s = request.scoring;
+    if !s.now.is_finite() {
+        return Err(KernelError::Invalid("now must be a finite time".into()));
+    }
+    if !(s.recency_half_life.is_finite() && s.recency_half_life > 0.0) {
+        return Err(KernelError::Invalid(format!(
+            "recency_half_life must be a positive number of seconds, got {}",
+            s.recency_half_life
+        )));
+    }
+    check_finite("weights", &s.weights)?;
+    check_finite("profile interests", &request.profile.interests)?;
+    Ok(())
+}
+
+/// Ranks the candidates of `request` against `table`.
+pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
+    validate(table, &request)?;
+    let filters = request.filters.clone().normalized(table)?;
+    let kept: Vec<u32> = if filters.is_empty() {
+        (0..request.rows.len() as u32).collect()
+    } else {
+        (0..request.rows.len() as u32)
+            .filter(|&p| filter::passes(table, request.rows[p as usize], &filters))
+            .collect()
+    };
+    let rows: Vec<u32> = kept.iter().map(|&p| request.rows[p as usize]).collect();
+    let n = rows.len();
+    let s = request.scoring;
+    let missing = || vec![f64::NAN; n];
+
+    let mut factors: Vec<Factor> = Vec::with_capacity(FACTORS.len() + request.extra.len());
+    for (f, &weight) in s.weights.iter().enumerate() {
+        let values = if weight == 0.0 {
+            vec![0.0; n]
+        } else {
+            match f {
+                0 => match request.base_scores {
+                    Some(base) => kept.iter().map(|&p| base[p as usize]).collect(),
+                    None => vec![0.0; n],
+                },
+                1 => scoring::affinity(&table.features, &rows, &request.profile.interests),
+                2 => match (&table.embeddings, &request.profile.taste) {
+                    (Some(e), Some(t)) => scoring::taste(e, &rows, t)?,
+                    _ => missing(),
+                },
+                3 => match &table.timestamps {
+                    Some(ts) => scoring::recency(ts, &rows, s.now, s.recency_half_life),
+                    None => missing(),
+                },
+                _ => match &table.popularity {
+                    Some(p) => scoring::popularity(p, &rows),
+                    None => missing(),
+                },
+            }
+        };
+        factors.push(Factor {
+            values,
+            weight,
+            normalization: s.normalization[f],
+        });
+    }
+    for extra in request.extra {
+        let values = kept.iter().map(|&p| extra.values[p as usize]).collect();
+        factors.push(Factor {
+            values,
+            weight: extra.weight,
+            normalization: extra.normalization,
+        });
+    }
+
+    let scores = scoring::combine(&mut factors, n)?;
+    let best = top_k(&scores, None, request.k);
+    Ok(Ranking {
+        positions: best.iter().map(|&i| kept[i as usize]).collect(),
+        scores: best.iter().map(|&i| scores[i as usize]).collect(),
+        contributions: factors
+            .iter()
+            .map(|f| best.iter().map(|&i| f.values[i as usize]).collect())
+            .collect(),
+        passed: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Embeddings, ItemKey};
+
+    fn table() -> ItemTable {
+        let mut t = ItemTable::default();
+        let a = t.vocabulary.intern("genre:a");
+        let b = t.vocabulary.intern("genre:b");
+        for (i, f) in [a, b, a, b].into_iter().enumerate() {
+            t.ids.push(ItemKey::Int(i as i64));
+            t.features.push_row([(f, 1.0)]);
+        }
+        t.embeddings =
+            Some(Embeddings::new(2, vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0]).unwrap());
+        t.timestamps = Some(vec![0.0, 100.0, f64::NAN, 50.0]);
+        t.popularity = Some(vec![1.0, 10.0, 100.0, 0.0]);
+        t.finish().unwrap();
+        t
+    }
+
+    fn scoring(weights: [f64; 5]) -> Scoring {
+        Scoring {
+            weights,
+            normalization: [Normalization::MinMax; 5],
+            now: 100.0,
+            recency_half_life: 50.0,
+        }
+    }
+
+    #[test]
+    fn affinity_orders_by_interest() {
+        let t = table();
+        let profile = ProfileVectors {
+            interests: vec![0.0, 1.0],
+            taste: None,
+        };
+        let r = rank(
+            &t,
+            Request {
+                rows: &[0, 1, 2, 3],
+                base_scores: None,
+                profile: &profile,
+                scoring: &scoring([0.0, 1.0, 0.0, 0.0, 0.0]),
+                extra: vec![],
+                filters: &Filters::default(),
+                k: 2,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.positions, vec![1, 3]);
+        assert_eq!(r.scores, vec![1.0, 1.0]);
+        assert_eq!(r.passed, 4);
+    }
+
+    #[test]
+    fn contributions_sum_to_scores_and_filters_apply() {
+        let t = table();
+        let profile = ProfileVectors {
+            interests: vec![1.0, 0.0],
+            taste: Some(vec![1.0, 0.0]),
+        };
+        let filters = Filters {
+            excluded_rows: vec![0],
+            ..Default::default()
+        };
+        let r = rank(
+            &t,
+            Request {
+                rows: &[3, 2, 1, 0],
+                base_scores: Some(&[0.5, 0.1, 0.2, 9.0]),
+                profile: &profile,
+                scoring: &scoring([1.0, 1.0, 1.0, 1.0, 1.0]),
+                extra: vec![ExtraFactor {
+                    values: vec![0.0, 1.0, 2.0, 3.0],
+                    weight: 0.5,
+                    normalization: Normalization::None,
+                }],
+                filters: &filters,
+                k: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.passed, 3);
+        assert!(
+            !r.positions.contains(&3),
+            "row 0 is at position 3 and was excluded"
+        );
+        for (j, score) in r.scores.iter().enumerate() {
+            let sum: f64 = r.contributions.iter().map(|c| c[j]).sum();
+            assert!((sum - score).abs() < 1e-12);
+        }
+        assert_eq!(r.contributions.len(), 6);
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let t = table();
+        let profile = ProfileVectors::default();
+        let s = scoring([1.0; 5]);
+        let f = Filters::default();
+        let req = |rows: &'static [u32], base: Option<&'static [f64]>| Request {
+            rows,
+            base_scores: base,
+            profile: &profile,
+            scoring: &s,
+            extra: vec![],
+            filters: &f,
+            k: 1,
+        };
+        assert!(rank(&t, req(&[9], None)).is_err());
+        assert!(rank(&t, req(&[0], Some(&[f64::NAN]))).is_err());
+        assert!(rank(&t, req(&[0, 1], Some(&[1.0]))).is_err());
+        let bad_now = Scoring {
+            now: f64::NAN,
+            ..s.clone()
+        };
+        assert!(rank(
+            &t,
+            Request {
+                scoring: &bad_now,
+                ..req(&[0], None)
+            }
+        )
+        .is_err());
+    }
+}

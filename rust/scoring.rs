@@ -1,0 +1,275 @@
+//! Multi-factor scoring. Each factor is a column of raw values over the candidates (NaN where an
+//! item lacks what the factor needs), normalised across the candidates, then weighted and summed.
+
+use crate::error::{KernelError, Result};
+use crate::parallel;
+use crate::table::{norm, Embeddings, FeatureMatrix};
+
+/// How a factor's raw values are put on a common scale before weighting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalization {
+    /// Raw values as they are.
+    None,
+    /// `(x − min)/(max − min)`, so values lie in [0, 1]; a constant column becomes 0.
+    MinMax,
+    /// `(x − mean)/std` (population std); a constant column becomes 0.
+    ZScore,
+}
+
+impl Normalization {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "none" => Ok(Self::None),
+            "minmax" | "min-max" | "min_max" => Ok(Self::MinMax),
+            "zscore" | "z-score" | "z_score" => Ok(Self::ZScore),
+            other => Err(KernelError::Invalid(format!(
+                "unknown normalization {other:?}; expected 'none', 'minmax' or 'zscore'"
+            ))),
+        }
+    }
+}
+
+/// Normalises `values` in place. Missing values (NaN) are left out of the statistics and become
+/// 0, so an item without, say, an embedding neither gains nor loses from the taste factor.
+pub fn normalize(values: &mut [f64], method: Normalization) {
+    let present = || values.iter().copied().filter(|v| !v.is_nan());
+    let (shift, scale) = match method {
+        Normalization::None => (0.0, 1.0),
+        Normalization::MinMax => {
+            let (lo, hi) = present().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+            let range = hi - lo;
+            if range > 0.0 && range.is_finite() {
+                (lo, 1.0 / range)
+            } else {
+                (0.0, 0.0)
+            }
+        }
+        Normalization::ZScore => {
+            let (n, sum) = present().fold((0usize, 0.0), |(n, s), v| (n + 1, s + v));
+            if n == 0 {
+                (0.0, 0.0)
+            } else {
+                let mean = sum / n as f64;
+                let var = present().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
+                let std = var.sqrt();
+                if std > 0.0 && std.is_finite() {
+                    (mean, 1.0 / std)
+                } else {
+                    (0.0, 0.0)
+                }
+            }
+        }
+    };
+    for v in values.iter_mut() {
+        *v = if v.is_nan() {
+            0.0
+        } else {
+            (*v - shift) * scale
+        };
+    }
+}
+
+/// Affinity: the sparse dot product of each row's features with the profile's interest weights,
+/// given densely by feature id (ids past the end weigh 0).
+pub fn affinity(features: &FeatureMatrix, rows: &[u32], interests: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; rows.len()];
+    parallel::fill(&mut out, |i| {
+        let (ids, weights) = features.row(rows[i] as usize);
+        ids.iter()
+            .zip(weights)
+            .map(|(&f, &w)| interests.get(f as usize).copied().unwrap_or(0.0) * w as f64)
+            .sum()
+    });
+    out
+}
+
+/// Taste: the cosine similarity of each row's embedding with the profile's taste vector. Rows
+/// without an embedding (a zero row) are missing (NaN); a zero taste vector makes all missing.
+pub fn taste(embeddings: &Embeddings, rows: &[u32], taste: &[f32]) -> Result<Vec<f64>> {
+    if taste.len() != embeddings.dim {
+        return Err(KernelError::Invalid(format!(
+            "the profile's taste vector has {} dimensions but the items' embeddings have {}",
+            taste.len(),
+            embeddings.dim
+        )));
+    }
+    if let Some(index) = taste.iter().position(|v| !v.is_finite()) {
+        return Err(KernelError::NotFinite {
+            what: "taste vector",
+            index,
+        });
+    }
+    let taste_norm = norm(taste);
+    let mut out = vec![f64::NAN; rows.len()];
+    if taste_norm == 0.0 {
+        return Ok(out);
+    }
+    parallel::fill(&mut out, |i| {
+        let row = rows[i] as usize;
+        let row_norm = embeddings.norms[row];
+        if row_norm == 0.0 {
+            return f64::NAN;
+        }
+        let dot: f32 = embeddings
+            .row(row)
+            .iter()
+            .zip(taste)
+            .map(|(a, b)| a * b)
+            .sum();
+        (dot / (row_norm * taste_norm)) as f64
+    });
+    Ok(out)
+}
+
+/// Recency: `2^(−age/half_life)` of each row's timestamp against `now`; items from the future
+/// count as new; a missing timestamp is missing.
+pub fn recency(timestamps: &[f64], rows: &[u32], now: f64, half_life: f64) -> Vec<f64> {
+    rows.iter()
+        .map(|&r| {
+            let t = timestamps[r as usize];
+            if t.is_nan() {
+                f64::NAN
+            } else {
+                crate::decay::decay_factor(now - t, half_life)
+            }
+        })
+        .collect()
+}
+
+/// Popularity: `ln(1 + max(p, 0))`, so a few blockbusters do not swamp the rest.
+pub fn popularity(popularity: &[f64], rows: &[u32]) -> Vec<f64> {
+    rows.iter()
+        .map(|&r| {
+            let p = popularity[r as usize];
+            if p.is_nan() {
+                f64::NAN
+            } else {
+                p.max(0.0).ln_1p()
+            }
+        })
+        .collect()
+}
+
+/// One factor ready to combine: raw values over the candidates, its weight and its scaling.
+pub struct Factor {
+    pub values: Vec<f64>,
+    pub weight: f64,
+    pub normalization: Normalization,
+}
+
+/// Normalises every factor in place into its weighted contribution and returns the sum per
+/// candidate. Afterwards `factors[f].values[i]` is the contribution of factor `f` to candidate
+/// `i`, and the contributions of a candidate sum to its score.
+pub fn combine(factors: &mut [Factor], n: usize) -> Result<Vec<f64>> {
+    let mut scores = vec![0.0; n];
+    for factor in factors.iter_mut() {
+        if factor.values.len() != n {
+            return Err(KernelError::LengthMismatch {
+                what: "factor values",
+                expected: n,
+                got: factor.values.len(),
+            });
+        }
+        if !factor.weight.is_finite() {
+            return Err(KernelError::Invalid(format!(
+                "factor weights must be finite, got {}",
+                factor.weight
+            )));
+        }
+        if factor.values.iter().any(|v| v.is_infinite()) {
+            return Err(KernelError::Invalid(
+                "a factor produced an infinite value".into(),
+            ));
+        }
+        normalize(&mut factor.values, factor.normalization);
+        for (score, v) in scores.iter_mut().zip(factor.values.iter_mut()) {
+            *v *= factor.weight;
+            *score += *v;
+        }
+    }
+    Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minmax_and_zscore() {
+        let mut v = vec![1.0, 3.0, f64::NAN, 2.0];
+        normalize(&mut v, Normalization::MinMax);
+        assert_eq!(v, vec![0.0, 1.0, 0.0, 0.5]);
+        let mut v = vec![1.0, 3.0];
+        normalize(&mut v, Normalization::ZScore);
+        assert_eq!(v, vec![-1.0, 1.0]);
+        let mut v = vec![2.0, 2.0];
+        normalize(&mut v, Normalization::MinMax);
+        assert_eq!(v, vec![0.0, 0.0]);
+        let mut v = vec![f64::NAN];
+        normalize(&mut v, Normalization::ZScore);
+        assert_eq!(v, vec![0.0]);
+    }
+
+    #[test]
+    fn affinity_is_a_sparse_dot() {
+        let mut m = FeatureMatrix::default();
+        m.push_row([(0, 1.0), (2, 0.5)]);
+        m.push_row([(1, 1.0)]);
+        m.push_row([(9, 1.0)]);
+        assert_eq!(
+            affinity(&m, &[2, 0, 1], &[2.0, -1.0, 4.0]),
+            vec![0.0, 4.0, -1.0]
+        );
+    }
+
+    #[test]
+    fn taste_is_cosine_and_handles_missing() {
+        let e = Embeddings::new(2, vec![1.0, 0.0, 0.0, 0.0, 1.0, 1.0]).unwrap();
+        let got = taste(&e, &[0, 1, 2], &[2.0, 0.0]).unwrap();
+        assert!((got[0] - 1.0).abs() < 1e-6);
+        assert!(got[1].is_nan());
+        assert!((got[2] - 0.5f64.sqrt()).abs() < 1e-6);
+        assert!(taste(&e, &[0], &[1.0]).is_err());
+        assert!(taste(&e, &[0], &[0.0, 0.0]).unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn recency_and_popularity() {
+        let r = recency(&[0.0, 10.0, f64::NAN, 30.0], &[0, 1, 2, 3], 20.0, 10.0);
+        assert_eq!(r[0], 0.25);
+        assert_eq!(r[1], 0.5);
+        assert!(r[2].is_nan());
+        assert_eq!(r[3], 1.0);
+        let p = popularity(&[0.0, (1.0f64).exp() - 1.0, -3.0], &[0, 1, 2]);
+        assert_eq!(p[0], 0.0);
+        assert!((p[1] - 1.0).abs() < 1e-12);
+        assert_eq!(p[2], 0.0);
+    }
+
+    #[test]
+    fn combine_returns_contributions_that_sum_to_scores() {
+        let mut factors = vec![
+            Factor {
+                values: vec![0.0, 10.0],
+                weight: 2.0,
+                normalization: Normalization::MinMax,
+            },
+            Factor {
+                values: vec![1.0, 1.0],
+                weight: 1.0,
+                normalization: Normalization::None,
+            },
+        ];
+        let scores = combine(&mut factors, 2).unwrap();
+        assert_eq!(scores, vec![1.0, 3.0]);
+        assert_eq!(factors[0].values, vec![0.0, 2.0]);
+        let mut bad = vec![Factor {
+            values: vec![1.0],
+            weight: f64::NAN,
+            normalization: Normalization::None,
+        }];
+        assert!(combine(&mut bad, 1).is_err());
+    }
+}

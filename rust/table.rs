@@ -1,0 +1,289 @@
+//! Items as columns: the form every kernel reads. A `Catalog` keeps one for its lifetime; a
+//! `rank_items` call over Python objects builds a short-lived one.
+
+use crate::error::{check_len, KernelError, Result};
+use rustc_hash::FxHashMap;
+
+/// An item id as the caller gave it: a string or an integer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ItemKey {
+    Int(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for ItemKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ItemKey::Int(i) => write!(f, "{i}"),
+            ItemKey::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// Feature names interned to dense ids.
+#[derive(Debug, Default, Clone)]
+pub struct Vocabulary {
+    names: Vec<String>,
+    index: FxHashMap<String, u32>,
+}
+
+impl Vocabulary {
+    pub fn from_names(names: Vec<String>) -> Result<Self> {
+        let mut index = FxHashMap::default();
+        index.reserve(names.len());
+        for (i, name) in names.iter().enumerate() {
+            if index.insert(name.clone(), i as u32).is_some() {
+                return Err(KernelError::Invalid(format!(
+                    "duplicate feature name {name:?}"
+                )));
+            }
+        }
+        Ok(Self { names, index })
+    }
+
+    /// The id of `name`, adding it when new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.index.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.index.insert(name.to_owned(), id);
+        id
+    }
+
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Weighted features per row in compressed sparse row form.
+#[derive(Debug, Clone)]
+pub struct FeatureMatrix {
+    pub indptr: Vec<usize>,
+    pub ids: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+impl Default for FeatureMatrix {
+    fn default() -> Self {
+        Self {
+            indptr: vec![0],
+            ids: Vec::new(),
+            weights: Vec::new(),
+        }
+    }
+}
+
+impl FeatureMatrix {
+    pub fn row(&self, row: usize) -> (&[u32], &[f32]) {
+        let (start, end) = (self.indptr[row], self.indptr[row + 1]);
+        (&self.ids[start..end], &self.weights[start..end])
+    }
+
+    pub fn push_row(&mut self, features: impl IntoIterator<Item = (u32, f32)>) {
+        for (id, weight) in features {
+            self.ids.push(id);
+            self.weights.push(weight);
+        }
+        self.indptr.push(self.ids.len());
+    }
+
+    pub fn rows(&self) -> usize {
+        self.indptr.len() - 1
+    }
+}
+
+/// Row-major float32 embeddings, with each row's norm precomputed. A row of zeros means "no
+/// embedding" and scores as missing.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub dim: usize,
+    pub values: Vec<f32>,
+    pub norms: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn new(dim: usize, values: Vec<f32>) -> Result<Self> {
+        if dim == 0 {
+            return Err(KernelError::Invalid(
+                "embeddings must have at least one column".into(),
+            ));
+        }
+        if values.len() % dim != 0 {
+            return Err(KernelError::Invalid(format!(
+                "embedding buffer of {} values is not a whole number of rows of {dim}",
+                values.len()
+            )));
+        }
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(KernelError::NotFinite {
+                what: "embeddings",
+                index,
+            });
+        }
+        let norms = values.chunks_exact(dim).map(norm).collect();
+        Ok(Self { dim, values, norms })
+    }
+
+    pub fn row(&self, row: usize) -> &[f32] {
+        &self.values[row * self.dim..(row + 1) * self.dim]
+    }
+
+    pub fn rows(&self) -> usize {
+        self.norms.len()
+    }
+}
+
+pub fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Every column of a set of items. Optional columns are `None` when no item has them; within a
+/// column, a missing value is NaN (or a zero embedding row).
+#[derive(Debug, Clone, Default)]
+pub struct ItemTable {
+    pub ids: Vec<ItemKey>,
+    pub index: FxHashMap<ItemKey, u32>,
+    pub vocabulary: Vocabulary,
+    pub features: FeatureMatrix,
+    pub embeddings: Option<Embeddings>,
+    pub timestamps: Option<Vec<f64>>,
+    pub popularity: Option<Vec<f64>>,
+    pub attribute_names: Vec<String>,
+    pub attributes: Vec<Vec<f64>>,
+}
+
+impl ItemTable {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Builds the id index, failing on the first duplicate id, and checks that every column has
+    /// one value per item.
+    pub fn finish(&mut self) -> Result<()> {
+        let n = self.ids.len();
+        if n > u32::MAX as usize {
+            return Err(KernelError::Invalid(format!("too many items: {n}")));
+        }
+        self.index.clear();
+        self.index.reserve(n);
+        for (row, key) in self.ids.iter().enumerate() {
+            if self.index.insert(key.clone(), row as u32).is_some() {
+                return Err(KernelError::Invalid(format!("duplicate item id {key}")));
+            }
+        }
+        check_len("features", n, self.features.rows())?;
+        if let Some(&bad) = self
+            .features
+            .ids
+            .iter()
+            .find(|&&f| f as usize >= self.vocabulary.len())
+        {
+            return Err(KernelError::OutOfRange {
+                what: "feature ids",
+                index: bad as usize,
+                len: self.vocabulary.len(),
+            });
+        }
+        if let Some(index) = self.features.weights.iter().position(|w| !w.is_finite()) {
+            return Err(KernelError::NotFinite {
+                what: "feature weights",
+                index,
+            });
+        }
+        if let Some(e) = &self.embeddings {
+            check_len("embeddings", n, e.rows())?;
+        }
+        for (what, column) in [
+            ("timestamps", &self.timestamps),
+            ("popularity", &self.popularity),
+        ] {
+            if let Some(column) = column {
+                check_len(what, n, column.len())?;
+                if let Some(index) = column.iter().position(|v| v.is_infinite()) {
+                    return Err(KernelError::NotFinite { what, index });
+                }
+            }
+        }
+        check_len(
+            "attribute names",
+            self.attributes.len(),
+            self.attribute_names.len(),
+        )?;
+        for column in &self.attributes {
+            check_len("attributes", n, column.len())?;
+        }
+        Ok(())
+    }
+
+    pub fn row_of(&self, key: &ItemKey) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&[f64]> {
+        let i = self.attribute_names.iter().position(|n| n == name)?;
+        Some(&self.attributes[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_interns_once() {
+        let mut v = Vocabulary::default();
+        assert_eq!(v.intern("a"), 0);
+        assert_eq!(v.intern("b"), 1);
+        assert_eq!(v.intern("a"), 0);
+        assert_eq!(v.get("b"), Some(1));
+        assert_eq!(v.name(1), "b");
+        assert!(Vocabulary::from_names(vec!["x".into(), "x".into()]).is_err());
+    }
+
+    #[test]
+    fn finish_rejects_duplicates_and_ragged_columns() {
+        let mut t = ItemTable {
+            ids: vec![ItemKey::Int(1), ItemKey::Int(1)],
+            ..Default::default()
+        };
+        t.features.push_row([]);
+        t.features.push_row([]);
+        assert!(t
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate item id 1"));
+        t.ids[1] = ItemKey::Str("x".into());
+        t.finish().unwrap();
+        assert_eq!(t.row_of(&ItemKey::Str("x".into())), Some(1));
+        t.timestamps = Some(vec![1.0]);
+        assert!(t.finish().is_err());
+    }
+
+    #[test]
+    fn embeddings_check_shape_and_values() {
+        assert!(Embeddings::new(3, vec![0.0; 7]).is_err());
+        assert!(Embeddings::new(0, vec![]).is_err());
+        assert!(Embeddings::new(1, vec![f32::NAN]).is_err());
+        let e = Embeddings::new(2, vec![3.0, 4.0, 0.0, 0.0]).unwrap();
+        assert_eq!(e.norms, vec![5.0, 0.0]);
+    }
+}
