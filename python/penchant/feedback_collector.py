@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -12,7 +13,7 @@ from penchant._time import to_datetime, utcnow
 from penchant._validate import check_finite, check_id
 from penchant.errors import ValidationError
 
-__all__ = ["Feedback", "FeedbackType"]
+__all__ = ["Feedback", "FeedbackType", "Signal"]
 
 
 class FeedbackType(StrEnum):
@@ -89,3 +90,27 @@ class Feedback:
             raise ValidationError(f"context must be a dict, got {type(self.context).__name__}")
         self.timestamp = to_datetime(self.timestamp, "timestamp")
         self.event_id = check_id(self.event_id, "event_id") if self.event_id else uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One feedback event after processing: what a profile learns from it. The
+    ``FeedbackProcessor`` makes these; :class:`~penchant.user_profile.InterestModel` and the
+    profile stores apply them.
+
+    ``weight`` is signed (negative for a dislike or a skip) and is spread over ``features`` in
+    proportion to their weights; ``half_life`` (seconds) is how fast this event's evidence fades;
+    ``timestamp`` is epoch seconds.
+    """
+
+    event_id: str
+    user_id: str
+    item_id: str
+    feedback_type: FeedbackType
+    value: float
+    weight: float
+    half_life: float
+    timestamp: float
+    features: Mapping[str, float] = field(default_factory=dict)
+    attributes: Mapping[str, float] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)

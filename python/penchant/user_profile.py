@@ -12,16 +12,25 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from penchant import _core
 from penchant._time import TimeLike, to_datetime, to_epoch, utcnow
 from penchant._validate import check_finite, check_id, check_name, check_unit_interval
 from penchant.errors import ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from penchant.feedback_collector import Signal
 
 __all__ = [
     "DEFAULT_HALF_LIFE",
     "Interaction",
     "Interest",
+    "InterestModel",
     "Preference",
     "PreferenceCategory",
     "PreferenceSource",
@@ -190,3 +199,86 @@ class UserProfile:
         """The current decayed weight (positive minus negative evidence) of every interest."""
         moment = to_epoch(now, "now")
         return {name: interest.weight(moment, self.landmark) for name, interest in self.interests.items()}
+
+
+REBASE_EXPONENT = _core.MAX_EXPONENT / 2
+"""Move a profile's landmark forward once an event lies this many half-lives past it."""
+
+
+class InterestModel:
+    """Applies processed feedback (:class:`~penchant.feedback_collector.Signal`) to a profile's
+    interests by forward decay, and keeps the bounded interaction history.
+
+    The arithmetic is shared with the stores: :meth:`increments` gives the additions that
+    :meth:`apply` makes in memory and that a Redis store makes with ``HINCRBYFLOAT``.
+    """
+
+    def __init__(self, *, max_history: int = 500) -> None:
+        if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < 0:
+            raise ValidationError(f"max_history must be a non-negative int, got {max_history!r}")
+        self.max_history = max_history
+
+    @staticmethod
+    def needs_rebase(landmark: float, signal: Signal) -> bool:
+        """Whether ``signal`` lies so far past ``landmark`` that the landmark must move first."""
+        return (signal.timestamp - landmark) / signal.half_life > REBASE_EXPONENT
+
+    @staticmethod
+    def increments(landmark: float, signal: Signal) -> list[tuple[str, str, float]]:
+        """``(feature, channel key, amount)`` additions for one signal: each feature's share
+        ``|weight·feature weight|·2^((t − L)/h)`` goes to the positive or the negative channel of
+        the signal's half-life. Raises ``ValidationError`` when the landmark must move first."""
+        names = list(signal.features)
+        products = np.fromiter((signal.weight * signal.features[n] for n in names), dtype=np.float64, count=len(names))
+        times = np.full(len(names), signal.timestamp)
+        amounts = _core.forward_increments(times, products, landmark, signal.half_life)
+        return [
+            (name, channel_key(amount > 0, signal.half_life), abs(float(amount)))
+            for name, amount in zip(names, amounts, strict=True)
+            if amount != 0
+        ]
+
+    @staticmethod
+    def rebase(profile: UserProfile, landmark: float) -> None:
+        """Moves ``profile``'s landmark to ``landmark``, rescaling every sum so that no current
+        value changes."""
+        for interest in profile.interests.values():
+            for key, total in interest.sums.items():
+                _, half_life = parse_channel_key(key)
+                interest.sums[key] = total * _core.rebase_factor(profile.landmark, landmark, half_life)
+        profile.landmark = landmark
+
+    def apply(self, profile: UserProfile, signals: Iterable[Signal]) -> None:
+        """Adds ``signals`` to ``profile`` in place: interests, history, version, ``updated_at``."""
+        changed = False
+        for signal in signals:
+            if self.needs_rebase(profile.landmark, signal):
+                self.rebase(profile, signal.timestamp)
+            when = to_datetime(signal.timestamp, "timestamp")
+            for name, key, amount in self.increments(profile.landmark, signal):
+                interest = profile.interests.get(name)
+                if interest is None:
+                    interest = profile.interests[name] = Interest(name=name, last_updated=when)
+                interest.sums[key] = interest.sums.get(key, 0.0) + amount
+                interest.count += 1
+                interest.last_updated = max(interest.last_updated, when)
+            if self.max_history:
+                profile.interaction_history.append(
+                    Interaction(
+                        item_id=signal.item_id,
+                        feedback_type=str(signal.feedback_type),
+                        value=signal.value,
+                        weight=signal.weight,
+                        features=dict(signal.features),
+                        attributes=dict(signal.attributes),
+                        timestamp=when,
+                        event_id=signal.event_id,
+                    )
+                )
+            changed = True
+        if changed:
+            excess = len(profile.interaction_history) - self.max_history
+            if excess > 0:
+                del profile.interaction_history[:excess]
+            profile.version += 1
+            profile.updated_at = utcnow()
