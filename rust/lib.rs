@@ -5,6 +5,7 @@ pub mod decay;
 pub mod error;
 pub mod filter;
 pub mod parallel;
+pub mod profile;
 pub mod rank;
 pub mod scoring;
 pub mod table;
