@@ -225,12 +225,19 @@ pub fn attribute_quantiles(
         });
     }
     let mut order: Vec<usize> = (0..n).filter(|&i| samples.weights[i] > 0.0).collect();
-    // Stable, so that equal values keep their input order and the cumulative sums are
-    // reproducible by any reference that sorts stably.
-    order.sort_by(|&a, &b| {
+    // Ties broken by position, so that equal values keep their input order and the cumulative
+    // sums are reproducible by any reference that sorts stably.
+    order.sort_unstable_by(|&a, &b| {
         samples.attribute_ids[a]
             .cmp(&samples.attribute_ids[b])
-            .then(samples.values[a].total_cmp(&samples.values[b]))
+            // Values are finite (checked above), so this is a total order, with −0 = +0 as
+            // NumPy sorts them.
+            .then(
+                samples.values[a]
+                    .partial_cmp(&samples.values[b])
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
+            .then(a.cmp(&b))
     });
     let n_q = quantiles.len();
     let mut out = AttributeSummary {
