@@ -20,6 +20,7 @@ from penchant.scoring import (
     ProfileLike,
     RankedItem,
     Scorer,
+    profile_filters,
     profile_vectors,
     rank_table,
 )
@@ -186,6 +187,9 @@ class Catalog:
         :class:`~penchant.ValidationError`."""
         moment = to_epoch(now, "now")
         interests, taste = profile_vectors(profile, moment)
+        rules = profile_filters(profile, Filters.coerce(filters))
+        if rules is None:
+            return []
         rows = None if candidate_ids is None else self._table.rows_of(candidate_ids)
         n = len(self._table) if rows is None else len(rows)
         base = _float_column(base_scores, n, "base_scores")
@@ -201,7 +205,7 @@ class Catalog:
             items=None,
             k=k,
             weights=weights,
-            filters=Filters.coerce(filters),
+            filters=rules,
             now=moment,
             explain=explain,
             normalization=normalization,
