@@ -208,6 +208,9 @@ pub fn attribute_quantiles(
             "weights[{i}] is negative; quantiles need non-negative weights"
         )));
     }
+    if n > u32::MAX as usize {
+        return Err(KernelError::Invalid(format!("too many samples: {n}")));
+    }
     if let Some(q) = quantiles.iter().find(|q| !(0.0..=1.0).contains(*q)) {
         return Err(KernelError::Invalid(format!(
             "quantiles must lie in [0, 1], got {q}"
@@ -224,21 +227,21 @@ pub fn attribute_quantiles(
             len: n_attributes,
         });
     }
-    let mut order: Vec<usize> = (0..n).filter(|&i| samples.weights[i] > 0.0).collect();
-    // Ties broken by position, so that equal values keep their input order and the cumulative
-    // sums are reproducible by any reference that sorts stably.
-    order.sort_unstable_by(|&a, &b| {
-        samples.attribute_ids[a]
-            .cmp(&samples.attribute_ids[b])
+    // (attribute, value, position) sorted in one contiguous array; ties broken by position, so
+    // that equal values keep their input order and the cumulative sums are reproducible by any
+    // reference that sorts stably.
+    let mut sorted: Vec<(u32, f64, u32)> = (0..n)
+        .filter(|&i| samples.weights[i] > 0.0)
+        .map(|i| (samples.attribute_ids[i], samples.values[i], i as u32))
+        .collect();
+    sorted.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
             // Values are finite (checked above), so this is a total order, with −0 = +0 as
             // NumPy sorts them.
-            .then(
-                samples.values[a]
-                    .partial_cmp(&samples.values[b])
-                    .unwrap_or(std::cmp::Ordering::Equal),
-            )
-            .then(a.cmp(&b))
+            .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
+            .then(a.2.cmp(&b.2))
     });
+    let order: Vec<usize> = sorted.iter().map(|e| e.2 as usize).collect();
     let n_q = quantiles.len();
     let mut out = AttributeSummary {
         quantiles: vec![f64::NAN; n_attributes * n_q],
@@ -301,12 +304,38 @@ pub fn periodic_histogram(
     }
     let mut histogram = vec![0.0; bins];
     for (&t, &w) in times.iter().zip(weights) {
-        let phase = (t + offset).rem_euclid(period);
+        let phase = phase_of(t + offset, period);
         // Rounding can put a phase just below the period into bin `bins`: clamp it.
         let bin = ((phase / period * bins as f64) as usize).min(bins - 1);
         histogram[bin] += w;
     }
     Ok(histogram)
+}
+
+/// `x.rem_euclid(period)` without `fmod`, whose exact bit-by-bit division is slow for epoch
+/// seconds (quotients near 2^15 for days). For a whole-second period the quotient times the
+/// period is exact, and subtracting it from `x` is exact (the two lie within a factor two of
+/// each other), so the result is `rem_euclid`'s, including its rounding of a tiny negative
+/// remainder up to `period` (which the caller clamps into the last bin).
+fn phase_of(x: f64, period: f64) -> f64 {
+    let r = x - (x / period).floor() * period;
+    if r < 0.0 {
+        r + period
+    } else {
+        r
+    }
+}
+
+/// `(positive, half_life)` of an interest channel key such as `"+604800"` or `"-2592000"` (the
+/// Python `channel_key`), or `None` when the key is malformed.
+pub fn parse_channel_key(key: &str) -> Option<(bool, f64)> {
+    let positive = match key.as_bytes().first()? {
+        b'+' => true,
+        b'-' => false,
+        _ => return None,
+    };
+    let half_life: f64 = key[1..].parse().ok()?;
+    (half_life.is_finite() && half_life > 0.0).then_some((positive, half_life))
 }
 
 #[cfg(test)]
@@ -443,6 +472,35 @@ mod tests {
         };
         assert!(attribute_quantiles(&samples, 1, &[1.5]).is_err());
         assert!(attribute_quantiles(&samples, 0, &[0.5]).is_err());
+    }
+
+    #[test]
+    fn channel_keys() {
+        assert_eq!(parse_channel_key("+604800"), Some((true, 604_800.0)));
+        assert_eq!(parse_channel_key("-0.5"), Some((false, 0.5)));
+        assert_eq!(parse_channel_key("-1e3"), Some((false, 1_000.0)));
+        for bad in ["", "+", "604800", "*60", "+-5", "+0", "+nan", "+inf", "+é"] {
+            assert_eq!(parse_channel_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn phases_equal_rem_euclid() {
+        let day = DAY;
+        for x in [
+            0.0,
+            -1.0,
+            1_709_586_900.0,
+            1_709_596_800.0, // a whole number of days
+            1_709_586_900.123_456,
+            -1e9 - 0.5,
+            86_399.999_999_9,
+            3.0 * day + 1e-9,
+            -9.042_071_099_154_161e-210,
+        ] {
+            assert_eq!(phase_of(x, day), x.rem_euclid(day), "{x}");
+            assert_eq!(phase_of(x, 7.0 * day), x.rem_euclid(7.0 * day), "{x}");
+        }
     }
 
     #[test]

@@ -16,12 +16,15 @@ __all__ = [
     "MAX_NAME_BYTES",
     "PARALLEL_MIN_ROWS",
     "Table",
+    "accumulate_signal_objects",
     "accumulate_signals",
     "aggregate_interests",
     "attribute_quantiles",
+    "build_signals",
     "decay_factor",
     "decayed_weights",
     "forward_increments",
+    "interest_evidence",
     "normalize",
     "num_threads",
     "periodic_histogram",
@@ -123,6 +126,14 @@ def accumulate_signals(
     landmark: float,
     n_features: int,
 ) -> tuple[list[int], list[int], list[bool], list[float], list[int], list[float]]: ...
+def accumulate_signal_objects(
+    signals: list[Any], landmark: float, rebase_exponent: float
+) -> tuple[
+    list[str],
+    list[float],
+    float | None,
+    tuple[list[int], list[int], list[bool], list[float], list[int], list[float]],
+]: ...
 def decayed_weights(
     times: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], half_lives: npt.NDArray[np.float64], now: float
 ) -> npt.NDArray[np.float64]: ...
@@ -136,6 +147,16 @@ def attribute_quantiles(
 def periodic_histogram(
     times: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], period: float, bins: int, offset: float
 ) -> list[float]: ...
+def build_signals(
+    feedbacks: list[Any],
+    weights: Sequence[float],
+    half_lives: Sequence[float],
+    times: Sequence[float],
+    signal_class: type[Any],
+) -> list[Any]: ...
+def interest_evidence(
+    interests: dict[str, Any], now: float, landmark: float
+) -> tuple[list[str], list[float], list[float]]: ...
 def read_history(
     interactions: list[Any],
 ) -> tuple[

@@ -2,7 +2,9 @@
 //! pure kernel and converts the result; the algorithms live in the parent modules.
 
 mod history;
+mod interests;
 mod items;
+mod signals;
 
 use crate::error::KernelError;
 use crate::filter::{AttributeRange, Filters};
@@ -604,6 +606,50 @@ fn accumulate_signals(
     ))
 }
 
+/// (feature names by id, half-lives by channel, the landmark moved to if any, accumulation).
+type SignalAccumulation = (Vec<String>, Vec<f64>, Option<f64>, AccumulationOutput);
+
+/// Reads a list of `Signal` objects and accumulates them, against the latest signal's time
+/// when one lies more than `rebase_exponent` half-lives past `landmark`, else against
+/// `landmark`.
+#[pyfunction]
+fn accumulate_signal_objects(
+    py: Python<'_>,
+    signals: &Bound<'_, PyList>,
+    landmark: f64,
+    rebase_exponent: f64,
+) -> PyResult<SignalAccumulation> {
+    let columns = signals::read_signals(signals, landmark, rebase_exponent)?;
+    let target = columns.rebase_to.unwrap_or(landmark);
+    let out = py
+        .detach(|| {
+            let batch = profile::SignalBatch {
+                times: &columns.times,
+                weights: &columns.weights,
+                channels: &columns.channels,
+                half_lives: &columns.half_lives,
+                indptr: &columns.indptr,
+                feature_ids: &columns.feature_ids,
+                feature_weights: &columns.feature_weights,
+            };
+            profile::accumulate_signals(&batch, target, columns.names.len())
+        })
+        .map_err(kernel_error)?;
+    Ok((
+        columns.names,
+        columns.half_lives,
+        columns.rebase_to,
+        (
+            out.feature_ids,
+            out.channels,
+            out.positive,
+            out.amounts,
+            out.counts,
+            out.latest,
+        ),
+    ))
+}
+
 #[pyfunction]
 fn decayed_weights<'py>(
     py: Python<'py>,
@@ -671,6 +717,26 @@ fn periodic_histogram(
 }
 
 #[pyfunction]
+fn build_signals<'py>(
+    feedbacks: &Bound<'py, PyList>,
+    weights: Vec<f64>,
+    half_lives: Vec<f64>,
+    times: Vec<f64>,
+    signal_class: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    signals::build_signals(feedbacks, &weights, &half_lives, &times, signal_class)
+}
+
+#[pyfunction]
+fn interest_evidence<'py>(
+    interests: &Bound<'py, PyDict>,
+    now: f64,
+    landmark: f64,
+) -> PyResult<(Bound<'py, PyList>, Vec<f64>, Vec<f64>)> {
+    interests::interest_evidence(interests, now, landmark)
+}
+
+#[pyfunction]
 fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::HistoryColumns<'py>> {
     history::read_history(interactions)
 }
@@ -687,10 +753,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(accumulate_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(accumulate_signal_objects, m)?)?;
     m.add_function(wrap_pyfunction!(decayed_weights, m)?)?;
     m.add_function(wrap_pyfunction!(attribute_quantiles, m)?)?;
     m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
+    m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
+    m.add_function(wrap_pyfunction!(build_signals, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;
