@@ -331,3 +331,33 @@ def test_numeric_and_temporal_extraction_match_the_numpy_reference(history: list
     for name, (peaks, sure) in expected_temporal.items():
         assert temporal[name].value == peaks
         assert temporal[name].confidence == pytest.approx(sure, rel=1e-9)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.floats(-3, 3), st.floats(0, 20 * DAY)),
+        max_size=40,
+    ),
+    st.integers(1, 4),
+)
+@settings(max_examples=100, deadline=None)
+def test_categorical_extraction_matches_the_reference(events: list[tuple[str, float, float]], top: int) -> None:
+    from penchant.feedback_collector import FeedbackType, Signal
+
+    profile = UserProfile("u")
+    signals = [
+        Signal(f"e{k}", "u", "i", FeedbackType.CLICK, 1.0, w, 7 * DAY, MONDAY + t, {name: 1.0, "shared": 0.5})
+        for k, (name, w, t) in enumerate(events)
+    ]
+    InterestModel(refresh_every=0).apply(profile, signals)
+    now = MONDAY + 21 * DAY
+    got = {
+        p.name: (p.value, p.confidence)
+        for p in PreferenceExtractor(max_features=top).extract(profile, now).values()
+        if p.category is PreferenceCategory.CATEGORICAL
+    }
+    expected = ref.categorical_preferences(profile, now, max_features=top)
+    assert got.keys() == expected.keys()
+    for name, (value, sure) in expected.items():
+        assert got[name][0] == pytest.approx(value, rel=1e-12)
+        assert got[name][1] == pytest.approx(sure, rel=1e-12)
