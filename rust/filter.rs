@@ -11,8 +11,7 @@ pub struct AttributeRange {
     pub high: f64,
 }
 
-/// Every rule is optional; an empty `Filters` keeps every candidate. Feature id lists must be
-/// sorted (they are searched by bisection).
+/// Every rule is optional; an empty `Filters` keeps every candidate.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     /// Drop items that carry any of these features.
@@ -65,41 +64,86 @@ impl Filters {
     }
 }
 
-fn contains(sorted: &[u32], x: u32) -> bool {
-    sorted.binary_search(&x).is_ok()
+/// A set of small integers (feature ids, rows) as a bitmap: one load and a test per lookup.
+struct BitSet(Vec<u64>);
+
+impl BitSet {
+    fn new(ids: &[u32], universe: usize) -> Self {
+        let mut words = vec![0u64; universe.div_ceil(64)];
+        for &id in ids {
+            if (id as usize) < universe {
+                words[id as usize / 64] |= 1 << (id % 64);
+            }
+        }
+        Self(words)
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.0
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
 }
 
-/// Whether the item at `row` passes every rule.
-pub fn passes(table: &ItemTable, row: u32, filters: &Filters) -> bool {
-    if contains(&filters.excluded_rows, row) {
-        return false;
-    }
-    let (features, _) = table.features.row(row as usize);
-    if features.iter().any(|&f| contains(&filters.blocked, f)) {
-        return false;
-    }
-    if !filters.required_all.iter().all(|r| features.contains(r)) {
-        return false;
-    }
-    if !filters.required_any.is_empty()
-        && !features.iter().any(|&f| contains(&filters.required_any, f))
-    {
-        return false;
-    }
-    filters.ranges.iter().all(|range| {
-        let v = table.attributes[range.column][row as usize];
-        v >= range.low && v <= range.high
-    })
+/// Filters made ready for one table: the feature and row lists become bitmaps.
+pub struct CompiledFilters<'a> {
+    filters: &'a Filters,
+    blocked: Option<BitSet>,
+    required_any: Option<BitSet>,
+    excluded: Option<BitSet>,
 }
 
-/// The candidates (rows) that pass every rule, in their given order.
+impl<'a> CompiledFilters<'a> {
+    pub fn new(table: &ItemTable, filters: &'a Filters) -> Self {
+        let vocabulary = table.vocabulary.len();
+        let set = |ids: &[u32], universe| (!ids.is_empty()).then(|| BitSet::new(ids, universe));
+        Self {
+            filters,
+            blocked: set(&filters.blocked, vocabulary),
+            required_any: set(&filters.required_any, vocabulary),
+            excluded: set(&filters.excluded_rows, table.len()),
+        }
+    }
+
+    /// Whether the item at `row` passes every rule.
+    pub fn passes(&self, table: &ItemTable, row: u32) -> bool {
+        if self.excluded.as_ref().is_some_and(|e| e.contains(row)) {
+            return false;
+        }
+        let (features, _) = table.features.row(row as usize);
+        if let Some(blocked) = &self.blocked {
+            if features.iter().any(|&f| blocked.contains(f)) {
+                return false;
+            }
+        }
+        if !self
+            .filters
+            .required_all
+            .iter()
+            .all(|r| features.contains(r))
+        {
+            return false;
+        }
+        if let Some(any) = &self.required_any {
+            if !features.iter().any(|&f| any.contains(f)) {
+                return false;
+            }
+        }
+        self.filters.ranges.iter().all(|range| {
+            let v = table.attributes[range.column][row as usize];
+            v >= range.low && v <= range.high
+        })
+    }
+}
+
+/// The positions in `rows` of the candidates that pass every rule, in their given order.
 pub fn apply(table: &ItemTable, rows: &[u32], filters: &Filters) -> Vec<u32> {
     if filters.is_empty() {
-        return rows.to_vec();
+        return (0..rows.len() as u32).collect();
     }
-    rows.iter()
-        .copied()
-        .filter(|&r| passes(table, r, filters))
+    let compiled = CompiledFilters::new(table, filters);
+    (0..rows.len() as u32)
+        .filter(|&p| compiled.passes(table, rows[p as usize]))
         .collect()
 }
 
@@ -130,7 +174,10 @@ mod tests {
     fn each_rule() {
         let t = table();
         let all = [0, 1, 2, 3];
-        let f = |filters: Filters| apply(&t, &all, &filters.normalized(&t).unwrap());
+        let f = |filters: Filters| {
+            let kept = apply(&t, &all, &filters.normalized(&t).unwrap());
+            kept.iter().map(|&p| all[p as usize]).collect::<Vec<u32>>()
+        };
         assert_eq!(f(Filters::default()), vec![0, 1, 2, 3]);
         assert_eq!(
             f(Filters {

@@ -94,22 +94,17 @@ fn validate(table: &ItemTable, request: &Request<'_>) -> Result<()> {
 pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
     validate(table, &request)?;
     let filters = request.filters.clone().normalized(table)?;
-    let kept: Vec<u32> = if filters.is_empty() {
-        (0..request.rows.len() as u32).collect()
-    } else {
-        (0..request.rows.len() as u32)
-            .filter(|&p| filter::passes(table, request.rows[p as usize], &filters))
-            .collect()
-    };
+    let kept = filter::apply(table, request.rows, &filters);
     let rows: Vec<u32> = kept.iter().map(|&p| request.rows[p as usize]).collect();
     let n = rows.len();
     let s = request.scoring;
     let missing = || vec![f64::NAN; n];
 
+    // A factor with weight 0 is not computed at all; it contributes 0 to every candidate.
     let mut factors: Vec<Factor> = Vec::with_capacity(FACTORS.len() + request.extra.len());
     for (f, &weight) in s.weights.iter().enumerate() {
         let values = if weight == 0.0 {
-            vec![0.0; n]
+            Vec::new()
         } else {
             match f {
                 0 => match request.base_scores {
@@ -125,8 +120,8 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
                     Some(ts) => scoring::recency(ts, &rows, s.now, s.recency_half_life),
                     None => missing(),
                 },
-                _ => match &table.popularity {
-                    Some(p) => scoring::popularity(p, &rows),
+                _ => match &table.log_popularity {
+                    Some(p) => rows.iter().map(|&r| p[r as usize]).collect(),
                     None => missing(),
                 },
             }
@@ -138,7 +133,11 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
         });
     }
     for extra in request.extra {
-        let values = kept.iter().map(|&p| extra.values[p as usize]).collect();
+        let values = if extra.weight == 0.0 {
+            Vec::new()
+        } else {
+            kept.iter().map(|&p| extra.values[p as usize]).collect()
+        };
         factors.push(Factor {
             values,
             weight: extra.weight,
@@ -153,7 +152,11 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
         scores: best.iter().map(|&i| scores[i as usize]).collect(),
         contributions: factors
             .iter()
-            .map(|f| best.iter().map(|&i| f.values[i as usize]).collect())
+            .map(|f| {
+                best.iter()
+                    .map(|&i| f.values.get(i as usize).copied().unwrap_or(0.0))
+                    .collect()
+            })
             .collect(),
         passed: n,
     })

@@ -3,7 +3,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::parallel;
-use crate::table::{norm, Embeddings, FeatureMatrix};
+use crate::table::{dot, norm, Embeddings, FeatureMatrix};
 
 /// How a factor's raw values are put on a common scale before weighting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,14 @@ impl Normalization {
     }
 }
 
+/// Spreads narrower than this, relative to the values' magnitude, are rounding noise: such a
+/// column counts as constant rather than having its noise stretched to [0, 1].
+const RELATIVE_NOISE: f64 = 1e-12;
+
+fn is_spread(spread: f64, magnitude: f64) -> bool {
+    spread.is_finite() && spread > RELATIVE_NOISE * magnitude.max(1.0)
+}
+
 /// Normalises `values` in place. Missing values (NaN) are left out of the statistics and become
 /// 0, so an item without, say, an embedding neither gains nor loses from the taste factor.
 pub fn normalize(values: &mut [f64], method: Normalization) {
@@ -40,7 +48,7 @@ pub fn normalize(values: &mut [f64], method: Normalization) {
                 (lo.min(v), hi.max(v))
             });
             let range = hi - lo;
-            if range > 0.0 && range.is_finite() {
+            if is_spread(range, lo.abs().max(hi.abs())) {
                 (lo, 1.0 / range)
             } else {
                 (0.0, 0.0)
@@ -54,7 +62,7 @@ pub fn normalize(values: &mut [f64], method: Normalization) {
                 let mean = sum / n as f64;
                 let var = present().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
                 let std = var.sqrt();
-                if std > 0.0 && std.is_finite() {
+                if is_spread(std, mean.abs()) {
                     (mean, 1.0 / std)
                 } else {
                     (0.0, 0.0)
@@ -112,13 +120,7 @@ pub fn taste(embeddings: &Embeddings, rows: &[u32], taste: &[f32]) -> Result<Vec
         if row_norm == 0.0 {
             return f64::NAN;
         }
-        let dot: f32 = embeddings
-            .row(row)
-            .iter()
-            .zip(taste)
-            .map(|(a, b)| a * b)
-            .sum();
-        (dot / (row_norm * taste_norm)) as f64
+        dot(embeddings.row(row), taste) / (row_norm * taste_norm)
     });
     Ok(out)
 }
@@ -138,18 +140,14 @@ pub fn recency(timestamps: &[f64], rows: &[u32], now: f64, half_life: f64) -> Ve
         .collect()
 }
 
-/// Popularity: `ln(1 + max(p, 0))`, so a few blockbusters do not swamp the rest.
-pub fn popularity(popularity: &[f64], rows: &[u32]) -> Vec<f64> {
-    rows.iter()
-        .map(|&r| {
-            let p = popularity[r as usize];
-            if p.is_nan() {
-                f64::NAN
-            } else {
-                p.max(0.0).ln_1p()
-            }
-        })
-        .collect()
+/// Popularity as scored: `ln(1 + max(p, 0))`, so a few blockbusters do not swamp the rest. A
+/// table computes it once per item when built.
+pub fn log_popularity(p: f64) -> f64 {
+    if p.is_nan() {
+        f64::NAN
+    } else {
+        p.max(0.0).ln_1p()
+    }
 }
 
 /// One factor ready to combine: raw values over the candidates, its weight and its scaling.
@@ -161,10 +159,15 @@ pub struct Factor {
 
 /// Normalises every factor in place into its weighted contribution and returns the sum per
 /// candidate. Afterwards `factors[f].values[i]` is the contribution of factor `f` to candidate
-/// `i`, and the contributions of a candidate sum to its score.
+/// `i`, and the contributions of a candidate sum to its score. A factor with weight 0 may leave
+/// `values` empty: it is skipped and contributes 0.
 pub fn combine(factors: &mut [Factor], n: usize) -> Result<Vec<f64>> {
     let mut scores = vec![0.0; n];
     for factor in factors.iter_mut() {
+        if factor.weight == 0.0 {
+            factor.values.clear();
+            continue;
+        }
         if factor.values.len() != n {
             return Err(KernelError::LengthMismatch {
                 what: "factor values",
@@ -242,10 +245,10 @@ mod tests {
         assert_eq!(r[1], 0.5);
         assert!(r[2].is_nan());
         assert_eq!(r[3], 1.0);
-        let p = popularity(&[0.0, (1.0f64).exp() - 1.0, -3.0], &[0, 1, 2]);
-        assert_eq!(p[0], 0.0);
-        assert!((p[1] - 1.0).abs() < 1e-12);
-        assert_eq!(p[2], 0.0);
+        assert_eq!(log_popularity(0.0), 0.0);
+        assert!((log_popularity((1.0f64).exp() - 1.0) - 1.0).abs() < 1e-12);
+        assert_eq!(log_popularity(-3.0), 0.0);
+        assert!(log_popularity(f64::NAN).is_nan());
     }
 
     #[test]
