@@ -12,9 +12,8 @@ import functools
 from typing import Any
 
 import numpy as np
-import pytest
-
 import penchant
+import pytest
 from penchant import _core
 
 from .workload import BLOCKED, HALF_LIFE, NOW, WEIGHTS, NumpyRanker, Workload, make_workload

@@ -64,70 +64,104 @@ impl Filters {
     }
 }
 
-/// A set of small integers (feature ids, rows) as a bitmap: one load and a test per lookup.
-struct BitSet(Vec<u64>);
+/// A set of rows as a bitmap: one load and a test per lookup.
+struct RowSet(Vec<u64>);
 
-impl BitSet {
-    fn new(ids: &[u32], universe: usize) -> Self {
-        let mut words = vec![0u64; universe.div_ceil(64)];
-        for &id in ids {
-            if (id as usize) < universe {
-                words[id as usize / 64] |= 1 << (id % 64);
-            }
-        }
-        Self(words)
+impl RowSet {
+    fn empty(rows: usize) -> Self {
+        Self(vec![0; rows.div_ceil(64)])
     }
 
-    fn contains(&self, id: u32) -> bool {
+    fn of(rows: &[u32], universe: usize) -> Self {
+        let mut set = Self::empty(universe);
+        for &r in rows {
+            set.insert(r);
+        }
+        set
+    }
+
+    fn insert(&mut self, row: u32) {
+        if let Some(word) = self.0.get_mut(row as usize / 64) {
+            *word |= 1 << (row % 64);
+        }
+    }
+
+    fn contains(&self, row: u32) -> bool {
         self.0
-            .get(id as usize / 64)
-            .is_some_and(|w| w & (1 << (id % 64)) != 0)
+            .get(row as usize / 64)
+            .is_some_and(|w| w & (1 << (row % 64)) != 0)
+    }
+
+    fn intersect(&mut self, other: &RowSet) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a &= b;
+        }
+    }
+
+    /// The rows that carry feature `f`.
+    fn with_feature(table: &ItemTable, f: u32) -> Self {
+        Self::of(table.postings.feature(f).0, table.len())
     }
 }
 
-/// Filters made ready for one table: the feature and row lists become bitmaps.
+/// Filters made ready for one table. The feature rules are resolved once through the table's
+/// postings (feature → rows), so checking a candidate costs a few bit tests whatever its number
+/// of features.
 pub struct CompiledFilters<'a> {
     filters: &'a Filters,
-    blocked: Option<BitSet>,
-    required_any: Option<BitSet>,
-    excluded: Option<BitSet>,
+    /// Rows that carry a blocked feature or were excluded.
+    dropped: Option<RowSet>,
+    /// Rows that carry every required feature and, when any are listed, one of the "any" ones.
+    required: Option<RowSet>,
 }
 
 impl<'a> CompiledFilters<'a> {
     pub fn new(table: &ItemTable, filters: &'a Filters) -> Self {
-        let vocabulary = table.vocabulary.len();
-        let set = |ids: &[u32], universe| (!ids.is_empty()).then(|| BitSet::new(ids, universe));
+        let n = table.len();
+        let dropped =
+            (!filters.blocked.is_empty() || !filters.excluded_rows.is_empty()).then(|| {
+                let mut set = RowSet::of(&filters.excluded_rows, n);
+                for &f in &filters.blocked {
+                    for &r in table.postings.feature(f).0 {
+                        set.insert(r);
+                    }
+                }
+                set
+            });
+        let mut required: Option<RowSet> = None;
+        for &f in &filters.required_all {
+            let rows = RowSet::with_feature(table, f);
+            match &mut required {
+                Some(set) => set.intersect(&rows),
+                None => required = Some(rows),
+            }
+        }
+        if !filters.required_any.is_empty() {
+            let mut any = RowSet::empty(n);
+            for &f in &filters.required_any {
+                for &r in table.postings.feature(f).0 {
+                    any.insert(r);
+                }
+            }
+            match &mut required {
+                Some(set) => set.intersect(&any),
+                None => required = Some(any),
+            }
+        }
         Self {
             filters,
-            blocked: set(&filters.blocked, vocabulary),
-            required_any: set(&filters.required_any, vocabulary),
-            excluded: set(&filters.excluded_rows, table.len()),
+            dropped,
+            required,
         }
     }
 
     /// Whether the item at `row` passes every rule.
     pub fn passes(&self, table: &ItemTable, row: u32) -> bool {
-        if self.excluded.as_ref().is_some_and(|e| e.contains(row)) {
+        if self.dropped.as_ref().is_some_and(|d| d.contains(row)) {
             return false;
         }
-        let (features, _) = table.features.row(row as usize);
-        if let Some(blocked) = &self.blocked {
-            if features.iter().any(|&f| blocked.contains(f)) {
-                return false;
-            }
-        }
-        if !self
-            .filters
-            .required_all
-            .iter()
-            .all(|r| features.contains(r))
-        {
+        if self.required.as_ref().is_some_and(|r| !r.contains(row)) {
             return false;
-        }
-        if let Some(any) = &self.required_any {
-            if !features.iter().any(|&f| any.contains(f)) {
-                return false;
-            }
         }
         self.filters.ranges.iter().all(|range| {
             let v = table.attributes[range.column][row as usize];

@@ -12,9 +12,8 @@ pub const FACTORS: [&str; 5] = ["relevance", "affinity", "taste", "recency", "po
 /// A profile compiled against an item table's vocabulary.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileVectors {
-    /// Interest weight per feature id of the table's vocabulary (shorter is fine: missing ids
-    /// weigh 0).
-    pub interests: Vec<f64>,
+    /// `(feature id, weight)` pairs over the table's vocabulary; ids it does not have weigh 0.
+    pub interests: Vec<(u32, f64)>,
     pub taste: Option<Vec<f32>>,
 }
 
@@ -86,7 +85,17 @@ fn validate(table: &ItemTable, request: &Request<'_>) -> Result<()> {
         )));
     }
     check_finite("weights", &s.weights)?;
-    check_finite("profile interests", &request.profile.interests)?;
+    if let Some(index) = request
+        .profile
+        .interests
+        .iter()
+        .position(|(_, w)| !w.is_finite())
+    {
+        return Err(KernelError::NotFinite {
+            what: "profile interests",
+            index,
+        });
+    }
     Ok(())
 }
 
@@ -111,7 +120,7 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
                     Some(base) => kept.iter().map(|&p| base[p as usize]).collect(),
                     None => vec![0.0; n],
                 },
-                1 => scoring::affinity(&table.features, &rows, &request.profile.interests),
+                1 => scoring::affinity(table, &rows, &request.profile.interests),
                 2 => match (&table.embeddings, &request.profile.taste) {
                     (Some(e), Some(t)) => scoring::taste(e, &rows, t)?,
                     _ => missing(),
@@ -196,7 +205,7 @@ mod tests {
     fn affinity_orders_by_interest() {
         let t = table();
         let profile = ProfileVectors {
-            interests: vec![0.0, 1.0],
+            interests: vec![(1, 1.0)],
             taste: None,
         };
         let r = rank(
@@ -221,7 +230,7 @@ mod tests {
     fn contributions_sum_to_scores_and_filters_apply() {
         let t = table();
         let profile = ProfileVectors {
-            interests: vec![1.0, 0.0],
+            interests: vec![(0, 1.0)],
             taste: Some(vec![1.0, 0.0]),
         };
         let filters = Filters {

@@ -3,7 +3,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::parallel;
-use crate::table::{dot, norm, Embeddings, FeatureMatrix};
+use crate::table::{dot, norm, Embeddings, ItemTable};
 
 /// How a factor's raw values are put on a common scale before weighting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,17 +79,50 @@ pub fn normalize(values: &mut [f64], method: Normalization) {
     }
 }
 
-/// Affinity: the sparse dot product of each row's features with the profile's interest weights,
-/// given densely by feature id (ids past the end weigh 0).
-pub fn affinity(features: &FeatureMatrix, rows: &[u32], interests: &[f64]) -> Vec<f64> {
+/// Affinity: the sparse dot product of each row's features with the profile's interests, given
+/// as `(feature id, weight)` pairs (ids the table does not know weigh nothing).
+///
+/// Two ways to the same sums: walking each candidate's features against a dense interest
+/// vector, or walking each interest's postings into a per-row accumulator. The cheaper one by
+/// entries visited is taken; a profile usually names a small part of the vocabulary, so the
+/// postings usually win.
+pub fn affinity(table: &ItemTable, rows: &[u32], interests: &[(u32, f64)]) -> Vec<f64> {
+    let posting_entries: usize = interests
+        .iter()
+        .map(|&(f, _)| table.postings.len_of(f))
+        .sum();
+    let row_entries = if table.is_empty() {
+        0
+    } else {
+        rows.len() * table.features.ids.len() / table.len()
+    };
     let mut out = vec![0.0; rows.len()];
-    parallel::fill(&mut out, |i| {
-        let (ids, weights) = features.row(rows[i] as usize);
-        ids.iter()
-            .zip(weights)
-            .map(|(&f, &w)| interests.get(f as usize).copied().unwrap_or(0.0) * w as f64)
-            .sum()
-    });
+    if posting_entries < row_entries {
+        let mut by_row = vec![0.0; table.len()];
+        for &(f, weight) in interests {
+            let (posting_rows, posting_weights) = table.postings.feature(f);
+            for (&r, &w) in posting_rows.iter().zip(posting_weights) {
+                by_row[r as usize] += weight * w as f64;
+            }
+        }
+        for (o, &r) in out.iter_mut().zip(rows) {
+            *o = by_row[r as usize];
+        }
+    } else {
+        let mut dense = vec![0.0; table.vocabulary.len()];
+        for &(f, weight) in interests {
+            if let Some(slot) = dense.get_mut(f as usize) {
+                *slot += weight;
+            }
+        }
+        parallel::fill(&mut out, |i| {
+            let (ids, weights) = table.features.row(rows[i] as usize);
+            ids.iter()
+                .zip(weights)
+                .map(|(&f, &w)| dense[f as usize] * w as f64)
+                .sum()
+        });
+    }
     out
 }
 
@@ -216,15 +249,29 @@ mod tests {
     }
 
     #[test]
-    fn affinity_is_a_sparse_dot() {
-        let mut m = FeatureMatrix::default();
-        m.push_row([(0, 1.0), (2, 0.5)]);
-        m.push_row([(1, 1.0)]);
-        m.push_row([(9, 1.0)]);
+    fn affinity_is_a_sparse_dot_either_way() {
+        use crate::table::ItemKey;
+        let mut t = ItemTable::default();
+        for name in ["a", "b", "c", "d"] {
+            t.vocabulary.intern(name);
+        }
+        for (i, row) in [vec![(0, 1.0), (2, 0.5)], vec![(1, 1.0)], vec![(3, 1.0)]]
+            .into_iter()
+            .enumerate()
+        {
+            t.ids.push(ItemKey::Int(i as i64));
+            t.features.push_row(row);
+        }
+        t.finish().unwrap();
+        // Few interests: the postings path.
         assert_eq!(
-            affinity(&m, &[2, 0, 1], &[2.0, -1.0, 4.0]),
-            vec![0.0, 4.0, -1.0]
+            affinity(&t, &[2, 0, 1], &[(0, 2.0), (9, 5.0)]),
+            vec![0.0, 2.0, 0.0]
         );
+        // Many interests over few rows: the row path. Both give the same sums.
+        let interests = [(0, 2.0), (1, -1.0), (2, 4.0), (3, 0.5)];
+        assert_eq!(affinity(&t, &[0], &interests), vec![4.0]);
+        assert_eq!(affinity(&t, &[2, 0, 1], &interests), vec![0.5, 4.0, -1.0]);
     }
 
     #[test]

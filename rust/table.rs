@@ -164,6 +164,57 @@ impl FeatureMatrix {
     }
 }
 
+/// The transpose of a [`FeatureMatrix`]: for each feature id, the rows that carry it (sorted) and
+/// their weights. Lets a profile's few interests, or a filter's few features, visit only the rows
+/// that matter instead of every feature of every candidate.
+#[derive(Debug, Clone, Default)]
+pub struct Postings {
+    pub indptr: Vec<usize>,
+    pub rows: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+impl Postings {
+    pub fn of(features: &FeatureMatrix, n_features: usize) -> Self {
+        let mut indptr = vec![0usize; n_features + 1];
+        for &f in &features.ids {
+            indptr[f as usize + 1] += 1;
+        }
+        for i in 0..n_features {
+            indptr[i + 1] += indptr[i];
+        }
+        let mut next = indptr.clone();
+        let mut rows = vec![0u32; features.ids.len()];
+        let mut weights = vec![0f32; features.ids.len()];
+        for row in 0..features.rows() {
+            let (ids, ws) = features.row(row);
+            for (&f, &w) in ids.iter().zip(ws) {
+                let slot = &mut next[f as usize];
+                rows[*slot] = row as u32;
+                weights[*slot] = w;
+                *slot += 1;
+            }
+        }
+        Self {
+            indptr,
+            rows,
+            weights,
+        }
+    }
+
+    /// The rows carrying feature `f` and their weights (empty for an unknown id).
+    pub fn feature(&self, f: u32) -> (&[u32], &[f32]) {
+        match (self.indptr.get(f as usize), self.indptr.get(f as usize + 1)) {
+            (Some(&start), Some(&end)) => (&self.rows[start..end], &self.weights[start..end]),
+            _ => (&[], &[]),
+        }
+    }
+
+    pub fn len_of(&self, f: u32) -> usize {
+        self.feature(f).0.len()
+    }
+}
+
 /// Row-major float32 embeddings, with each row's norm precomputed. A row of zeros means "no
 /// embedding" and scores as missing.
 #[derive(Debug, Clone)]
@@ -239,6 +290,8 @@ pub struct ItemTable {
     pub index: IdIndex,
     pub vocabulary: Vocabulary,
     pub features: FeatureMatrix,
+    /// Feature → rows, computed by [`ItemTable::finish`].
+    pub postings: Postings,
     pub embeddings: Option<Embeddings>,
     pub timestamps: Option<Vec<f64>>,
     pub popularity: Option<Vec<f64>>,
@@ -303,6 +356,7 @@ impl ItemTable {
                 }
             }
         }
+        self.postings = Postings::of(&self.features, self.vocabulary.len());
         self.log_popularity = self.popularity.as_ref().map(|p| {
             p.iter()
                 .map(|&v| crate::scoring::log_popularity(v))
@@ -362,6 +416,19 @@ mod tests {
         assert_eq!(t.row_of(&ItemKey::Str("x".into())), Some(1));
         t.timestamps = Some(vec![1.0]);
         assert!(t.finish().is_err());
+    }
+
+    #[test]
+    fn postings_transpose_the_features() {
+        let mut m = FeatureMatrix::default();
+        m.push_row([(1, 0.5), (0, 1.0)]);
+        m.push_row([]);
+        m.push_row([(1, 2.0)]);
+        let p = Postings::of(&m, 3);
+        assert_eq!(p.feature(0), (&[0u32][..], &[1.0f32][..]));
+        assert_eq!(p.feature(1), (&[0u32, 2][..], &[0.5f32, 2.0][..]));
+        assert_eq!(p.len_of(2), 0);
+        assert_eq!(p.len_of(99), 0);
     }
 
     #[test]

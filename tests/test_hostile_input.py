@@ -164,7 +164,8 @@ def test_kernels_refuse_bad_arguments_without_panicking() -> None:
         table.rank(
             np.array([7], dtype=np.uint32),
             None,
-            np.zeros(1),
+            np.zeros(0, np.uint32),
+            np.zeros(0),
             None,
             [1.0] * 5,
             ["minmax"] * 5,

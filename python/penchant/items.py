@@ -200,7 +200,7 @@ class Catalog:
             self._table,
             rows,
             base,
-            self._table.dense_interests(interests if type(interests) is dict else dict(interests)),
+            self._table.interest_ids(interests if type(interests) is dict else dict(interests)),
             taste,
             items=None,
             k=k,

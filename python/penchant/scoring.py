@@ -301,7 +301,7 @@ def rank_table(
     table: _core.Table,
     rows: npt.NDArray[np.uint32] | None,
     base_scores: npt.NDArray[np.float64],
-    dense_interests: npt.NDArray[np.float64],
+    interests: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]],
     taste: npt.NDArray[np.float32] | None,
     *,
     items: Sequence[Any] | None,
@@ -345,7 +345,8 @@ def rank_table(
     positions, scores, contributions, _passed = table.rank(
         rows,
         base_scores,
-        dense_interests,
+        interests[0],
+        interests[1],
         taste,
         options.weights,
         options.normalization,

@@ -70,6 +70,9 @@ type RankOutput<'py> = (
     usize,
 );
 
+/// (feature ids, weights).
+type SparseVector<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f64>>);
+
 type FilterSpec = (
     Vec<u32>,
     Vec<u32>,
@@ -257,14 +260,15 @@ impl Table {
         names.iter().map(|n| self.table.vocabulary.get(n)).collect()
     }
 
-    /// A profile's interests (name → weight) as a dense vector over this table's vocabulary;
-    /// names the table does not have are dropped.
-    fn dense_interests<'py>(
+    /// A profile's interests (name → weight) as (feature ids, weights) over this table's
+    /// vocabulary; names the table does not have are dropped.
+    fn interest_ids<'py>(
         &self,
         py: Python<'py>,
         interests: &Bound<'py, PyDict>,
-    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let mut dense = vec![0.0; self.table.vocabulary.len()];
+    ) -> PyResult<SparseVector<'py>> {
+        let mut ids = Vec::with_capacity(interests.len());
+        let mut weights = Vec::with_capacity(interests.len());
         for (name, weight) in interests.iter() {
             let Ok(name) = name.cast::<pyo3::types::PyString>() else {
                 return Err(validation_error(format!(
@@ -283,10 +287,11 @@ impl Table {
                 }
             };
             if let Some(id) = self.table.vocabulary.get(name) {
-                dense[id as usize] = weight;
+                ids.push(id);
+                weights.push(weight);
             }
         }
-        Ok(dense.into_pyarray(py))
+        Ok((ids.into_pyarray(py), weights.into_pyarray(py)))
     }
 
     /// One column gathered at `rows`: "embeddings" (2-D), "timestamps", "popularity" or a
@@ -338,13 +343,14 @@ impl Table {
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (rows, base_scores, interests, taste, weights, normalization, now, recency_half_life, extra, filters, k))]
+    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k))]
     fn rank<'py>(
         &self,
         py: Python<'py>,
         rows: Option<PyReadonlyArray1<'py, u32>>,
         base_scores: Option<PyReadonlyArray1<'py, f64>>,
-        interests: PyReadonlyArray1<'py, f64>,
+        interest_ids: PyReadonlyArray1<'py, u32>,
+        interest_weights: PyReadonlyArray1<'py, f64>,
         taste: Option<PyReadonlyArray1<'py, f32>>,
         weights: [f64; 5],
         normalization: [String; 5],
@@ -361,7 +367,15 @@ impl Table {
         };
         let base = base_scores.map(|b| to_vec(&b)).transpose()?;
         let profile = ProfileVectors {
-            interests: to_vec(&interests)?,
+            interests: {
+                let (ids, weights) = (to_vec(&interest_ids)?, to_vec(&interest_weights)?);
+                if ids.len() != weights.len() {
+                    return Err(validation_error(
+                        "interest ids and weights differ in length".into(),
+                    ));
+                }
+                ids.into_iter().zip(weights).collect()
+            },
             taste: taste.map(|t| to_vec(&t)).transpose()?,
         };
         let scoring = Scoring {
