@@ -11,7 +11,7 @@ from __future__ import annotations
 from penchant._core import num_threads, set_num_threads
 from penchant.errors import ConflictError, PenchantError, StoreUnavailableError, ValidationError
 from penchant.feedback_collector import Feedback, FeedbackType
-from penchant.items import Catalog, ItemBatch
+from penchant.items import Catalog, CompiledProfile, ItemBatch
 from penchant.personalized_retrieval import rank_items
 from penchant.scoring import DEFAULT_WEIGHTS, FACTORS, Candidates, Filters, RankedItem
 from penchant.user_profile import (
@@ -30,6 +30,7 @@ __all__ = [
     "FACTORS",
     "Candidates",
     "Catalog",
+    "CompiledProfile",
     "ConflictError",
     "Feedback",
     "FeedbackType",

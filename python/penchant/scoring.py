@@ -7,7 +7,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -51,10 +51,10 @@ ProfileLike = Union["UserProfile", Mapping[str, float]]
 """A :class:`~penchant.UserProfile`, or a plain mapping feature name → interest weight."""
 
 
-@dataclass(frozen=True, slots=True)
-class RankedItem:
+class RankedItem(NamedTuple):
     """One ranked result. ``contributions`` (with ``explain=True``) maps each factor to what it
-    added; they sum to ``score``. ``item`` is the caller's own item object when there was one."""
+    added; they sum to ``score``. ``item`` is the caller's own item object when there was one.
+    A named tuple: cheap to make, immutable, unpacks as ``(id, score, contributions, item)``."""
 
     id: str | int
     score: float
@@ -287,6 +287,28 @@ def _build_options(
     )
 
 
+_FilterSpec = tuple[list[int], list[int], list[int], list[int], list[tuple[str, float, float]]]
+_NO_FILTER_SPEC: _FilterSpec = ([], [], [], [], [])
+
+
+def _filter_spec(table: _core.Table, filters: Filters) -> _FilterSpec | None:
+    """``filters`` resolved against ``table`` (feature ids, rows), or ``None`` when they leave
+    nothing: a required feature that no item has, or an "any" list of which none has any."""
+
+    def ids(names: frozenset[str]) -> list[int]:
+        return [fid for fid in table.feature_ids(sorted(names)) if fid is not None] if names else []
+
+    blocked, required, any_of = ids(filters.blocked_features), ids(filters.required_features), ids(filters.any_features)
+    if len(required) < len(filters.required_features) or (filters.any_features and not any_of):
+        return None
+    excluded = table.rows_of(list(filters.excluded_ids), missing_ok=True).tolist() if filters.excluded_ids else []
+    ranges = [
+        (name, -math.inf if low is None else low, math.inf if high is None else high)
+        for name, (low, high) in filters.attribute_ranges.items()
+    ]
+    return blocked, required, any_of, excluded, ranges
+
+
 def _check_k(k: int | None) -> int | None:
     if k is None:
         return None
@@ -313,25 +335,29 @@ def rank_table(
     normalization: str | Mapping[str, str],
     recency_half_life: float,
     scorers: Mapping[str, Scorer] | None,
+    filter_cache: dict[int, tuple[Filters, _FilterSpec | None]] | None = None,
 ) -> list[RankedItem]:
-    """Ranks ``rows`` of ``table`` (all rows when ``None``); the shared body of every entry point."""
+    """Ranks ``rows`` of ``table`` (all rows when ``None``); the shared body of every entry point.
+    ``filter_cache`` (kept by a long-lived table's owner) remembers how each ``Filters`` object
+    resolved against the table, so reusing one costs nothing."""
     options = _options(weights, normalization, recency_half_life, scorers)
     k = _check_k(k)
     n = len(table) if rows is None else len(rows)
     if n == 0:
         return []
-    feature_sets = [
-        [fid for fid in table.feature_ids(sorted(names)) if fid is not None]
-        for names in (filters.blocked_features, filters.required_features, filters.any_features)
-    ]
-    # A required feature that no candidate has, or an "any" list that none has, leaves nothing.
-    if len(feature_sets[1]) < len(filters.required_features) or (filters.any_features and not feature_sets[2]):
+    if not filters:
+        spec: _FilterSpec | None = _NO_FILTER_SPEC
+    elif filter_cache is not None:
+        cached = filter_cache.get(id(filters))
+        if cached is None or cached[0] is not filters:
+            if len(filter_cache) >= 64:
+                filter_cache.clear()
+            cached = filter_cache[id(filters)] = (filters, _filter_spec(table, filters))
+        spec = cached[1]
+    else:
+        spec = _filter_spec(table, filters)
+    if spec is None:
         return []
-    excluded = table.rows_of(list(filters.excluded_ids), missing_ok=True).tolist() if filters.excluded_ids else []
-    ranges = [
-        (name, -math.inf if low is None else low, math.inf if high is None else high)
-        for name, (low, high) in filters.attribute_ranges.items()
-    ]
     extra = []
     if options.extra:
         candidates = Candidates(table, rows, base_scores, items)
@@ -353,20 +379,16 @@ def rank_table(
         now,
         options.recency_half_life,
         extra,
-        (feature_sets[0], feature_sets[1], feature_sets[2], excluded, ranges),
+        spec,
         n if k is None else min(k, n),
     )
     chosen = positions.tolist()
-    chosen_rows = chosen if rows is None else rows[positions].tolist()
-    ids = table.ids(chosen_rows)
-    names = FACTORS + tuple(name for name, *_ in options.extra)
-    columns = contributions.T.tolist() if explain else None
-    return [
-        RankedItem(
-            id=ids[j],
-            score=float(scores[j]),
-            contributions=dict(zip(names, columns[j], strict=True)) if columns is not None else None,
-            item=items[chosen[j]] if items is not None else None,
-        )
-        for j in range(len(chosen))
-    ]
+    ids = table.ids(chosen if rows is None else rows[positions].tolist())
+    explained: list[Mapping[str, float] | None]
+    if explain:
+        names = FACTORS + tuple(name for name, *_ in options.extra)
+        explained = [dict(zip(names, column, strict=True)) for column in contributions.T.tolist()]
+    else:
+        explained = [None] * len(chosen)
+    originals = [items[p] for p in chosen] if items is not None else [None] * len(chosen)
+    return list(map(RankedItem, ids, scores.tolist(), explained, originals))

@@ -97,7 +97,12 @@ impl Table {
         let (table, scores) = match &known {
             Some((dict, names)) => {
                 let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
-                items::table_from_items(items, FeatureIds::Known(dict, vocabulary), attributes)?
+                let features = FeatureIds::Known {
+                    ids: dict,
+                    vocabulary,
+                    seen: Default::default(),
+                };
+                items::table_from_items(items, features, attributes)?
             }
             None => items::table_from_items(
                 items,
