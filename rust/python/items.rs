@@ -209,10 +209,15 @@ fn push_embedding(value: &Bound<'_, PyAny>, out: &mut Vec<f32>, item: usize) -> 
     let borrow_error =
         |e: numpy::BorrowError| validation_error(format!("item {item}: embedding: {e}"));
     if let Ok(array) = value.cast::<PyArray1<f32>>() {
-        let view = array.try_readonly().map_err(borrow_error)?;
-        match view.as_slice() {
+        // SAFETY: the GIL is held and no Python code runs while the slice is copied, and
+        // penchant never holds a mutable borrow of a caller's array, so nothing can write to it
+        // meanwhile. This skips numpy's borrow registry, which costs more than the copy.
+        match unsafe { array.as_slice() } {
             Ok(slice) => out.extend_from_slice(slice),
-            Err(_) => out.extend(view.as_array().iter().copied()),
+            Err(_) => {
+                let view = array.try_readonly().map_err(borrow_error)?;
+                out.extend(view.as_array().iter().copied());
+            }
         }
     } else if let Ok(array) = value.cast::<PyArray1<f64>>() {
         let view = array.try_readonly().map_err(borrow_error)?;
@@ -452,8 +457,8 @@ pub fn table_from_items(
     }
 
     if let Some(dim) = embedding_dim {
-        table.embeddings =
-            Some(Embeddings::new(dim, embedding_values).map_err(super::kernel_error)?);
+        // push_embedding checked every value and the length of every row.
+        table.embeddings = Some(Embeddings::from_finite(dim, embedding_values));
     }
     table.timestamps = timestamps.0;
     table.popularity = popularity.0;
