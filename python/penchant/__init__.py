@@ -13,7 +13,7 @@ from penchant.errors import ConflictError, PenchantError, StoreUnavailableError,
 from penchant.feedback_collector import Feedback, FeedbackType
 from penchant.items import Catalog, CompiledProfile, ItemBatch
 from penchant.personalized_retrieval import rank_items
-from penchant.scoring import DEFAULT_WEIGHTS, FACTORS, Candidates, Filters, RankedItem
+from penchant.scoring import DEFAULT_WEIGHTS, FACTORS, MMR, Candidates, Diversity, FeatureCap, Filters, RankedItem
 from penchant.user_profile import (
     Interaction,
     Interest,
@@ -28,10 +28,13 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_WEIGHTS",
     "FACTORS",
+    "MMR",
     "Candidates",
     "Catalog",
     "CompiledProfile",
     "ConflictError",
+    "Diversity",
+    "FeatureCap",
     "Feedback",
     "FeedbackType",
     "Filters",

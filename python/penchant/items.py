@@ -17,6 +17,7 @@ from penchant._time import TimeLike, to_epoch
 from penchant.errors import ValidationError
 from penchant.scoring import (
     DEFAULT_RECENCY_HALF_LIFE,
+    Diversity,
     Filters,
     ProfileLike,
     RankedItem,
@@ -205,6 +206,7 @@ class Catalog:
         normalization: str | Mapping[str, str] = "minmax",
         recency_half_life: float = DEFAULT_RECENCY_HALF_LIFE,
         scorers: Mapping[str, Scorer] | None = None,
+        diversity: Diversity | None = None,
     ) -> list[RankedItem]:
         """Ranks ``candidate_ids`` (every item when ``None``) for ``profile``; see
         :func:`penchant.rank_items` for the options. Integer ids passed as a NumPy array take a
@@ -238,5 +240,6 @@ class Catalog:
             normalization=normalization,
             recency_half_life=recency_half_life,
             scorers=scorers,
+            diversity=diversity,
             filter_cache=self._filter_cache,
         )

@@ -23,7 +23,10 @@ __all__ = [
     "DEFAULT_RECENCY_HALF_LIFE",
     "DEFAULT_WEIGHTS",
     "FACTORS",
+    "MMR",
     "Candidates",
+    "Diversity",
+    "FeatureCap",
     "Filters",
     "ProfileLike",
     "RankedItem",
@@ -137,6 +140,51 @@ class Filters:
 
 
 _NO_FILTERS = Filters()
+
+
+@dataclass(frozen=True)
+class MMR:
+    """Diversify by maximal marginal relevance: pick, one at a time, the candidate that maximises
+    ``lambda_·relevance − (1 − lambda_)·(max similarity to those picked)``, among the ``pool``
+    best-scored. Similarity is the cosine of embeddings, or the Jaccard index of features for
+    items without one. ``lambda_ = 1`` keeps the score order."""
+
+    lambda_: float = 0.7
+    pool: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lambda_", check_finite(self.lambda_, "MMR lambda_"))
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise ValidationError(f"MMR lambda_ must lie in [0, 1], got {self.lambda_}")
+        _check_pool(self.pool)
+
+
+@dataclass(frozen=True)
+class FeatureCap:
+    """Diversify by capping how many results may share a feature: at most ``cap`` per feature
+    whose name starts with one of ``prefixes`` (every feature when empty), among the ``pool``
+    best-scored. If fewer than k fit, the best of the rest fill the list."""
+
+    cap: int = 2
+    prefixes: tuple[str, ...] = ()
+    pool: int = 100
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cap, bool) or not isinstance(self.cap, int) or self.cap < 1:
+            raise ValidationError(f"FeatureCap cap must be a positive int, got {self.cap!r}")
+        if isinstance(self.prefixes, str):
+            raise ValidationError("FeatureCap prefixes must be a tuple of str, not a str")
+        object.__setattr__(self, "prefixes", tuple(check_name(p, "FeatureCap prefix") for p in self.prefixes))
+        _check_pool(self.pool)
+
+
+Diversity = MMR | FeatureCap
+"""A diversity step for :func:`penchant.rank_items`: :class:`MMR` or :class:`FeatureCap`."""
+
+
+def _check_pool(pool: object) -> None:
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise ValidationError(f"the diversity pool must be a positive int, got {pool!r}")
 
 
 class Candidates:
@@ -309,6 +357,25 @@ def _filter_spec(table: _core.Table, filters: Filters) -> _FilterSpec | None:
     return blocked, required, any_of, excluded, ranges
 
 
+def _diversity_args(
+    table: _core.Table, diversity: Diversity | None, cache: dict[Any, Any] | None
+) -> tuple[float | None, tuple[int, list[int]] | None, int]:
+    """The (mmr_lambda, feature_cap, pool) arguments of ``Table.rank``."""
+    if diversity is None:
+        return None, None, 0
+    if isinstance(diversity, MMR):
+        return diversity.lambda_, None, diversity.pool
+    if isinstance(diversity, FeatureCap):
+        key = ("capped", diversity.prefixes)
+        capped = None if cache is None else cache.get(key)
+        if capped is None:
+            capped = table.feature_ids_with_prefix(list(diversity.prefixes or ("",)))
+            if cache is not None:
+                cache[key] = capped
+        return None, (diversity.cap, capped), diversity.pool
+    raise ValidationError(f"diversity must be an MMR or a FeatureCap, got {type(diversity).__name__}")
+
+
 def _check_k(k: int | None) -> int | None:
     if k is None:
         return None
@@ -335,7 +402,8 @@ def rank_table(
     normalization: str | Mapping[str, str],
     recency_half_life: float,
     scorers: Mapping[str, Scorer] | None,
-    filter_cache: dict[int, tuple[Filters, _FilterSpec | None]] | None = None,
+    diversity: Diversity | None = None,
+    filter_cache: dict[Any, Any] | None = None,
 ) -> list[RankedItem]:
     """Ranks ``rows`` of ``table`` (all rows when ``None``); the shared body of every entry point.
     ``filter_cache`` (kept by a long-lived table's owner) remembers how each ``Filters`` object
@@ -381,6 +449,7 @@ def rank_table(
         extra,
         spec,
         n if k is None else min(k, n),
+        *_diversity_args(table, diversity, filter_cache),
     )
     chosen = positions.tolist()
     ids = table.ids(chosen if rows is None else rows[positions].tolist())

@@ -23,10 +23,13 @@ pub enum FeatureIds<'a, 'py> {
     /// lookup per feature whatever the size of the items' vocabulary. Items often share their
     /// feature strings (one str object per name in the application's catalog), so answers are
     /// remembered by object address for the length of the call, while every item is alive.
+    /// Names outside `ids` that start with one of `intern_prefixes` are interned too (a
+    /// per-feature diversity cap needs to see every genre, not only the profile's).
     Known {
         ids: &'a Bound<'py, PyDict>,
         vocabulary: Vocabulary,
         seen: FxHashMap<usize, Option<u32>>,
+        intern_prefixes: Vec<String>,
     },
 }
 
@@ -39,13 +42,25 @@ impl FeatureIds<'_, '_> {
             )));
         };
         match self {
-            FeatureIds::Known { ids, seen, .. } => {
+            FeatureIds::Known {
+                ids,
+                seen,
+                vocabulary,
+                intern_prefixes,
+            } => {
                 let address = name.as_ptr() as usize;
                 if let Some(&known) = seen.get(&address) {
                     return Ok(known);
                 }
                 let id = match ids.get_item(name)? {
                     Some(id) => Some(id.extract()?),
+                    None if !intern_prefixes.is_empty() => {
+                        let text = name.to_str()?;
+                        intern_prefixes
+                            .iter()
+                            .any(|p| text.starts_with(p.as_str()))
+                            .then(|| vocabulary.intern(text))
+                    }
                     None => None,
                 };
                 seen.insert(address, id);
@@ -311,7 +326,10 @@ pub fn table_from_items(
     let mut rows_before_first_embedding = 0usize;
     let mut scores: Vec<f64> = Vec::new();
     // A request whose profile and filters name no feature has no use for any item's features.
-    let features_matter = !matches!(&features, FeatureIds::Known { ids, .. } if ids.is_empty());
+    let features_matter = !matches!(
+        &features,
+        FeatureIds::Known { ids, intern_prefixes, .. } if ids.is_empty() && intern_prefixes.is_empty()
+    );
 
     let mut add = |row: usize, item: Bound<'_, PyAny>| -> PyResult<()> {
         if row >= LIMITS.max_items {
