@@ -1,0 +1,685 @@
+"""Durable profile stores on SQL: SQLite (the embedded default, one file in WAL mode) and
+PostgreSQL (psycopg 3 with a connection pool).
+
+Two tables hold everything about a user:
+
+* ``penchant_events``: the append-only feedback event log, unique per ``(tenant, event_id)``
+  so a repeated event is ignored. It is the source of truth that ``rebuild`` replays.
+* ``penchant_profiles``: one snapshot per ``(tenant, user_id)`` with its version, written in
+  the same transaction as the events that changed it.
+
+penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
+use. Every value reaches the database as a query parameter, never inside the SQL text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+from penchant.errors import ConflictError, StoreUnavailableError, ValidationError
+from penchant.feedback_collector import Signal
+from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
+from penchant.profile_store._effects import Effect, Op
+from penchant.profile_store.serializer import ProfileSerializer
+from penchant.user_profile import SCHEMA_VERSION, InterestModel, UserProfile
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["AppliedChange", "PostgresProfileStore", "SQLProfileStore", "SQLiteProfileStore"]
+
+T = TypeVar("T")
+
+Rows: TypeAlias = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One statement of a transaction body, with ``?`` placeholders and its parameters."""
+
+    text: str
+    params: Sequence[Any] = ()
+
+
+TransactionBody: TypeAlias = Generator[Sql, Rows, T]
+"""Logic run inside one transaction: yields statements, receives their rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """What one user's ``apply_feedback`` did in the durable tier: the tiered store uses it to
+    bring Redis along with the fewest commands."""
+
+    old_version: int
+    old_landmark: float
+    profile: UserProfile
+    data: bytes
+    fresh: list[Signal]
+
+
+_CHUNK = 200
+"""Rows per multi-row statement (well under SQLite's limit of 32,766 parameters)."""
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _drive(body: TransactionBody[T], execute: Callable[[Sql], Rows]) -> T:
+    try:
+        statement = next(body)
+        while True:
+            try:
+                rows = execute(statement)
+            except Exception as exc:  # thrown into the body, which decides
+                statement = body.throw(exc)
+            else:
+                statement = body.send(rows)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+
+
+class _Transaction(Effect[T]):
+    __slots__ = ("body", "database", "write")
+
+    def __init__(self, database: _Database, body: TransactionBody[T], write: bool) -> None:
+        self.database = database
+        self.body = body
+        self.write = write
+
+    def run_sync(self) -> T:
+        return self.database.run_sync(self.body, self.write)
+
+    async def run_async(self) -> T:
+        return await self.database.run_async(self.body, self.write)
+
+
+class _Close(Effect[None]):
+    __slots__ = ("database",)
+
+    def __init__(self, database: _Database) -> None:
+        self.database = database
+
+    def run_sync(self) -> None:
+        self.database.close_sync()
+
+    async def run_async(self) -> None:
+        await self.database.close_async()
+
+
+class _Database(ABC):
+    """Connections to one database, and the few statements whose text differs by dialect."""
+
+    name: str
+    blob: str
+    float_type: str
+    event_key: str
+
+    def transaction(self, body: TransactionBody[T], *, write: bool) -> Effect[T]:
+        return _Transaction(self, body, write)
+
+    @abstractmethod
+    def run_sync(self, body: TransactionBody[T], write: bool) -> T: ...
+
+    @abstractmethod
+    async def run_async(self, body: TransactionBody[T], write: bool) -> T: ...
+
+    @abstractmethod
+    def close_sync(self) -> None: ...
+
+    @abstractmethod
+    async def close_async(self) -> None: ...
+
+    @abstractmethod
+    def lock_user(self, key: str) -> Sql | None:
+        """A statement that serialises writers of one user until the transaction ends (``None``
+        where the write transaction locks the whole database already)."""
+
+    @abstractmethod
+    def lock_schema(self) -> Sql | None: ...
+
+
+class _SQLiteDatabase(_Database):
+    name = "SQLite"
+    blob = "BLOB"
+    float_type = "REAL"
+    event_key = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self, path: str, *, synchronous: str, busy_timeout: float) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValidationError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailableError("the SQLite store is closed")
+        if self._connection is None:
+            try:
+                directory = os.path.dirname(os.path.abspath(self.path))
+                if self.path != ":memory:" and not os.path.isdir(directory):
+                    os.makedirs(directory, exist_ok=True)
+                connection = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(f"PRAGMA synchronous={self._synchronous}")  # checked against a fixed list
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            self._connection = connection
+        return self._connection
+
+    def run_sync(self, body: TransactionBody[T], write: bool) -> T:
+        with self._lock:
+            connection = self._connect()
+
+            def execute(statement: Sql) -> Rows:
+                return connection.execute(statement.text, statement.params).fetchall()
+
+            try:
+                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"SQLite database {self.path!r}: {exc}") from exc
+            try:
+                value = _drive(body, execute)
+                connection.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                connection.execute("ROLLBACK")
+                raise StoreUnavailableError(f"SQLite database {self.path!r}: {exc}") from exc
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return value
+
+    async def run_async(self, body: TransactionBody[T], write: bool) -> T:
+        # sqlite3 has no async API: the transaction runs whole in a worker thread.
+        return await asyncio.to_thread(self.run_sync, body, write)
+
+    def close_sync(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    async def close_async(self) -> None:
+        self.close_sync()
+
+    def lock_user(self, key: str) -> Sql | None:
+        return None  # BEGIN IMMEDIATE holds the database's write lock already
+
+    def lock_schema(self) -> Sql | None:
+        return None
+
+
+class _PostgresDatabase(_Database):
+    name = "PostgreSQL"
+    blob = "BYTEA"
+    float_type = "DOUBLE PRECISION"
+    event_key = "seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+
+    def __init__(self, url: str, *, min_size: int, max_size: int, timeout: float) -> None:
+        try:
+            import psycopg  # noqa: F401 - fail early with a clear message
+            import psycopg_pool  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ImportError("PostgreSQL support needs psycopg: pip install 'penchant[postgres]'") from exc
+        self.url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = None
+        self._async_pools: dict[
+            asyncio.AbstractEventLoop, psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
+        ] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @staticmethod
+    def _sql(statement: Sql) -> str:
+        return statement.text.replace("?", "%s")
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(f"PostgreSQL is unavailable: {exc}")
+
+    def _sync_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]]:
+        import psycopg_pool
+
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailableError("the PostgreSQL store is closed")
+            if self._pool is None:
+                pool = psycopg_pool.ConnectionPool(
+                    self.url, min_size=self._min_size, max_size=self._max_size, timeout=self._timeout, open=False
+                )
+                pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    def run_sync(self, body: TransactionBody[T], write: bool) -> T:
+        import psycopg
+        import psycopg_pool
+
+        pool = self._sync_pool()
+        try:
+            with pool.connection() as connection, connection.transaction():
+
+                def execute(statement: Sql) -> Rows:
+                    cursor = connection.execute(self._sql(statement), statement.params)
+                    return cursor.fetchall() if cursor.description is not None else []
+
+                return _drive(body, execute)
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def run_async(self, body: TransactionBody[T], write: bool) -> T:
+        import psycopg
+        import psycopg_pool
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailableError("the PostgreSQL store is closed")
+            pool = self._async_pools.get(loop)
+            if pool is None:
+                pool = psycopg_pool.AsyncConnectionPool(
+                    self.url, min_size=self._min_size, max_size=self._max_size, timeout=self._timeout, open=False
+                )
+                self._async_pools[loop] = pool
+                opened = False
+            else:
+                opened = True
+        try:
+            if not opened:
+                await pool.open(wait=False)
+            async with pool.connection() as connection, connection.transaction():
+                statement = next(body)
+                try:
+                    while True:
+                        try:
+                            cursor = await connection.execute(self._sql(statement), statement.params)
+                            rows = await cursor.fetchall() if cursor.description is not None else []
+                        except Exception as exc:  # thrown into the body, which decides
+                            statement = body.throw(exc)
+                        else:
+                            statement = body.send(rows)
+                except StopIteration as stop:
+                    value: T = stop.value
+                    return value
+        except StopIteration as stop:  # a body that needs no statement
+            empty: T = stop.value
+            return empty
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    def close_sync(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            async_pools = list(self._async_pools.items())
+            self._async_pools.clear()
+        if pool is not None:
+            pool.close()
+        for loop, async_pool in async_pools:
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(async_pool.close())
+
+    async def close_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            async_pool = self._async_pools.pop(loop, None)
+        if async_pool is not None:
+            await async_pool.close()
+        await asyncio.to_thread(self.close_sync)
+
+    def lock_user(self, key: str) -> Sql | None:
+        return Sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
+    def lock_schema(self) -> Sql | None:
+        return Sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", ("penchant schema",))
+
+
+def _migrations(db: _Database) -> list[list[str]]:
+    """``_migrations(db)[n]`` takes the schema from version ``n`` to ``n + 1``. Append only."""
+    return [
+        [
+            f"""CREATE TABLE penchant_events (
+                {db.event_key},
+                tenant TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                occurred_at {db.float_type} NOT NULL,
+                recorded_at {db.float_type} NOT NULL,
+                payload {db.blob} NOT NULL,
+                UNIQUE (tenant, event_id)
+            )""",
+            "CREATE INDEX penchant_events_by_user ON penchant_events (tenant, user_id, seq)",
+            f"""CREATE TABLE penchant_profiles (
+                tenant TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                schema_version INTEGER NOT NULL,
+                updated_at {db.float_type} NOT NULL,
+                body {db.blob} NOT NULL,
+                PRIMARY KEY (tenant, user_id)
+            )""",
+        ],
+    ]
+
+
+class SQLProfileStore(ProfileStore):
+    """A durable store on an SQL database; see :class:`SQLiteProfileStore` and
+    :class:`PostgresProfileStore`. Profiles never expire here."""
+
+    def __init__(
+        self,
+        database: _Database,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: InterestModel | None = None,
+        serializer: ProfileSerializer | None = None,
+    ) -> None:
+        super().__init__(tenant=tenant, model=model, serializer=serializer)
+        self._db = database
+        self._schema_ready = False
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version this penchant creates and reads."""
+        return len(_migrations(self._db))
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def _ready(self) -> Op[None]:
+        if not self._schema_ready:
+            yield self._db.transaction(self._migrate(), write=True)
+            self._schema_ready = True
+
+    def _migrate(self) -> TransactionBody[None]:
+        lock = self._db.lock_schema()
+        if lock is not None:
+            yield lock
+        yield Sql("CREATE TABLE IF NOT EXISTS penchant_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+        rows = yield Sql("SELECT version FROM penchant_schema WHERE id = 1")
+        current = int(rows[0][0]) if rows else 0
+        steps = _migrations(self._db)
+        if current > len(steps):
+            raise StoreUnavailableError(
+                f"the {self._db.name} schema is at version {current}, newer than this penchant's {len(steps)}: "
+                "upgrade penchant"
+            )
+        for statements in steps[current:]:
+            for text in statements:
+                yield Sql(text)
+        if current < len(steps):
+            if rows:
+                yield Sql("UPDATE penchant_schema SET version = ? WHERE id = 1", (len(steps),))
+            else:
+                yield Sql("INSERT INTO penchant_schema (id, version) VALUES (1, ?)", (len(steps),))
+
+    # -- transaction bodies -------------------------------------------------------------------------
+
+    def _lock(self, user_id: str) -> TransactionBody[None]:
+        lock = self._db.lock_user(f"{self.tenant}\x1f{user_id}")
+        if lock is not None:
+            yield lock
+
+    def _select_profiles(self, user_ids: Sequence[str]) -> TransactionBody[dict[str, UserProfile]]:
+        found: dict[str, UserProfile] = {}
+        for chunk in _chunks(user_ids):
+            marks = ", ".join("?" * len(chunk))
+            rows = yield Sql(
+                f"SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id IN ({marks})",
+                (self.tenant, *chunk),
+            )
+            for user_id, version, body in rows:
+                profile = self.serializer.decode(body)
+                profile.version = int(version)
+                found[user_id] = profile
+        return found
+
+    def _select_version(self, user_id: str) -> TransactionBody[int]:
+        rows = yield Sql(
+            "SELECT version FROM penchant_profiles WHERE tenant = ? AND user_id = ?", (self.tenant, user_id)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def _upsert(self, profile: UserProfile, data: bytes) -> Sql:
+        return Sql(
+            """INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (tenant, user_id) DO UPDATE SET version = excluded.version,
+                   schema_version = excluded.schema_version, updated_at = excluded.updated_at,
+                   body = excluded.body""",
+            (self.tenant, profile.user_id, profile.version, SCHEMA_VERSION, profile.updated_at.timestamp(), data),
+        )
+
+    def _put_body(
+        self, profile: UserProfile, expected_version: int | None
+    ) -> TransactionBody[tuple[UserProfile, bytes]]:
+        yield from self._lock(profile.user_id)
+        current = yield from self._select_version(profile.user_id)
+        if expected_version is not None and expected_version != current:
+            raise ConflictError(f"profile {profile.user_id!r} is at version {current}, not {expected_version}")
+        profile.version = current + 1
+        data = self.serializer.encode(profile)
+        yield self._upsert(profile, data)
+        return profile, data
+
+    def _put_many_body(self, profiles: list[UserProfile]) -> TransactionBody[list[tuple[UserProfile, bytes]]]:
+        stored = []
+        for profile in sorted(profiles, key=lambda p: p.user_id):
+            stored.append((yield from self._put_body(profile, None)))
+        return stored
+
+    def _apply_body(
+        self, by_user: dict[str, list[Signal]], payloads: dict[str, bytes]
+    ) -> TransactionBody[dict[str, AppliedChange]]:
+        changes: dict[str, AppliedChange] = {}
+        recorded_at = time.time()
+        for user_id in sorted(by_user):  # one lock order for every writer: no deadlock
+            signals = by_user[user_id]
+            yield from self._lock(user_id)
+            fresh_ids: set[str] = set()
+            for chunk in _chunks(signals):
+                rows = yield Sql(
+                    "INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                    + " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id",
+                    [
+                        v
+                        for s in chunk
+                        for v in (self.tenant, s.event_id, user_id, s.timestamp, recorded_at, payloads[s.event_id])
+                    ],
+                )
+                fresh_ids.update(r[0] for r in rows)
+            found = yield from self._select_profiles([user_id])
+            profile = found.get(user_id) or UserProfile(user_id=user_id)
+            old_version, old_landmark = profile.version, profile.landmark
+            fresh = [s for s in signals if s.event_id in fresh_ids]
+            if fresh:
+                self.model.apply(profile, fresh)
+                profile.version = old_version + 1
+                data = self.serializer.encode(profile)
+                yield self._upsert(profile, data)
+            else:
+                data = b""
+            changes[user_id] = AppliedChange(old_version, old_landmark, profile, data, fresh)
+        return changes
+
+    def _delete_body(self, user_id: str) -> TransactionBody[bool]:
+        yield from self._lock(user_id)
+        yield Sql("DELETE FROM penchant_events WHERE tenant = ? AND user_id = ?", (self.tenant, user_id))
+        rows = yield Sql(
+            "DELETE FROM penchant_profiles WHERE tenant = ? AND user_id = ? RETURNING user_id", (self.tenant, user_id)
+        )
+        return bool(rows)
+
+    def _events_body(self, user_id: str) -> TransactionBody[list[Signal]]:
+        rows = yield Sql(
+            "SELECT payload FROM penchant_events WHERE tenant = ? AND user_id = ? ORDER BY seq", (self.tenant, user_id)
+        )
+        return [self.serializer.decode_signal(payload) for (payload,) in rows]
+
+    def _user_ids_body(self, after: str | None, limit: int) -> TransactionBody[list[str]]:
+        rows = yield Sql(
+            """SELECT user_id FROM (
+                   SELECT user_id FROM penchant_profiles WHERE tenant = ?
+                   UNION SELECT user_id FROM penchant_events WHERE tenant = ?
+               ) AS users WHERE user_id > ? ORDER BY user_id LIMIT ?""",
+            (self.tenant, self.tenant, "" if after is None else after, limit),
+        )
+        return [r[0] for r in rows]
+
+    # -- operations used by the tiered store ---------------------------------------------------------
+
+    def _encode_payloads(self, by_user: dict[str, list[Signal]]) -> dict[str, bytes]:
+        return {s.event_id: self.serializer.encode_signal(s) for signals in by_user.values() for s in signals}
+
+    def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
+        payloads = self._encode_payloads(by_user)  # a signal that cannot be stored fails before any write
+        yield from self._ready()
+        changes: dict[str, AppliedChange] = yield self._db.transaction(self._apply_body(by_user, payloads), write=True)
+        return changes
+
+    def _put_encoded_op(self, profile: UserProfile, expected_version: int | None) -> Op[tuple[UserProfile, bytes]]:
+        stored, _ = self.serializer.checked_copy(profile)
+        yield from self._ready()
+        result: tuple[UserProfile, bytes] = yield self._db.transaction(
+            self._put_body(stored, expected_version), write=True
+        )
+        return result
+
+    def _put_many_encoded_op(self, profiles: list[UserProfile]) -> Op[list[tuple[UserProfile, bytes]]]:
+        checked = [self.serializer.checked_copy(p)[0] for p in profiles]
+        yield from self._ready()
+        result: list[tuple[UserProfile, bytes]] = yield self._db.transaction(self._put_many_body(checked), write=True)
+        return result
+
+    def _events_op(self, user_id: str) -> Op[list[Signal]]:
+        yield from self._ready()
+        events: list[Signal] = yield self._db.transaction(self._events_body(user_id), write=False)
+        return events
+
+    def _user_ids_op(self, after: str | None, limit: int) -> Op[list[str]]:
+        yield from self._ready()
+        ids: list[str] = yield self._db.transaction(self._user_ids_body(after, limit), write=False)
+        return ids
+
+    # -- ProfileStore operations ------------------------------------------------------------------
+
+    def _get_op(self, user_id: str, *, shared: bool) -> Op[UserProfile | None]:
+        found = yield from self._get_many_op([user_id], shared=shared)
+        return found.get(user_id)
+
+    def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
+        yield from self._ready()
+        found: dict[str, UserProfile] = yield self._db.transaction(self._select_profiles(user_ids), write=False)
+        return found
+
+    def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
+        stored, _ = yield from self._put_encoded_op(profile, expected_version)
+        return stored
+
+    def _put_many_op(self, profiles: list[UserProfile]) -> Op[list[UserProfile]]:
+        stored = yield from self._put_many_encoded_op(profiles)
+        by_id = {p.user_id: p for p, _ in stored}
+        return [by_id[p.user_id] for p in profiles]
+
+    def _delete_op(self, user_id: str) -> Op[bool]:
+        yield from self._ready()
+        existed: bool = yield self._db.transaction(self._delete_body(user_id), write=True)
+        return existed
+
+    def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
+        changes = yield from self._apply_changes_op({user_id: signals})
+        return changes[user_id].profile
+
+    def _apply_feedback_many_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, int]]:
+        changes = yield from self._apply_changes_op(by_user)
+        return {user_id: change.profile.version for user_id, change in changes.items()}
+
+    def _close_op(self) -> Op[None]:
+        yield _Close(self._db)
+
+
+class SQLiteProfileStore(SQLProfileStore):
+    """Profiles and the event log in one SQLite file (WAL mode, so readers never block the
+    writer and several processes can share the file).
+
+    ``synchronous="FULL"`` (the default) makes every acknowledged write survive a power loss;
+    ``"NORMAL"`` is faster and survives a crash of the process but not of the machine.
+    ``busy_timeout`` is how long a writer waits for another process's write lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: InterestModel | None = None,
+        serializer: ProfileSerializer | None = None,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        if not self.path or "\x00" in self.path:
+            raise ValidationError(f"invalid SQLite path {self.path!r}")
+        super().__init__(
+            _SQLiteDatabase(self.path, synchronous=synchronous, busy_timeout=busy_timeout),
+            tenant=tenant,
+            model=model,
+            serializer=serializer,
+        )
+
+    def __repr__(self) -> str:
+        return f"SQLiteProfileStore({self.path!r}, tenant={self.tenant!r})"
+
+
+class PostgresProfileStore(SQLProfileStore):
+    """Profiles and the event log in PostgreSQL, through psycopg 3 connection pools (a sync
+    pool, and an async pool per event loop, both opened on first use).
+
+    ``url`` is a libpq connection string or ``postgresql://`` URL. Writers of one user are
+    serialised by a transaction-scoped advisory lock, so concurrent processes never lose an
+    update and never deadlock (batches lock users in one order).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: InterestModel | None = None,
+        serializer: ProfileSerializer | None = None,
+        min_pool_size: int = 1,
+        max_pool_size: int = 10,
+        timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValidationError("a PostgreSQL URL is required")
+        self.url = url
+        super().__init__(
+            _PostgresDatabase(url, min_size=min_pool_size, max_size=max_pool_size, timeout=timeout),
+            tenant=tenant,
+            model=model,
+            serializer=serializer,
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresProfileStore(<url>, tenant={self.tenant!r})"
