@@ -21,7 +21,6 @@ expiry of all its keys.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 import time
@@ -36,6 +35,7 @@ from penchant.feedback_collector import Signal
 from penchant.profile_store import lua
 from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
 from penchant.profile_store._effects import Effect, Op
+from penchant.profile_store._loops import PerLoop
 from penchant.profile_store.serializer import ProfileSerializer
 from penchant.user_profile import InterestModel, UserProfile
 
@@ -175,7 +175,7 @@ class RedisConnection:
         self._client = client
         self._own_client = client is None
         self._fixed_async = async_client
-        self._async_clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._async_clients: PerLoop[Any] = PerLoop(self._make_async, lambda client: client.aclose())
         self._lock = threading.Lock()
         self._closed = False
 
@@ -214,17 +214,12 @@ class RedisConnection:
         # One quick retry covers a pooled connection that a restarted server closed.
         return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 1), **self._options())
 
-    def async_(self) -> Any:
+    async def async_(self) -> Any:
         if self._fixed_async is not None:
             return self._fixed_async
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailableError("the Redis store is closed")
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = self._make_async()
-            return client
+        if self._closed:
+            raise StoreUnavailableError("the Redis store is closed")
+        return await self._async_clients.get()
 
     def _make_async(self) -> Any:
         import redis.asyncio
@@ -297,7 +292,7 @@ class RedisConnection:
         import redis.exceptions
 
         try:
-            client = self.async_()
+            client = await self.async_()
             replies = await self._execute_async(client, calls)
             missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
             if missing:
@@ -328,21 +323,13 @@ class RedisConnection:
         with self._lock:
             self._closed = True
             client, self._client = self._client, None
-            async_clients = list(self._async_clients.items())
-            self._async_clients.clear()
         if client is not None and self._own_client:
             client.close()
-        for loop, async_client in async_clients:
-            if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(async_client.aclose())
+        self._async_clients.close_idle()
 
     async def close_async(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            async_client = self._async_clients.pop(loop, None)
-        if async_client is not None:
-            await async_client.aclose()
-        await asyncio.to_thread(self.close_sync)
+        await self._async_clients.close_current()
+        self.close_sync()
 
 
 def _decodes_responses(client: Any) -> bool:

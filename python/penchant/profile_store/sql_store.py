@@ -28,6 +28,7 @@ from penchant.errors import ConflictError, StoreUnavailableError, ValidationErro
 from penchant.feedback_collector import Signal
 from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
 from penchant.profile_store._effects import Effect, Op
+from penchant.profile_store._loops import PerLoop
 from penchant.profile_store.serializer import ProfileSerializer
 from penchant.user_profile import SCHEMA_VERSION, InterestModel, UserProfile
 
@@ -244,9 +245,9 @@ class _PostgresDatabase(_Database):
         self._max_size = max_size
         self._timeout = timeout
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = None
-        self._async_pools: dict[
-            asyncio.AbstractEventLoop, psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
-        ] = {}
+        self._async_pools: PerLoop[psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]] = (
+            PerLoop(self._make_async_pool, lambda pool: pool.close())
+        )
         self._lock = threading.Lock()
         self._closed = False
 
@@ -291,21 +292,11 @@ class _PostgresDatabase(_Database):
         import psycopg
         import psycopg_pool
 
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailableError("the PostgreSQL store is closed")
-            pool = self._async_pools.get(loop)
-            if pool is None:
-                pool = psycopg_pool.AsyncConnectionPool(
-                    self.url, min_size=self._min_size, max_size=self._max_size, timeout=self._timeout, open=False
-                )
-                self._async_pools[loop] = pool
-                opened = False
-            else:
-                opened = True
+        if self._closed:
+            raise StoreUnavailableError("the PostgreSQL store is closed")
         try:
-            if not opened:
+            pool = await self._async_pools.get()
+            if pool.closed:
                 await pool.open(wait=False)
             async with pool.connection() as connection, connection.transaction():
                 statement = next(body)
@@ -327,24 +318,23 @@ class _PostgresDatabase(_Database):
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
 
+    def _make_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        import psycopg_pool
+
+        return psycopg_pool.AsyncConnectionPool(
+            self.url, min_size=self._min_size, max_size=self._max_size, timeout=self._timeout, open=False
+        )
+
     def close_sync(self) -> None:
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
-            async_pools = list(self._async_pools.items())
-            self._async_pools.clear()
         if pool is not None:
             pool.close()
-        for loop, async_pool in async_pools:
-            if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(async_pool.close())
+        self._async_pools.close_idle()
 
     async def close_async(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            async_pool = self._async_pools.pop(loop, None)
-        if async_pool is not None:
-            await async_pool.close()
+        await self._async_pools.close_current()
         await asyncio.to_thread(self.close_sync)
 
     def lock_user(self, key: str) -> Sql | None:
