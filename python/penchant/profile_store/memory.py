@@ -92,9 +92,10 @@ class InMemoryProfileStore(ProfileStore):
             entry.shared = profile  # a race only decodes twice; both copies are equal
         return profile
 
-    def remember(self, profile: UserProfile, data: bytes | None = None) -> None:
+    def remember(self, profile: UserProfile, data: bytes | None = None, *, shared: bool = False) -> None:
         """Keeps a copy of ``profile`` (encoded as ``data`` when the caller has that already)
-        unless a newer version is already here."""
+        unless a newer version is already here. With ``shared``, ``profile`` itself becomes the
+        object that :meth:`lookup` shares: the caller hands it over and must not change it."""
         if data is None:
             data = self.serializer.encode(profile)
         with self._lock:
@@ -102,7 +103,10 @@ class InMemoryProfileStore(ProfileStore):
             if current is not None and current.version > profile.version:
                 return
             applied = current.applied if current is not None else {}
-            self._store(profile.user_id, _Entry(data, profile.version, self._expiry(), applied))
+            entry = _Entry(data, profile.version, self._expiry(), applied)
+            if shared:
+                entry.shared = profile
+            self._store(profile.user_id, entry)
 
     def forget(self, user_id: str, *, below_version: int | None = None) -> None:
         """Drops the user's entry (only if older than ``below_version`` when given)."""

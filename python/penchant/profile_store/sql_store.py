@@ -148,6 +148,10 @@ class _Database(ABC):
         where the write transaction locks the whole database already)."""
 
     @abstractmethod
+    def lock_users(self, keys: Sequence[str]) -> Sql | None:
+        """:meth:`lock_user` for many users at once, in an order every writer shares."""
+
+    @abstractmethod
     def lock_schema(self) -> Sql | None: ...
 
 
@@ -223,6 +227,9 @@ class _SQLiteDatabase(_Database):
 
     def lock_user(self, key: str) -> Sql | None:
         return None  # BEGIN IMMEDIATE holds the database's write lock already
+
+    def lock_users(self, keys: Sequence[str]) -> Sql | None:
+        return None
 
     def lock_schema(self) -> Sql | None:
         return None
@@ -340,6 +347,16 @@ class _PostgresDatabase(_Database):
     def lock_user(self, key: str) -> Sql | None:
         return Sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
+    def lock_users(self, keys: Sequence[str]) -> Sql | None:
+        # Ordered by lock id (not by key): two keys may share an id, and one global order of
+        # ids is what rules out a deadlock between two batches.
+        return Sql(
+            """SELECT pg_advisory_xact_lock(id) FROM (
+                   SELECT DISTINCT hashtextextended(key, 0) AS id FROM unnest(?::text[]) AS key ORDER BY id
+               ) AS ids""",
+            (list(keys),),
+        )
+
     def lock_schema(self) -> Sql | None:
         return Sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", ("penchant schema",))
 
@@ -450,13 +467,27 @@ class SQLProfileStore(ProfileStore):
         return int(rows[0][0]) if rows else 0
 
     def _upsert(self, profile: UserProfile, data: bytes) -> Sql:
+        return self._upsert_many([(profile, data)])
+
+    def _upsert_many(self, written: Sequence[tuple[UserProfile, bytes]]) -> Sql:
         return Sql(
-            """INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (tenant, user_id) DO UPDATE SET version = excluded.version,
+            "INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(written))
+            + """ ON CONFLICT (tenant, user_id) DO UPDATE SET version = excluded.version,
                    schema_version = excluded.schema_version, updated_at = excluded.updated_at,
                    body = excluded.body""",
-            (self.tenant, profile.user_id, profile.version, SCHEMA_VERSION, profile.updated_at.timestamp(), data),
+            [
+                v
+                for profile, data in written
+                for v in (
+                    self.tenant,
+                    profile.user_id,
+                    profile.version,
+                    SCHEMA_VERSION,
+                    profile.updated_at.timestamp(),
+                    data,
+                )
+            ],
         )
 
     def _put_body(
@@ -480,36 +511,43 @@ class SQLProfileStore(ProfileStore):
     def _apply_body(
         self, by_user: dict[str, list[Signal]], payloads: dict[str, bytes]
     ) -> TransactionBody[dict[str, AppliedChange]]:
-        changes: dict[str, AppliedChange] = {}
+        """Every user of the batch in a few statements: lock them, log the events (learning
+        which are new), read their snapshots, apply the new events, write the snapshots."""
+        users = sorted(by_user)
+        lock = self._db.lock_users([f"{self.tenant}\x1f{u}" for u in users])
+        if lock is not None:
+            yield lock
         recorded_at = time.time()
-        for user_id in sorted(by_user):  # one lock order for every writer: no deadlock
-            signals = by_user[user_id]
-            yield from self._lock(user_id)
-            fresh_ids: set[str] = set()
-            for chunk in _chunks(signals):
-                rows = yield Sql(
-                    "INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-                    + " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id",
-                    [
-                        v
-                        for s in chunk
-                        for v in (self.tenant, s.event_id, user_id, s.timestamp, recorded_at, payloads[s.event_id])
-                    ],
-                )
-                fresh_ids.update(r[0] for r in rows)
-            found = yield from self._select_profiles([user_id])
-            profile = found.get(user_id) or UserProfile(user_id=user_id)
+        signals = [s for u in users for s in by_user[u]]
+        fresh_ids: set[str] = set()
+        for chunk in _chunks(signals):
+            rows = yield Sql(
+                "INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id",
+                [
+                    v
+                    for s in chunk
+                    for v in (self.tenant, s.event_id, s.user_id, s.timestamp, recorded_at, payloads[s.event_id])
+                ],
+            )
+            fresh_ids.update(r[0] for r in rows)
+        snapshots = yield from self._select_profiles(users)
+        changes: dict[str, AppliedChange] = {}
+        written: list[tuple[UserProfile, bytes]] = []
+        for user_id in users:
+            profile = snapshots.get(user_id) or UserProfile(user_id=user_id)
             old_version, old_landmark = profile.version, profile.landmark
-            fresh = [s for s in signals if s.event_id in fresh_ids]
+            fresh = [s for s in by_user[user_id] if s.event_id in fresh_ids]
+            data = b""
             if fresh:
                 self.model.apply(profile, fresh)
                 profile.version = old_version + 1
                 data = self.serializer.encode(profile)
-                yield self._upsert(profile, data)
-            else:
-                data = b""
+                written.append((profile, data))
             changes[user_id] = AppliedChange(old_version, old_landmark, profile, data, fresh)
+        for rows_to_write in _chunks(written, 100):
+            yield self._upsert_many(rows_to_write)
         return changes
 
     def _delete_body(self, user_id: str) -> TransactionBody[bool]:

@@ -256,7 +256,7 @@ class TieredProfileStore(ProfileStore):
         except StoreUnavailableError as exc:
             self.counters.redis_failures += 1
             if self._health.failed():
-                logger.warning("Redis is unavailable (%s): serving from SQL and the in-process cache", exc)
+                logger.warning("%s; serving from SQL and the in-process cache until it answers", exc)
             return _SKIPPED
         if self._health.succeeded():
             yield from self._after_outage()
@@ -344,7 +344,7 @@ class TieredProfileStore(ProfileStore):
             if not isinstance(from_redis, _Skipped):
                 self.counters.redis_hits += len(from_redis)
                 self.counters.redis_misses += len(missing) - len(from_redis)
-                self._remember(from_redis.values())
+                self._remember(from_redis.values(), shared=shared)
                 found.update(from_redis)
                 missing = [u for u in missing if u not in from_redis]
         if not missing:
@@ -354,15 +354,15 @@ class TieredProfileStore(ProfileStore):
         if from_sql and self.redis is not None and not self._health.is_down:
             calls = [self.redis._write_call("fill", p, str(p.version)) for p in from_sql.values()]
             yield from self._redis_step(self._redis_batch(calls))
-        self._remember(from_sql.values())
+        self._remember(from_sql.values(), shared=shared)
         found.update(from_sql)
         return found
 
-    def _remember(self, profiles: Iterable[UserProfile], data: dict[str, bytes] | None = None) -> None:
+    def _remember(self, profiles: Iterable[UserProfile], *, shared: bool) -> None:
         if self.cache is None:
             return
         for profile in profiles:
-            self.cache.remember(profile, None if data is None else data.get(profile.user_id))
+            self.cache.remember(profile, shared=shared)
 
     def _redis_batch(self, calls: list[tuple[Any, ...]]) -> Op[list[Any]]:
         assert self.redis is not None
