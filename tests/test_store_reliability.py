@@ -16,20 +16,6 @@ from typing import Any
 import pytest
 import redis
 import redis.cluster
-from store_support import (
-    assert_same_interests,
-    cluster_url,
-    concurrent_worker,
-    make_store,
-    mixed_signals,
-    new_tenant,
-    open_by_name,
-    postgres_url,
-    redis_url,
-    server_env,
-    worker_signals,
-)
-
 from penchant import ValidationError
 from penchant.profile_store import (
     InMemoryProfileStore,
@@ -43,6 +29,19 @@ from penchant.profile_store import (
     user_keys,
 )
 from penchant.user_profile import InterestModel, UserProfile
+from store_support import (
+    assert_same_interests,
+    cluster_url,
+    concurrent_worker,
+    make_store,
+    mixed_signals,
+    new_tenant,
+    open_by_name,
+    postgres_url,
+    redis_url,
+    server_env,
+    worker_signals,
+)
 
 
 def reference(signals: list[Any]) -> dict[str, UserProfile]:
@@ -392,9 +391,11 @@ def test_store_unavailable_when_no_tier_can_serve(tmp_path: Path) -> None:
             dead_redis.get("alice")
         with pytest.raises(StoreUnavailableError):
             dead_redis.apply_feedback("alice", mixed_signals("alice", 1))
-    with PostgresProfileStore("postgresql://postgres@127.0.0.1:1/none", timeout=0.5) as dead_postgres:
-        with pytest.raises(StoreUnavailableError):
-            dead_postgres.get("alice")
+    with (
+        PostgresProfileStore("postgresql://postgres@127.0.0.1:1/none", timeout=0.5) as dead_postgres,
+        pytest.raises(StoreUnavailableError),
+    ):
+        dead_postgres.get("alice")
     with open_store("redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/none", "t") as dead:
         with pytest.raises(StoreUnavailableError):
             dead.get("alice")
