@@ -138,6 +138,16 @@ def test_get_many_100_from_redis(benchmark: Any, tenant: str, kind: str) -> None
         p99(benchmark)
 
 
+def test_get_many_100_from_the_in_process_tier(benchmark: Any, tenant: str) -> None:
+    """100 cached profiles for ranking (shared, read-only): target under 5 ms."""
+    for store in opened("tiered-postgres", tenant):
+        users = [f"user{i}" for i in range(100)]
+        store.apply_feedback_many([s for u in users for s in typical_events(u)])
+        store.get_many(users, shared=True)
+        result = benchmark(store.get_many, users, shared=True)
+        assert len(result) == 100
+
+
 # -- writes -----------------------------------------------------------------------------------------
 
 

@@ -118,6 +118,9 @@ def test_apply_feedback_many_and_get_many(store: ProfileStore) -> None:
     found = store.get_many(["u1", "u3", "nobody", "u1"])
     assert sorted(found) == ["u1", "u3"]
     assert_same_interests(found["u1"], reference(mixed_signals("u1", 10)))
+    shared = store.get_many(["u2", "nobody"], shared=True)
+    assert sorted(shared) == ["u2"]
+    assert_same_interests(shared["u2"], reference(mixed_signals("u2", 4)))
 
 
 def test_apply_feedback_without_signals_stores_nothing(store: ProfileStore) -> None:

@@ -164,9 +164,10 @@ class ProfileStore(ABC):
         """The stored profile, or ``None``, possibly shared with other readers: do not change it."""
         return run_sync(self._get_op(check_id(user_id), shared=True))
 
-    def get_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
-        """The stored profiles among ``user_ids``, by id (owned by the caller)."""
-        return run_sync(self._get_many_op(self._ids(user_ids), shared=False))
+    def get_many(self, user_ids: Iterable[str], *, shared: bool = False) -> dict[str, UserProfile]:
+        """The stored profiles among ``user_ids``, by id, in one round trip per tier. They are
+        owned by the caller unless ``shared`` (then, as with :meth:`get_shared`, read only)."""
+        return run_sync(self._get_many_op(self._ids(user_ids), shared=shared))
 
     def put(self, profile: UserProfile, *, expected_version: int | None = None) -> UserProfile:
         """Stores ``profile`` as the next version and returns what was stored."""
@@ -222,8 +223,8 @@ class ProfileStore(ABC):
     async def aget_shared(self, user_id: str) -> UserProfile | None:
         return await run_async(self._get_op(check_id(user_id), shared=True))
 
-    async def aget_many(self, user_ids: Iterable[str]) -> dict[str, UserProfile]:
-        return await run_async(self._get_many_op(self._ids(user_ids), shared=False))
+    async def aget_many(self, user_ids: Iterable[str], *, shared: bool = False) -> dict[str, UserProfile]:
+        return await run_async(self._get_many_op(self._ids(user_ids), shared=shared))
 
     async def aput(self, profile: UserProfile, *, expected_version: int | None = None) -> UserProfile:
         return await run_async(self._put_op(self._profile(profile), self._expected(expected_version)))

@@ -292,31 +292,32 @@ class ProfileSerializer:
     @staticmethod
     def _decode_interests(raw: Mapping[bytes, bytes] | list[bytes]) -> dict[str, Interest]:
         pairs = raw.items() if isinstance(raw, Mapping) else zip(raw[0::2], raw[1::2], strict=True)
-        parts: dict[str, dict[str, bytes]] = {}
+        extra_fields = [f for f in dataclasses.fields(Interest) if f.name not in _INTEREST_CORE]
+        by_name: dict[bytes, Interest] = {}
+        new_interest = object.__new__
+        from_timestamp = datetime.fromtimestamp
         for field, value in pairs:
-            name, _, part = field.decode("utf-8", "surrogatepass").rpartition(FIELD_SEPARATOR)
-            parts.setdefault(name, {})[part] = value
-        interests = {}
-        for name, fields in parts.items():
-            interest = object.__new__(Interest)  # stored data: validated when it was written
-            sums = {}
-            for part, value in fields.items():
-                if part[:1] in ("+", "-"):
-                    sums[part] = float(value)
-            extra = fields.get(_EXTRA)
-            state: dict[str, Any] = {f.name: _default_of(f) for f in dataclasses.fields(Interest)}
-            if extra is not None:
-                decoded = msgspec.msgpack.decode(bytes.fromhex(extra.decode()))
-                state.update({k: v for k, v in decoded.items() if k in state})
-            state.update(
-                name=name,
-                sums=sums,
-                count=int(fields.get(_COUNT, b"0")),
-                last_updated=datetime.fromtimestamp(float(fields.get(_LAST_UPDATED, b"0")), tz=UTC),
-            )
-            interest.__dict__.update(state)
-            interests[name] = interest
-        return interests
+            name, _, part = field.rpartition(b"\x1f")
+            interest = by_name.get(name)
+            if interest is None:
+                interest = new_interest(Interest)  # stored data: validated when it was written
+                state = interest.__dict__
+                state.update(name=name.decode("utf-8", "surrogatepass"), sums={}, count=0, last_updated=_EPOCH)
+                for extra_field in extra_fields:
+                    state[extra_field.name] = _default_of(extra_field)
+                by_name[name] = interest
+            kind = part[:1]
+            if kind == b"+" or kind == b"-":
+                interest.sums[part.decode()] = float(value)
+            elif part == b"#":
+                interest.count = int(value)
+            elif part == b"@":
+                interest.last_updated = from_timestamp(float(value), tz=UTC)
+            elif part == b".":
+                decoded = msgspec.msgpack.decode(bytes.fromhex(value.decode()))
+                known = {f.name for f in extra_fields}
+                interest.__dict__.update({k: v for k, v in decoded.items() if k in known})
+        return {interest.name: interest for interest in by_name.values()}
 
     # -- feedback signals -----------------------------------------------------------------------
 
@@ -361,6 +362,7 @@ class ProfileSerializer:
 
 
 _INTEREST_CORE = frozenset({"name", "sums", "count", "last_updated"})
+_EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 
 def _default_of(field: dataclasses.Field[Any]) -> Any:
