@@ -20,7 +20,7 @@ from penchant.scoring import (
     ProfileLike,
     RankedItem,
     Scorer,
-    profile_vectors,
+    profile_interests,
     rank_table,
 )
 
@@ -169,7 +169,7 @@ class Catalog:
     def rank(
         self,
         profile: ProfileLike,
-        candidate_ids: Sequence[str | int] | None = None,
+        candidate_ids: Sequence[str | int] | npt.NDArray[np.integer[Any]] | None = None,
         base_scores: npt.ArrayLike | None = None,
         *,
         k: int | None = None,
@@ -182,10 +182,15 @@ class Catalog:
         scorers: Mapping[str, Scorer] | None = None,
     ) -> list[RankedItem]:
         """Ranks ``candidate_ids`` (every item when ``None``) for ``profile``; see
-        :func:`penchant.rank_items` for the options. Unknown or repeated candidate ids are a
+        :func:`penchant.rank_items` for the options. Integer ids passed as a NumPy array take a
+        fast path with no Python object per id. Unknown or repeated candidate ids are a
         :class:`~penchant.ValidationError`."""
         moment = to_epoch(now, "now")
-        interests, taste = profile_vectors(profile, moment)
+        interests, taste = profile_interests(profile, moment)
+        if isinstance(candidate_ids, np.ndarray) and candidate_ids.dtype.kind in "iu":
+            if candidate_ids.dtype.kind == "u" and candidate_ids.size and candidate_ids.max() > np.iinfo(np.int64).max:
+                raise ValidationError("candidate ids do not fit in 64-bit signed integers")
+            candidate_ids = np.ascontiguousarray(candidate_ids, dtype=np.int64)
         rows = None if candidate_ids is None else self._table.rows_of(candidate_ids)
         n = len(self._table) if rows is None else len(rows)
         base = _float_column(base_scores, n, "base_scores")
@@ -195,8 +200,7 @@ class Catalog:
             self._table,
             rows,
             base,
-            interests,
-            self._table.dense_interests(interests),
+            self._table.interest_ids(interests if type(interests) is dict else dict(interests)),
             taste,
             items=None,
             k=k,

@@ -20,8 +20,8 @@ from penchant.scoring import (
     ProfileLike,
     RankedItem,
     Scorer,
-    interests_by_name,
-    profile_vectors,
+    interest_arrays,
+    profile_interests,
     rank_table,
 )
 
@@ -70,7 +70,7 @@ def rank_items(
             scorers=scorers,
         )
     moment = to_epoch(now, "now")
-    interests, taste = profile_vectors(profile, moment)
+    interests, taste = profile_interests(profile, moment)
     rules = Filters.coerce(filters)
     if isinstance(items, ItemBatch):
         table = items._table
@@ -78,8 +78,7 @@ def rank_items(
             table,
             None,
             items.scores,
-            interests,
-            table.dense_interests(interests),
+            table.interest_ids(interests if type(interests) is dict else dict(interests)),
             taste,
             items=None,
             k=k,
@@ -94,16 +93,16 @@ def rank_items(
     item_list = items if isinstance(items, list | tuple) else list(items)
     # Only features the profile or the filters name can matter, so the Rust reader looks each
     # item feature up in this small vocabulary instead of interning all of them.
-    names = list(interests)
-    names.extend(sorted(rules.feature_names - interests.keys()))
+    names, weights_by_name = interest_arrays(interests)
+    extra_names = sorted(rules.feature_names - interests.keys())
+    names.extend(extra_names)
     known = {name: i for i, name in enumerate(names)}
     table, base = _core.Table.from_items(item_list, list(rules.attribute_ranges), (known, names))
     return rank_table(
         table,
         None,
         base,
-        interests,
-        interests_by_name(names, interests) if names else np.zeros(0),
+        (np.arange(len(weights_by_name), dtype=np.uint32), weights_by_name),
         taste,
         items=item_list,
         k=k,

@@ -3,8 +3,9 @@ options, filters, results, and the one function that hands a request to the Rust
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
@@ -184,20 +185,33 @@ Scorer = Callable[[Candidates], "npt.ArrayLike"]
 """A custom factor: takes the candidates, returns one raw value per candidate."""
 
 
-def profile_vectors(profile: ProfileLike, now: float) -> tuple[dict[str, float], npt.NDArray[np.float32] | None]:
-    """The interests (name → current weight) and taste vector of a profile or mapping."""
+def profile_interests(profile: ProfileLike, now: float) -> tuple[Mapping[str, float], npt.NDArray[np.float32] | None]:
+    """A profile's interests (name → current weight) and taste vector. A mapping is passed on
+    as it is: the Rust side checks its names and weights where it reads them."""
     from penchant.user_profile import UserProfile
 
     if isinstance(profile, UserProfile):
         taste = None if profile.taste_vector is None else np.asarray(profile.taste_vector, dtype=np.float32)
         return profile.interest_weights(now), taste
     if isinstance(profile, Mapping):
-        interests: dict[str, float] = {}
-        for name, weight in profile.items():
-            check_name(name, "interest name")
-            interests[name] = check_finite(weight, f"interest weight of {name!r}")
-        return interests, None
+        return profile, None
     raise ValidationError(f"profile must be a UserProfile or a mapping feature -> weight, got {type(profile).__name__}")
+
+
+def interest_arrays(interests: Mapping[str, float]) -> tuple[list[str], npt.NDArray[np.float64]]:
+    """Names and weights of ``interests`` as a list and an array, checked."""
+    names = list(interests)
+    bad = next((name for name in names if type(name) is not str), None)
+    if bad is not None:
+        raise ValidationError(f"interest names must be str, got {bad!r}")
+    try:
+        weights = np.fromiter(interests.values(), dtype=np.float64, count=len(names))
+    except (TypeError, ValueError):
+        weights = np.array([check_finite(interests[n], f"interest weight of {n!r}") for n in names])
+    if not np.isfinite(weights).all():
+        name = names[int(np.flatnonzero(~np.isfinite(weights))[0])]
+        raise ValidationError(f"interest weight of {name!r} must be a finite number, got {interests[name]}")
+    return names, weights
 
 
 @dataclass(frozen=True)
@@ -209,6 +223,29 @@ class _Options:
 
 
 def _options(
+    weights: Mapping[str, float] | None,
+    normalization: str | Mapping[str, str],
+    recency_half_life: float,
+    scorers: Mapping[str, Scorer] | None,
+) -> _Options:
+    """Checked options. The common case (no custom scorers, one normalization) is cached, so a
+    hot loop that passes the same options pays for the checks once."""
+    if not scorers and isinstance(normalization, str):
+        try:
+            key = (tuple(sorted(weights.items())) if weights else (), normalization, recency_half_life)
+            return _cached_options(key)
+        except TypeError:  # unhashable or unsortable: let the full checks explain
+            pass
+    return _build_options(weights, normalization, recency_half_life, scorers)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_options(key: tuple[tuple[tuple[str, float], ...], str, float]) -> _Options:
+    weights, normalization, half_life = key
+    return _build_options(dict(weights), normalization, half_life, None)
+
+
+def _build_options(
     weights: Mapping[str, float] | None,
     normalization: str | Mapping[str, str],
     recency_half_life: float,
@@ -264,8 +301,7 @@ def rank_table(
     table: _core.Table,
     rows: npt.NDArray[np.uint32] | None,
     base_scores: npt.NDArray[np.float64],
-    interests: Mapping[str, float],
-    dense_interests: npt.NDArray[np.float64],
+    interests: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]],
     taste: npt.NDArray[np.float32] | None,
     *,
     items: Sequence[Any] | None,
@@ -309,7 +345,8 @@ def rank_table(
     positions, scores, contributions, _passed = table.rank(
         rows,
         base_scores,
-        dense_interests,
+        interests[0],
+        interests[1],
         taste,
         options.weights,
         options.normalization,
@@ -333,7 +370,3 @@ def rank_table(
         )
         for j in range(len(chosen))
     ]
-
-
-def interests_by_name(names: Iterable[str], interests: Mapping[str, float]) -> npt.NDArray[np.float64]:
-    return np.fromiter((interests.get(n, 0.0) for n in names), dtype=np.float64)

@@ -204,7 +204,20 @@ class UserProfile:
     def interest_weights(self, now: TimeLike | None = None) -> dict[str, float]:
         """The current decayed weight (positive minus negative evidence) of every interest."""
         moment = to_epoch(now, "now")
-        return {name: interest.weight(moment, self.landmark) for name, interest in self.interests.items()}
+        # One multiplier per evidence channel, shared by every interest that has the channel.
+        multipliers: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        for name, interest in self.interests.items():
+            total = 0.0
+            for key, value in interest.sums.items():
+                multiplier = multipliers.get(key)
+                if multiplier is None:
+                    positive, half_life = parse_channel_key(key)
+                    decay = math.exp2(-(moment - self.landmark) / half_life)
+                    multiplier = multipliers[key] = decay if positive else -decay
+                total += value * multiplier
+            weights[name] = total
+        return weights
 
 
 REBASE_EXPONENT = _core.MAX_EXPONENT / 2

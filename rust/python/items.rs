@@ -106,28 +106,43 @@ fn finite(value: &Bound<'_, PyAny>, what: &str, item: usize) -> PyResult<f64> {
     }
 }
 
-pub fn item_key(value: &Bound<'_, PyAny>, what: &str) -> PyResult<ItemKey> {
+/// An id as Python gave it, borrowed: a str or an int.
+pub enum IdRef<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
+/// Reads an id; `what` names it in errors and is only called when there is one.
+pub fn id_ref<'a>(value: &'a Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<IdRef<'a>> {
     if let Ok(s) = value.cast::<PyString>() {
         let s = s.to_str()?;
         if s.is_empty() || s.len() > LIMITS.max_id_bytes {
             return Err(validation_error(format!(
-                "{what}: ids must have 1 to {} bytes, got {}",
+                "{}: ids must have 1 to {} bytes, got {}",
+                what(),
                 LIMITS.max_id_bytes,
                 s.len()
             )));
         }
-        return Ok(ItemKey::Str(s.to_owned()));
+        return Ok(IdRef::Str(s));
     }
     if value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
-        return value
-            .extract::<i64>()
-            .map(ItemKey::Int)
-            .map_err(|_| validation_error(format!("{what}: integer id does not fit in 64 bits")));
+        return value.extract::<i64>().map(IdRef::Int).map_err(|_| {
+            validation_error(format!("{}: integer id does not fit in 64 bits", what()))
+        });
     }
     Err(validation_error(format!(
-        "{what}: ids must be str or int, got {}",
+        "{}: ids must be str or int, got {}",
+        what(),
         type_name(value)
     )))
+}
+
+pub fn item_key(value: &Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<ItemKey> {
+    Ok(match id_ref(value, what)? {
+        IdRef::Int(i) => ItemKey::Int(i),
+        IdRef::Str(s) => ItemKey::Str(s.to_owned()),
+    })
 }
 
 pub fn key_to_py<'py>(py: Python<'py>, key: &ItemKey) -> PyResult<Bound<'py, PyAny>> {
@@ -285,7 +300,7 @@ pub fn table_from_items(
         }
         let id = field(&item, keys.0)?
             .ok_or_else(|| validation_error(format!("item {row} has no id")))?;
-        table.ids.push(item_key(&id, &format!("item {row}"))?);
+        table.ids.push(item_key(&id, || format!("item {row}"))?);
         scores.push(
             field(&item, keys.6)?
                 .map(|v| finite(&v, "score", row))
@@ -383,7 +398,16 @@ pub fn table_from_items(
                     None => None,
                 };
                 column.push(match value {
-                    Some(v) => finite(&v, &format!("attribute {:?}", key.to_str()?), row)?,
+                    Some(v) => match finite(&v, "attribute", row) {
+                        Ok(x) => x,
+                        Err(_) => {
+                            return Err(validation_error(format!(
+                                "item {row}: attribute {:?} must be a finite number, got {}",
+                                key.to_str()?,
+                                type_name(&v)
+                            )))
+                        }
+                    },
                     None => f64::NAN,
                 });
             }

@@ -7,16 +7,16 @@ use crate::error::KernelError;
 use crate::filter::{AttributeRange, Filters};
 use crate::rank::{self, ExtraFactor, ProfileVectors, Request, Scoring};
 use crate::scoring::Normalization;
-use crate::table::{Embeddings, FeatureMatrix, ItemTable, Vocabulary};
+use crate::table::{Embeddings, FeatureMatrix, IdIndex, ItemTable, Vocabulary};
 use crate::{decay, parallel, scoring, topk};
-use items::{item_key, key_to_py, FeatureIds};
+use items::{id_ref, item_key, key_to_py, FeatureIds, IdRef};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyType};
-use rustc_hash::FxHashSet;
 
 /// Input size limits: anything larger is refused with a `ValidationError` before work starts.
 pub struct Limits {
@@ -69,6 +69,9 @@ type RankOutput<'py> = (
     Bound<'py, PyArray2<f64>>,
     usize,
 );
+
+/// (feature ids, weights).
+type SparseVector<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f64>>);
 
 type FilterSpec = (
     Vec<u32>,
@@ -124,7 +127,7 @@ impl Table {
     ) -> PyResult<Self> {
         let mut keys = Vec::new();
         for (i, id) in ids.try_iter()?.enumerate() {
-            keys.push(item_key(&id?, &format!("ids[{i}]"))?);
+            keys.push(item_key(&id?, || format!("ids[{i}]"))?);
         }
         let indptr = to_vec(&indptr)?;
         let mut last = 0i64;
@@ -200,21 +203,33 @@ impl Table {
         ids: &Bound<'py, PyAny>,
         missing_ok: bool,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        if let Ok(array) = ids.cast::<PyArray1<i64>>() {
+            let ids = to_vec(&array.readonly())?;
+            let index = &self.table.index;
+            let rows = py.detach(|| rows_of_ints(index, &ids, missing_ok));
+            return Ok(rows.map_err(validation_error)?.into_pyarray(py));
+        }
         let mut rows = Vec::new();
-        let mut seen = FxHashSet::default();
+        let mut seen = RowSet::new(self.table.len());
         for (i, id) in ids.try_iter()?.enumerate() {
-            let key = item_key(&id?, &format!("candidate {i}"))?;
-            let Some(row) = self.table.row_of(&key) else {
+            let id = id?;
+            let found = match id_ref(&id, || format!("candidate {i}"))? {
+                IdRef::Int(k) => self.table.index.int(k),
+                IdRef::Str(k) => self.table.index.str(k),
+            };
+            let Some(row) = found else {
                 if missing_ok {
                     continue;
                 }
                 return Err(validation_error(format!(
-                    "candidate {i}: unknown item id {key}"
+                    "candidate {i}: unknown item id {}",
+                    id.repr()?
                 )));
             };
             if !seen.insert(row) && !missing_ok {
                 return Err(validation_error(format!(
-                    "candidate {i}: duplicate item id {key}"
+                    "candidate {i}: duplicate item id {}",
+                    id.repr()?
                 )));
             }
             rows.push(row);
@@ -245,21 +260,38 @@ impl Table {
         names.iter().map(|n| self.table.vocabulary.get(n)).collect()
     }
 
-    /// A profile's interests (name → weight) as a dense vector over this table's vocabulary;
-    /// names the table does not have are dropped.
-    fn dense_interests<'py>(
+    /// A profile's interests (name → weight) as (feature ids, weights) over this table's
+    /// vocabulary; names the table does not have are dropped.
+    fn interest_ids<'py>(
         &self,
         py: Python<'py>,
         interests: &Bound<'py, PyDict>,
-    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let mut dense = vec![0.0; self.table.vocabulary.len()];
+    ) -> PyResult<SparseVector<'py>> {
+        let mut ids = Vec::with_capacity(interests.len());
+        let mut weights = Vec::with_capacity(interests.len());
         for (name, weight) in interests.iter() {
-            let name: &str = name.extract()?;
+            let Ok(name) = name.cast::<pyo3::types::PyString>() else {
+                return Err(validation_error(format!(
+                    "interest names must be str, got {}",
+                    name.repr()?
+                )));
+            };
+            let name = name.to_str()?;
+            let weight: f64 = match weight.extract() {
+                Ok(w) if f64::is_finite(w) && !weight.is_instance_of::<pyo3::types::PyBool>() => w,
+                _ => {
+                    return Err(validation_error(format!(
+                        "interest weight of {name:?} must be a finite number, got {}",
+                        weight.repr()?
+                    )))
+                }
+            };
             if let Some(id) = self.table.vocabulary.get(name) {
-                dense[id as usize] = weight.extract()?;
+                ids.push(id);
+                weights.push(weight);
             }
         }
-        Ok(dense.into_pyarray(py))
+        Ok((ids.into_pyarray(py), weights.into_pyarray(py)))
     }
 
     /// One column gathered at `rows`: "embeddings" (2-D), "timestamps", "popularity" or a
@@ -311,13 +343,14 @@ impl Table {
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (rows, base_scores, interests, taste, weights, normalization, now, recency_half_life, extra, filters, k))]
+    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k))]
     fn rank<'py>(
         &self,
         py: Python<'py>,
         rows: Option<PyReadonlyArray1<'py, u32>>,
         base_scores: Option<PyReadonlyArray1<'py, f64>>,
-        interests: PyReadonlyArray1<'py, f64>,
+        interest_ids: PyReadonlyArray1<'py, u32>,
+        interest_weights: PyReadonlyArray1<'py, f64>,
         taste: Option<PyReadonlyArray1<'py, f32>>,
         weights: [f64; 5],
         normalization: [String; 5],
@@ -334,7 +367,15 @@ impl Table {
         };
         let base = base_scores.map(|b| to_vec(&b)).transpose()?;
         let profile = ProfileVectors {
-            interests: to_vec(&interests)?,
+            interests: {
+                let (ids, weights) = (to_vec(&interest_ids)?, to_vec(&interest_weights)?);
+                if ids.len() != weights.len() {
+                    return Err(validation_error(
+                        "interest ids and weights differ in length".into(),
+                    ));
+                }
+                ids.into_iter().zip(weights).collect()
+            },
             taste: taste.map(|t| to_vec(&t)).transpose()?,
         };
         let scoring = Scoring {
@@ -414,8 +455,47 @@ impl Table {
     }
 }
 
+/// A set of rows as a bitmap: cheaper than hashing for the sizes of a catalog.
+struct RowSet(Vec<u64>);
+
+impl RowSet {
+    fn new(rows: usize) -> Self {
+        Self(vec![0; rows.div_ceil(64)])
+    }
+
+    /// Adds `row`; returns whether it was new.
+    fn insert(&mut self, row: u32) -> bool {
+        let (word, bit) = (row as usize / 64, 1u64 << (row % 64));
+        let new = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        new
+    }
+}
+
+/// `rows_of` for an int64 array of ids: no Python object per id.
+fn rows_of_ints(index: &IdIndex, ids: &[i64], missing_ok: bool) -> Result<Vec<u32>, String> {
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut seen = RowSet::new(index.len());
+    for (i, &id) in ids.iter().enumerate() {
+        match index.int(id) {
+            Some(row) => {
+                if !seen.insert(row) && !missing_ok {
+                    return Err(format!("candidate {i}: duplicate item id {id}"));
+                }
+                rows.push(row);
+            }
+            None if missing_ok => {}
+            None => return Err(format!("candidate {i}: unknown item id {id}")),
+        }
+    }
+    Ok(rows)
+}
+
 fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
-    Ok(array.as_array().iter().copied().collect())
+    Ok(match array.as_slice() {
+        Ok(slice) => slice.to_vec(),
+        Err(_) => array.as_array().iter().copied().collect(),
+    })
 }
 
 // Kernels exposed one by one, for property tests against NumPy references and for the stores.
@@ -535,6 +615,14 @@ fn set_num_threads(n: usize) -> PyResult<bool> {
     Ok(parallel::set_num_threads(n))
 }
 
+/// Sets the candidate count from which kernels run on the pool (0 restores the default). For
+/// measuring the threshold; the default is what BENCHMARKS.md justifies.
+#[pyfunction]
+fn set_parallel_min_rows(n: usize) -> usize {
+    parallel::set_parallel_min_rows(n);
+    parallel::parallel_min_rows()
+}
+
 #[pyfunction]
 fn num_threads(py: Python<'_>) -> usize {
     py.detach(parallel::num_threads)
@@ -551,6 +639,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(aggregate_interests, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_parallel_min_rows, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;
