@@ -11,7 +11,8 @@ import pytest
 from penchant import ConflictError, ValidationError
 from penchant.profile_store import InMemoryProfileStore, ProfileStore
 from penchant.user_profile import InterestModel, Preference, UserProfile
-from store_support import (
+
+from .store_support import (
     STORE_KINDS,
     T0,
     assert_same_interests,

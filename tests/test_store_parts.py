@@ -30,7 +30,8 @@ from penchant.profile_store import (
 from penchant.profile_store._effects import Effect, run_async, run_sync
 from penchant.profile_store.redis_store import parse_cluster_url
 from penchant.user_profile import SCHEMA_VERSION, Interest, InterestModel, Preference, UserProfile
-from store_support import mixed_signals, new_tenant, redis_url, signal
+
+from .store_support import mixed_signals, new_tenant, redis_url, signal
 
 
 def rich_profile() -> UserProfile:

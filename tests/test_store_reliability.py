@@ -29,7 +29,8 @@ from penchant.profile_store import (
     user_keys,
 )
 from penchant.user_profile import InterestModel, UserProfile
-from store_support import (
+
+from .store_support import (
     assert_same_interests,
     cluster_url,
     concurrent_worker,
@@ -396,7 +397,12 @@ def test_store_unavailable_when_no_tier_can_serve(tmp_path: Path) -> None:
         pytest.raises(StoreUnavailableError),
     ):
         dead_postgres.get("alice")
-    with open_store("redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/none", "t") as dead:
+    model = InterestModel()
+    with TieredProfileStore(
+        PostgresProfileStore("postgresql://postgres@127.0.0.1:1/none", timeout=0.5, model=model),
+        RedisProfileStore("redis://127.0.0.1:1/0", socket_timeout=0.5, model=model),
+        InMemoryProfileStore(model=model),
+    ) as dead:
         with pytest.raises(StoreUnavailableError):
             dead.get("alice")
         with pytest.raises(StoreUnavailableError):
