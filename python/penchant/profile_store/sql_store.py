@@ -51,8 +51,10 @@ class Sql:
     params: Sequence[Any] = ()
 
 
-TransactionBody: TypeAlias = Generator[Sql, Rows, T]
-"""Logic run inside one transaction: yields statements, receives their rows."""
+TransactionBody: TypeAlias = Generator[Sql | list[Sql], Any, T]
+"""Logic run inside one transaction: yields a statement and receives its rows, or yields a
+list of statements that do not depend on each other and receives a list of their rows (sent
+to PostgreSQL in one round trip, as a pipeline)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _drive(body: TransactionBody[T], execute: Callable[[Sql], Rows]) -> T:
+def _drive(body: TransactionBody[T], execute: Callable[[Sql | list[Sql]], Rows | list[Rows]]) -> T:
     try:
         statement = next(body)
         while True:
@@ -193,7 +195,9 @@ class _SQLiteDatabase(_Database):
         with self._lock:
             connection = self._connect()
 
-            def execute(statement: Sql) -> Rows:
+            def execute(statement: Sql | list[Sql]) -> Rows | list[Rows]:
+                if isinstance(statement, list):
+                    return [connection.execute(s.text, s.params).fetchall() for s in statement]
                 return connection.execute(statement.text, statement.params).fetchall()
 
             try:
@@ -273,7 +277,12 @@ class _PostgresDatabase(_Database):
                 raise StoreUnavailableError("the PostgreSQL store is closed")
             if self._pool is None:
                 pool = psycopg_pool.ConnectionPool(
-                    self.url, min_size=self._min_size, max_size=self._max_size, timeout=self._timeout, open=False
+                    self.url,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=self._timeout,
+                    open=False,
+                    kwargs={"autocommit": True},  # transactions are explicit: one BEGIN, one COMMIT
                 )
                 pool.open(wait=False)
                 self._pool = pool
@@ -287,9 +296,14 @@ class _PostgresDatabase(_Database):
         try:
             with pool.connection() as connection, connection.transaction():
 
-                def execute(statement: Sql) -> Rows:
-                    cursor = connection.execute(self._sql(statement), statement.params)
-                    return cursor.fetchall() if cursor.description is not None else []
+                def execute(statement: Sql | list[Sql]) -> Rows | list[Rows]:
+                    if isinstance(statement, Sql):
+                        cursor = connection.execute(self._sql(statement), statement.params)
+                        return cursor.fetchall() if cursor.description is not None else []
+                    with connection.pipeline() as pipeline:
+                        cursors = [connection.execute(self._sql(s), s.params) for s in statement]
+                        pipeline.sync()
+                        return [c.fetchall() if c.description is not None else [] for c in cursors]
 
                 return _drive(body, execute)
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
@@ -310,8 +324,7 @@ class _PostgresDatabase(_Database):
                 try:
                     while True:
                         try:
-                            cursor = await connection.execute(self._sql(statement), statement.params)
-                            rows = await cursor.fetchall() if cursor.description is not None else []
+                            rows = await self._execute_async(connection, statement)
                         except Exception as exc:  # thrown into the body, which decides
                             statement = body.throw(exc)
                         else:
@@ -325,11 +338,27 @@ class _PostgresDatabase(_Database):
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
 
+    async def _execute_async(
+        self, connection: psycopg.AsyncConnection[tuple[Any, ...]], statement: Sql | list[Sql]
+    ) -> Rows | list[Rows]:
+        if isinstance(statement, Sql):
+            cursor = await connection.execute(self._sql(statement), statement.params)
+            return await cursor.fetchall() if cursor.description is not None else []
+        async with connection.pipeline() as pipeline:
+            cursors = [await connection.execute(self._sql(s), s.params) for s in statement]
+            await pipeline.sync()
+            return [await c.fetchall() if c.description is not None else [] for c in cursors]
+
     def _make_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         import psycopg_pool
 
         return psycopg_pool.AsyncConnectionPool(
-            self.url, min_size=self._min_size, max_size=self._max_size, timeout=self._timeout, open=False
+            self.url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            timeout=self._timeout,
+            open=False,
+            kwargs={"autocommit": True},  # transactions are explicit: one BEGIN, one COMMIT
         )
 
     def close_sync(self) -> None:
@@ -446,19 +475,30 @@ class SQLProfileStore(ProfileStore):
         if lock is not None:
             yield lock
 
-    def _select_profiles(self, user_ids: Sequence[str]) -> TransactionBody[dict[str, UserProfile]]:
-        found: dict[str, UserProfile] = {}
+    def _select_statements(self, user_ids: Sequence[str]) -> list[Sql]:
+        statements = []
         for chunk in _chunks(user_ids):
             marks = ", ".join("?" * len(chunk))
-            rows = yield Sql(
-                f"SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id IN ({marks})",
-                (self.tenant, *chunk),
+            statements.append(
+                Sql(
+                    f"SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id IN ({marks})",
+                    (self.tenant, *chunk),
+                )
             )
+        return statements
+
+    def _decode_rows(self, results: list[Rows]) -> dict[str, UserProfile]:
+        found: dict[str, UserProfile] = {}
+        for rows in results:
             for user_id, version, body in rows:
                 profile = self.serializer.decode(body)
                 profile.version = int(version)
                 found[user_id] = profile
         return found
+
+    def _select_profiles(self, user_ids: Sequence[str]) -> TransactionBody[dict[str, UserProfile]]:
+        results = yield self._select_statements(user_ids)
+        return self._decode_rows(results)
 
     def _select_version(self, user_id: str) -> TransactionBody[int]:
         rows = yield Sql(
@@ -514,14 +554,11 @@ class SQLProfileStore(ProfileStore):
         """Every user of the batch in a few statements: lock them, log the events (learning
         which are new), read their snapshots, apply the new events, write the snapshots."""
         users = sorted(by_user)
-        lock = self._db.lock_users([f"{self.tenant}\x1f{u}" for u in users])
-        if lock is not None:
-            yield lock
         recorded_at = time.time()
         signals = [s for u in users for s in by_user[u]]
-        fresh_ids: set[str] = set()
-        for chunk in _chunks(signals):
-            rows = yield Sql(
+        lock = self._db.lock_users([f"{self.tenant}\x1f{u}" for u in users])
+        inserts = [
+            Sql(
                 "INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload) VALUES "
                 + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
                 + " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id",
@@ -531,8 +568,17 @@ class SQLProfileStore(ProfileStore):
                     for v in (self.tenant, s.event_id, s.user_id, s.timestamp, recorded_at, payloads[s.event_id])
                 ],
             )
-            fresh_ids.update(r[0] for r in rows)
-        snapshots = yield from self._select_profiles(users)
+            for chunk in _chunks(signals)
+        ]
+        selects = self._select_statements(users)
+        # One round trip: the locks come first, so the snapshots read after them are current.
+        results = yield [*([lock] if lock is not None else []), *inserts, *selects]
+        fresh_ids = {
+            row[0]
+            for rows in results[len(results) - len(selects) - len(inserts) : len(results) - len(selects)]
+            for row in rows
+        }
+        snapshots = self._decode_rows(results[len(results) - len(selects) :])
         changes: dict[str, AppliedChange] = {}
         written: list[tuple[UserProfile, bytes]] = []
         for user_id in users:
@@ -546,8 +592,8 @@ class SQLProfileStore(ProfileStore):
                 data = self.serializer.encode(profile)
                 written.append((profile, data))
             changes[user_id] = AppliedChange(old_version, old_landmark, profile, data, fresh)
-        for rows_to_write in _chunks(written, 100):
-            yield self._upsert_many(rows_to_write)
+        if written:
+            yield [self._upsert_many(rows_to_write) for rows_to_write in _chunks(written, 100)]
         return changes
 
     def _delete_body(self, user_id: str) -> TransactionBody[bool]:
