@@ -86,7 +86,7 @@ def test_apply_feedback_matches_the_in_memory_model_and_is_idempotent(store: Pro
     assert stored is not None
     expected = reference(signals)
     assert_same_interests(stored, expected)
-    assert [i.event_id for i in stored.interaction_history] == [i.event_id for i in expected.interaction_history]
+    assert stored.interaction_history == expected.interaction_history
     assert stored.landmark == expected.landmark
 
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from penchant._time import to_datetime
 from penchant._validate import check_id
 from penchant.errors import ConflictError, StoreUnavailableError, ValidationError
 from penchant.feedback_collector import Signal
@@ -37,7 +38,7 @@ from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
 from penchant.profile_store._effects import Effect, Op
 from penchant.profile_store._loops import PerLoop
 from penchant.profile_store.serializer import ProfileSerializer
-from penchant.user_profile import InterestModel, UserProfile
+from penchant.user_profile import Interaction, InterestModel, UserProfile
 
 if TYPE_CHECKING:
     import redis
@@ -489,23 +490,33 @@ class RedisProfileStore(ProfileStore):
             *history,
         )
 
-    def _event_args(self, user_id: str, landmark: float, signals: Sequence[Signal]) -> list[Any]:
-        """Per event: what it adds, computed by the model itself on an empty profile at
-        ``landmark`` (so this store adds exactly what ``InterestModel.apply`` adds)."""
+    def _history_entry(self, signal: Signal) -> bytes:
+        """The history entry ``InterestModel.apply`` appends for ``signal``, encoded."""
+        if not self.model.max_history:
+            return b""
+        interaction = Interaction(
+            item_id=signal.item_id,
+            feedback_type=str(signal.feedback_type),
+            value=signal.value,
+            weight=signal.weight,
+            features=dict(signal.features),
+            attributes=dict(signal.attributes),
+            timestamp=to_datetime(signal.timestamp, "timestamp"),
+            event_id=signal.event_id,
+        )
+        return self.serializer.encode_interaction(interaction)
+
+    def _event_args(self, landmark: float, signals: Sequence[Signal], entries: Sequence[bytes]) -> list[Any]:
+        """Per event: its history entry and, per feature, the count (1), the time and the
+        forward-decayed amount that ``InterestModel.increments`` gives: exactly what
+        ``InterestModel.apply`` adds to a profile in memory."""
         args: list[Any] = []
-        for signal in signals:
-            scratch = UserProfile(user_id=user_id, landmark=landmark)
-            self.model.apply(scratch, [signal])
-            entry = (
-                self.serializer.encode_interaction(scratch.interaction_history[-1])
-                if scratch.interaction_history
-                else b""
-            )
-            args += [signal.event_id, repr(float(signal.timestamp)), entry, len(scratch.interests)]
-            for name, interest in scratch.interests.items():
-                args += [name, interest.count, repr(interest.last_updated.timestamp()), len(interest.sums)]
-                for key, amount in interest.sums.items():
-                    args += [key, repr(float(amount))]
+        for signal, entry in zip(signals, entries, strict=True):
+            increments = self.model.increments(landmark, signal)
+            when = repr(float(signal.timestamp))
+            args += [signal.event_id, when, entry, len(increments)]
+            for name, key, amount in increments:
+                args += [name, 1, when, 1, key, repr(amount)]
         return args
 
     def _plan_landmark(self, stored: str, signals: Sequence[Signal]) -> float:
@@ -537,11 +548,17 @@ class RedisProfileStore(ProfileStore):
             user_id,
             want,
             len(signals),
-            *self._event_args(user_id, landmark, signals),
+            *self._event_args(landmark, signals, [self._history_entry(s) for s in signals]),
         )
 
     def _guarded_apply_call(
-        self, profile: UserProfile, old_version: int, landmark: float, fresh: Sequence[Signal], document: bytes
+        self,
+        profile: UserProfile,
+        old_version: int,
+        landmark: float,
+        fresh: Sequence[Signal],
+        document: bytes,
+        entries: Sequence[bytes],
     ) -> tuple[Any, ...]:
         """Brings Redis from ``old_version`` to ``profile`` by adding what ``fresh`` adds; the
         script answers ``stale`` (and changes nothing) when Redis is not at ``old_version``."""
@@ -560,7 +577,7 @@ class RedisProfileStore(ProfileStore):
             profile.user_id,
             "version",
             len(fresh),
-            *self._event_args(profile.user_id, landmark, fresh),
+            *self._event_args(landmark, fresh, entries),
         )
 
     # -- operations -------------------------------------------------------------------------------
