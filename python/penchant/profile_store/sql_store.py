@@ -156,6 +156,52 @@ class _Database(ABC):
     @abstractmethod
     def lock_schema(self) -> Sql | None: ...
 
+    def select_profiles(self, tenant: str, user_ids: Sequence[str]) -> list[Sql]:
+        """Statements that read the snapshots of ``user_ids`` as (user_id, version, body)."""
+        statements = []
+        for chunk in _chunks(user_ids):
+            marks = ", ".join("?" * len(chunk))
+            statements.append(
+                Sql(
+                    f"SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id IN ({marks})",
+                    (tenant, *chunk),
+                )
+            )
+        return statements
+
+    def insert_events(
+        self, tenant: str, recorded_at: float, events: Sequence[tuple[str, str, float, bytes]]
+    ) -> list[Sql]:
+        """Statements that log ``(event_id, user_id, occurred_at, payload)`` rows unless their
+        event id is logged already, returning the event ids they logged."""
+        return [
+            Sql(
+                "INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id",
+                [v for e, u, o, p in chunk for v in (tenant, e, u, o, recorded_at, p)],
+            )
+            for chunk in _chunks(events)
+        ]
+
+    def upsert_profiles(self, tenant: str, rows: Sequence[tuple[str, int, float, bytes]]) -> list[Sql]:
+        """Statements that write ``(user_id, version, updated_at, body)`` snapshots."""
+        return [
+            Sql(
+                "INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + f" ON CONFLICT (tenant, user_id) DO UPDATE SET {_UPDATE_SNAPSHOT}",
+                [v for u, version, t, b in chunk for v in (tenant, u, version, SCHEMA_VERSION, t, b)],
+            )
+            for chunk in _chunks(rows, 100)
+        ]
+
+
+_UPDATE_SNAPSHOT = (
+    "version = excluded.version, schema_version = excluded.schema_version, "
+    "updated_at = excluded.updated_at, body = excluded.body"
+)
+
 
 class _SQLiteDatabase(_Database):
     name = "SQLite"
@@ -389,6 +435,42 @@ class _PostgresDatabase(_Database):
     def lock_schema(self) -> Sql | None:
         return Sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", ("penchant schema",))
 
+    # Batches travel as arrays: one short statement whatever the batch size, which psycopg
+    # parses once and PostgreSQL prepares once (a VALUES list of N rows is a new statement for
+    # every N, and slow to parse when long).
+
+    def select_profiles(self, tenant: str, user_ids: Sequence[str]) -> list[Sql]:
+        return [
+            Sql(
+                "SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id = ANY(?::text[])",
+                (tenant, list(user_ids)),
+            )
+        ]
+
+    def insert_events(
+        self, tenant: str, recorded_at: float, events: Sequence[tuple[str, str, float, bytes]]
+    ) -> list[Sql]:
+        columns: list[list[Any]] = [list(c) for c in zip(*events, strict=True)] if events else [[], [], [], []]
+        return [
+            Sql(
+                """INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload)
+                   SELECT ?, e, u, o, ?, p FROM unnest(?::text[], ?::text[], ?::float8[], ?::bytea[]) AS t(e, u, o, p)
+                   ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id""",
+                (tenant, recorded_at, *columns),
+            )
+        ]
+
+    def upsert_profiles(self, tenant: str, rows: Sequence[tuple[str, int, float, bytes]]) -> list[Sql]:
+        columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else [[], [], [], []]
+        return [
+            Sql(
+                f"""INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body)
+                   SELECT ?, u, v, ?, t, b FROM unnest(?::text[], ?::int8[], ?::float8[], ?::bytea[]) AS x(u, v, t, b)
+                   ON CONFLICT (tenant, user_id) DO UPDATE SET {_UPDATE_SNAPSHOT}""",
+                (tenant, SCHEMA_VERSION, *columns),
+            )
+        ]
+
 
 def _migrations(db: _Database) -> list[list[str]]:
     """``_migrations(db)[n]`` takes the schema from version ``n`` to ``n + 1``. Append only."""
@@ -476,16 +558,7 @@ class SQLProfileStore(ProfileStore):
             yield lock
 
     def _select_statements(self, user_ids: Sequence[str]) -> list[Sql]:
-        statements = []
-        for chunk in _chunks(user_ids):
-            marks = ", ".join("?" * len(chunk))
-            statements.append(
-                Sql(
-                    f"SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id IN ({marks})",
-                    (self.tenant, *chunk),
-                )
-            )
-        return statements
+        return self._db.select_profiles(self.tenant, user_ids)
 
     def _decode_rows(self, results: list[Rows]) -> dict[str, UserProfile]:
         found: dict[str, UserProfile] = {}
@@ -506,28 +579,9 @@ class SQLProfileStore(ProfileStore):
         )
         return int(rows[0][0]) if rows else 0
 
-    def _upsert(self, profile: UserProfile, data: bytes) -> Sql:
-        return self._upsert_many([(profile, data)])
-
-    def _upsert_many(self, written: Sequence[tuple[UserProfile, bytes]]) -> Sql:
-        return Sql(
-            "INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(written))
-            + """ ON CONFLICT (tenant, user_id) DO UPDATE SET version = excluded.version,
-                   schema_version = excluded.schema_version, updated_at = excluded.updated_at,
-                   body = excluded.body""",
-            [
-                v
-                for profile, data in written
-                for v in (
-                    self.tenant,
-                    profile.user_id,
-                    profile.version,
-                    SCHEMA_VERSION,
-                    profile.updated_at.timestamp(),
-                    data,
-                )
-            ],
+    def _upsert_many(self, written: Sequence[tuple[UserProfile, bytes]]) -> list[Sql]:
+        return self._db.upsert_profiles(
+            self.tenant, [(p.user_id, p.version, p.updated_at.timestamp(), data) for p, data in written]
         )
 
     def _put_body(
@@ -539,7 +593,7 @@ class SQLProfileStore(ProfileStore):
             raise ConflictError(f"profile {profile.user_id!r} is at version {current}, not {expected_version}")
         profile.version = current + 1
         data = self.serializer.encode(profile)
-        yield self._upsert(profile, data)
+        yield self._upsert_many([(profile, data)])
         return profile, data
 
     def _put_many_body(self, profiles: list[UserProfile]) -> TransactionBody[list[tuple[UserProfile, bytes]]]:
@@ -557,19 +611,9 @@ class SQLProfileStore(ProfileStore):
         recorded_at = time.time()
         signals = [s for u in users for s in by_user[u]]
         lock = self._db.lock_users([f"{self.tenant}\x1f{u}" for u in users])
-        inserts = [
-            Sql(
-                "INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-                + " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id",
-                [
-                    v
-                    for s in chunk
-                    for v in (self.tenant, s.event_id, s.user_id, s.timestamp, recorded_at, payloads[s.event_id])
-                ],
-            )
-            for chunk in _chunks(signals)
-        ]
+        inserts = self._db.insert_events(
+            self.tenant, recorded_at, [(e.event_id, e.user_id, e.timestamp, payloads[e.event_id]) for e in signals]
+        )
         selects = self._select_statements(users)
         # One round trip: the locks come first, so the snapshots read after them are current.
         results = yield [*([lock] if lock is not None else []), *inserts, *selects]
@@ -593,7 +637,7 @@ class SQLProfileStore(ProfileStore):
                 written.append((profile, data))
             changes[user_id] = AppliedChange(old_version, old_landmark, profile, data, fresh)
         if written:
-            yield [self._upsert_many(rows_to_write) for rows_to_write in _chunks(written, 100)]
+            yield self._upsert_many(written)
         return changes
 
     def _delete_body(self, user_id: str) -> TransactionBody[bool]:
