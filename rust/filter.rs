@@ -170,6 +170,49 @@ impl<'a> CompiledFilters<'a> {
     }
 }
 
+/// Why a candidate was filtered out: the first rule it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Its id was excluded.
+    Excluded,
+    /// It carries this blocked feature.
+    Blocked(u32),
+    /// It lacks this required feature.
+    MissingRequired(u32),
+    /// It carries none of the "any" features.
+    NoneOfAny,
+    /// This attribute (a column index) is missing or out of its range.
+    OutOfRange(usize),
+}
+
+impl Filters {
+    /// The first rule that `row` breaks, or `None` if it passes. Slower than
+    /// [`CompiledFilters::passes`]; meant for explaining a few items.
+    pub fn exclusion(&self, table: &ItemTable, row: u32) -> Option<Exclusion> {
+        if self.excluded_rows.contains(&row) {
+            return Some(Exclusion::Excluded);
+        }
+        let (features, _) = table.features.row(row as usize);
+        if let Some(&f) = features.iter().find(|f| self.blocked.contains(f)) {
+            return Some(Exclusion::Blocked(f));
+        }
+        if let Some(&f) = self.required_all.iter().find(|f| !features.contains(f)) {
+            return Some(Exclusion::MissingRequired(f));
+        }
+        if !self.required_any.is_empty() && !features.iter().any(|f| self.required_any.contains(f))
+        {
+            return Some(Exclusion::NoneOfAny);
+        }
+        self.ranges
+            .iter()
+            .find(|range| {
+                let v = table.attributes[range.column][row as usize];
+                !(v >= range.low && v <= range.high)
+            })
+            .map(|range| Exclusion::OutOfRange(range.column))
+    }
+}
+
 /// The positions in `rows` of the candidates that pass every rule, in their given order.
 pub fn apply(table: &ItemTable, rows: &[u32], filters: &Filters) -> Vec<u32> {
     if filters.is_empty() {
@@ -253,6 +296,45 @@ mod tests {
             }),
             vec![0, 3]
         );
+    }
+
+    #[test]
+    fn exclusions_name_the_rule() {
+        let t = table();
+        let filters = Filters {
+            blocked: vec![2],
+            required_any: vec![0, 1, 2],
+            excluded_rows: vec![1],
+            ranges: vec![AttributeRange {
+                column: 0,
+                low: 0.0,
+                high: 6.0,
+            }],
+            ..Default::default()
+        }
+        .normalized(&t)
+        .unwrap();
+        assert_eq!(filters.exclusion(&t, 0), None);
+        assert_eq!(filters.exclusion(&t, 1), Some(Exclusion::Excluded));
+        assert_eq!(filters.exclusion(&t, 2), Some(Exclusion::Blocked(2)));
+        assert_eq!(filters.exclusion(&t, 3), Some(Exclusion::NoneOfAny));
+        let required = Filters {
+            required_all: vec![0],
+            ..Default::default()
+        };
+        assert_eq!(
+            required.exclusion(&t, 1),
+            Some(Exclusion::MissingRequired(0))
+        );
+        let range = Filters {
+            ranges: vec![AttributeRange {
+                column: 0,
+                low: 0.0,
+                high: 6.0,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(range.exclusion(&t, 1), Some(Exclusion::OutOfRange(0)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One ranking request from start to finish: filter, score every factor, combine, select the top k.
 
+use crate::diversify::{diversify, Diversity};
 use crate::error::{check_finite, check_len, KernelError, Result};
 use crate::filter::{self, Filters};
 use crate::scoring::{self, Factor, Normalization};
@@ -43,6 +44,9 @@ pub struct Request<'a> {
     pub filters: &'a Filters,
     /// How many to return at most.
     pub k: usize,
+    pub diversity: &'a Diversity,
+    /// With diversity, how many of the best-scored candidates it may choose from.
+    pub pool: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,7 +159,18 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
     }
 
     let scores = scoring::combine(&mut factors, n)?;
-    let best = top_k(&scores, None, request.k);
+    let best = match request.diversity {
+        Diversity::None => top_k(&scores, None, request.k),
+        how => {
+            let pool = top_k(&scores, None, request.pool.max(request.k));
+            let pool_rows: Vec<u32> = pool.iter().map(|&i| rows[i as usize]).collect();
+            let pool_scores: Vec<f64> = pool.iter().map(|&i| scores[i as usize]).collect();
+            diversify(table, &pool_rows, &pool_scores, request.k, how)
+                .into_iter()
+                .map(|j| pool[j as usize])
+                .collect()
+        }
+    };
     Ok(Ranking {
         positions: best.iter().map(|&i| kept[i as usize]).collect(),
         scores: best.iter().map(|&i| scores[i as usize]).collect(),
@@ -218,6 +233,8 @@ mod tests {
                 extra: vec![],
                 filters: &Filters::default(),
                 k: 2,
+                diversity: &Diversity::None,
+                pool: 0,
             },
         )
         .unwrap();
@@ -251,6 +268,8 @@ mod tests {
                 }],
                 filters: &filters,
                 k: 10,
+                diversity: &Diversity::None,
+                pool: 0,
             },
         )
         .unwrap();
@@ -280,6 +299,8 @@ mod tests {
             extra: vec![],
             filters: &f,
             k: 1,
+            diversity: &Diversity::None,
+            pool: 0,
         };
         assert!(rank(&t, req(&[9], None)).is_err());
         assert!(rank(&t, req(&[0], Some(&[f64::NAN]))).is_err());

@@ -40,13 +40,12 @@ fn is_spread(spread: f64, magnitude: f64) -> bool {
 /// Normalises `values` in place. Missing values (NaN) are left out of the statistics and become
 /// 0, so an item without, say, an embedding neither gains nor loses from the taste factor.
 pub fn normalize(values: &mut [f64], method: Normalization) {
-    let present = || values.iter().copied().filter(|v| !v.is_nan());
     let (shift, scale) = match method {
         Normalization::None => (0.0, 1.0),
         Normalization::MinMax => {
-            let (lo, hi) = present().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            });
+            // f64::min and f64::max ignore NaN, so missing values drop out by themselves.
+            let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let range = hi - lo;
             if is_spread(range, lo.abs().max(hi.abs())) {
                 (lo, 1.0 / range)
@@ -55,6 +54,7 @@ pub fn normalize(values: &mut [f64], method: Normalization) {
             }
         }
         Normalization::ZScore => {
+            let present = || values.iter().copied().filter(|v| !v.is_nan());
             let (n, sum) = present().fold((0usize, 0.0), |(n, s), v| (n + 1, s + v));
             if n == 0 {
                 (0.0, 0.0)
@@ -71,11 +71,8 @@ pub fn normalize(values: &mut [f64], method: Normalization) {
         }
     };
     for v in values.iter_mut() {
-        *v = if v.is_nan() {
-            0.0
-        } else {
-            (*v - shift) * scale
-        };
+        let scaled = (*v - shift) * scale;
+        *v = if v.is_nan() { 0.0 } else { scaled };
     }
 }
 

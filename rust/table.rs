@@ -243,8 +243,15 @@ impl Embeddings {
                 index,
             });
         }
+        Ok(Self::from_finite(dim, values))
+    }
+
+    /// Like [`Embeddings::new`] for values the caller has already checked: a whole number of
+    /// rows of `dim > 0` finite values.
+    pub fn from_finite(dim: usize, values: Vec<f32>) -> Self {
+        debug_assert!(dim > 0 && values.len() % dim == 0);
         let norms = values.chunks_exact(dim).map(norm).collect();
-        Ok(Self { dim, values, norms })
+        Self { dim, values, norms }
     }
 
     pub fn row(&self, row: usize) -> &[f32] {

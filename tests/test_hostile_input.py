@@ -8,10 +8,11 @@ import math
 from typing import Any
 
 import numpy as np
-import penchant
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import penchant
 from penchant import _core
 
 GOOD = {"id": "a", "score": 1.0, "features": ["f"]}
@@ -122,6 +123,11 @@ def test_non_contiguous_and_other_dtypes_are_copied() -> None:
     scores = np.arange(6, dtype=np.int32)[::2]
     batch = penchant.ItemBatch(["a", "b", "c"], scores=scores, embeddings=embeddings)
     assert [r.id for r in penchant.rank_items({}, batch)] == ["c", "b", "a"]
+    strided = np.arange(8, dtype=np.float32)[::2]
+    items = [{"id": "a", "embedding": strided}, {"id": "b", "embedding": strided[::-1].astype(np.float64)}]
+    profile = penchant.UserProfile("u", taste_vector=[0.0, 0.0, 0.0, 1.0])
+    ranked = penchant.rank_items(profile, items, explain=True)
+    assert [r.id for r in ranked] == ["a", "b"]
 
 
 junk = st.recursive(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import penchant
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import penchant
 from penchant import _core
 
 from . import reference

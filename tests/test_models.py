@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 
-import penchant
 import pytest
+
+import penchant
 from penchant.feedback_collector import Signal
 from penchant.user_profile import Interest, InterestModel, channel_key, parse_channel_key
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import penchant
 import pytest
+
+import penchant
 from penchant.user_profile import Interest, channel_key
 
 ITEMS: list[dict[str, Any]] = [
@@ -178,15 +179,18 @@ def test_four_threads_rank_at_once() -> None:
             embeddings=rng.normal(size=(n, 16)),
         )
     )
+    items = [{"id": i, "features": [f"f{j}" for j in rng.choice(200, 5, replace=False)]} for i in range(2000)]
     profiles = [{f"f{j}": float(rng.normal()) for j in range(50)} for _ in range(4)]
-    expected = [ids(catalog.rank(p, k=20)) for p in profiles]
+    expected = [(ids(catalog.rank(p, k=20)), ids(penchant.rank_items(p, items, k=20))) for p in profiles]
     results: list[list[Any]] = [[] for _ in profiles]
     errors: list[BaseException] = []
 
     def work(i: int) -> None:
         try:
-            for _ in range(20):
-                results[i].append(ids(catalog.rank(profiles[i], k=20)))
+            for _ in range(10):
+                results[i].append(
+                    (ids(catalog.rank(profiles[i], k=20)), ids(penchant.rank_items(profiles[i], items, k=20)))
+                )
         except BaseException as e:
             errors.append(e)
 
@@ -198,3 +202,17 @@ def test_four_threads_rank_at_once() -> None:
     assert not errors
     for i in range(4):
         assert all(r == expected[i] for r in results[i])
+
+
+def test_compiled_profile_ranks_like_the_profile_and_belongs_to_its_catalog() -> None:
+    catalog = penchant.Catalog(ITEMS)
+    profile = penchant.UserProfile("u1", landmark=0.0)
+    profile.interests["genre:sci-fi"] = Interest("genre:sci-fi", sums={channel_key(True, 100.0): 1.0})
+    compiled = catalog.compile(profile, now=0.0)
+    assert ids(catalog.rank(compiled, now=0.0)) == ids(catalog.rank(profile, now=0.0))
+    with pytest.raises(penchant.ValidationError, match="another catalog"):
+        penchant.Catalog(ITEMS).rank(compiled)
+    with pytest.raises(penchant.ValidationError, match="3 dimensions but the catalog's embeddings have 2"):
+        penchant.Catalog([{"id": "x", "embedding": [1.0, 0.0]}]).compile(
+            penchant.UserProfile("u", taste_vector=[1.0, 2.0, 3.0])
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from penchant._core import num_threads, set_num_threads
 from penchant.errors import ConflictError, PenchantError, StoreUnavailableError, ValidationError
 from penchant.feedback_collector import Feedback, FeedbackType
-from penchant.items import Catalog, ItemBatch
+from penchant.items import Catalog, CompiledProfile, ItemBatch
 from penchant.personalized_retrieval import rank_items
 from penchant.profile_store import (
     InMemoryProfileStore,
@@ -23,7 +23,7 @@ from penchant.profile_store import (
     TieredProfileStore,
     open_store,
 )
-from penchant.scoring import DEFAULT_WEIGHTS, FACTORS, Candidates, Filters, RankedItem
+from penchant.scoring import DEFAULT_WEIGHTS, FACTORS, MMR, Candidates, Diversity, FeatureCap, Filters, RankedItem
 from penchant.user_profile import (
     Interaction,
     Interest,
@@ -38,9 +38,13 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_WEIGHTS",
     "FACTORS",
+    "MMR",
     "Candidates",
     "Catalog",
+    "CompiledProfile",
     "ConflictError",
+    "Diversity",
+    "FeatureCap",
     "Feedback",
     "FeedbackType",
     "Filters",

@@ -16,6 +16,8 @@ from penchant._time import TimeLike, to_epoch
 from penchant.items import Catalog, ItemBatch
 from penchant.scoring import (
     DEFAULT_RECENCY_HALF_LIFE,
+    Diversity,
+    FeatureCap,
     Filters,
     ProfileLike,
     RankedItem,
@@ -40,6 +42,7 @@ def rank_items(
     normalization: str | Mapping[str, str] = "minmax",
     recency_half_life: float = DEFAULT_RECENCY_HALF_LIFE,
     scorers: Mapping[str, Scorer] | None = None,
+    diversity: Diversity | None = None,
 ) -> list[RankedItem]:
     """Re-ranks and filters ``items`` for ``profile``; returns the best ``k`` (all when ``None``),
     best first.
@@ -55,7 +58,9 @@ def rank_items(
     weighted (``weights``; defaults in :data:`penchant.DEFAULT_WEIGHTS`) and summed. An item
     missing what a factor needs gets 0 from it. Ties keep the input order. ``k`` larger than the
     candidates returns them all; no candidates return ``[]``. With ``explain=True`` each result
-    carries each factor's contribution.
+    carries each factor's contribution. ``diversity`` (:class:`~penchant.MMR` or
+    :class:`~penchant.FeatureCap`) reorders the best candidates so that the top k are not all
+    alike; scores stay as computed, so the order may then differ from the score order.
     """
     if isinstance(items, Catalog):
         return items.rank(
@@ -68,6 +73,7 @@ def rank_items(
             normalization=normalization,
             recency_half_life=recency_half_life,
             scorers=scorers,
+            diversity=diversity,
         )
     moment = to_epoch(now, "now")
     interests, taste = profile_interests(profile, moment)
@@ -89,6 +95,7 @@ def rank_items(
             normalization=normalization,
             recency_half_life=recency_half_life,
             scorers=scorers,
+            diversity=diversity,
         )
     item_list = items if isinstance(items, list | tuple) else list(items)
     # Only features the profile or the filters name can matter, so the Rust reader looks each
@@ -97,7 +104,9 @@ def rank_items(
     extra_names = sorted(rules.feature_names - interests.keys())
     names.extend(extra_names)
     known = {name: i for i, name in enumerate(names)}
-    table, base = _core.Table.from_items(item_list, list(rules.attribute_ranges), (known, names))
+    # A feature cap must see every feature it caps, not only those the profile names.
+    prefixes = list(diversity.prefixes or ("",)) if isinstance(diversity, FeatureCap) else []
+    table, base = _core.Table.from_items(item_list, list(rules.attribute_ranges), (known, names), prefixes)
     return rank_table(
         table,
         None,
@@ -113,4 +122,5 @@ def rank_items(
         normalization=normalization,
         recency_half_life=recency_half_life,
         scorers=scorers,
+        diversity=diversity,
     )

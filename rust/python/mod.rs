@@ -3,8 +3,9 @@
 
 mod items;
 
+use crate::diversify::Diversity;
 use crate::error::KernelError;
-use crate::filter::{AttributeRange, Filters};
+use crate::filter::{AttributeRange, Exclusion, Filters};
 use crate::rank::{self, ExtraFactor, ProfileVectors, Request, Scoring};
 use crate::scoring::Normalization;
 use crate::table::{Embeddings, FeatureMatrix, IdIndex, ItemTable, Vocabulary};
@@ -87,17 +88,26 @@ impl Table {
     /// order), features outside it are dropped; without, every feature is interned.
     /// Returns the table and each item's `score`.
     #[staticmethod]
-    #[pyo3(signature = (items, attributes, known=None))]
+    #[pyo3(signature = (items, attributes, known=None, intern_prefixes=Vec::new()))]
     fn from_items<'py>(
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
         attributes: Vec<String>,
         known: Option<(Bound<'py, PyDict>, Vec<String>)>,
+        intern_prefixes: Vec<String>,
     ) -> PyResult<(Self, Bound<'py, PyArray1<f64>>)> {
         let (table, scores) = match &known {
             Some((dict, names)) => {
                 let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
-                items::table_from_items(items, FeatureIds::Known(dict, vocabulary), attributes)?
+                let mut seen = rustc_hash::FxHashMap::default();
+                seen.reserve(4096);
+                let features = FeatureIds::Known {
+                    ids: dict,
+                    vocabulary,
+                    seen,
+                    intern_prefixes,
+                };
+                items::table_from_items(items, features, attributes)?
             }
             None => items::table_from_items(
                 items,
@@ -255,6 +265,18 @@ impl Table {
         PyList::new(py, keys)
     }
 
+    /// The ids of every feature whose name starts with one of `prefixes`.
+    fn feature_ids_with_prefix(&self, prefixes: Vec<String>) -> Vec<u32> {
+        let vocabulary = &self.table.vocabulary;
+        (0..vocabulary.len() as u32)
+            .filter(|&f| {
+                prefixes
+                    .iter()
+                    .any(|p| vocabulary.name(f).starts_with(p.as_str()))
+            })
+            .collect()
+    }
+
     /// The id of each name in this table's vocabulary, or None for names it does not have.
     fn feature_ids(&self, names: Vec<String>) -> Vec<Option<u32>> {
         names.iter().map(|n| self.table.vocabulary.get(n)).collect()
@@ -340,10 +362,59 @@ impl Table {
         })
     }
 
+    /// For each of `rows` that `filters` drop: (position, rule, detail), where rule is
+    /// "excluded", "blocked", "required", "any" or "range", and detail names the feature or
+    /// attribute.
+    fn exclusions(
+        &self,
+        rows: Vec<u32>,
+        filters: FilterSpec,
+    ) -> PyResult<Vec<(usize, &'static str, String)>> {
+        let filters = self.filters(filters)?;
+        let vocabulary = &self.table.vocabulary;
+        let mut out = Vec::new();
+        for (position, &row) in rows.iter().enumerate() {
+            if row as usize >= self.table.len() {
+                return Err(kernel_error(KernelError::OutOfRange {
+                    what: "rows",
+                    index: row as usize,
+                    len: self.table.len(),
+                }));
+            }
+            let reason = match filters.exclusion(&self.table, row) {
+                None => continue,
+                Some(Exclusion::Excluded) => ("excluded", String::new()),
+                Some(Exclusion::Blocked(f)) => ("blocked", vocabulary.name(f).to_owned()),
+                Some(Exclusion::MissingRequired(f)) => ("required", vocabulary.name(f).to_owned()),
+                Some(Exclusion::NoneOfAny) => ("any", String::new()),
+                Some(Exclusion::OutOfRange(c)) => ("range", self.table.attribute_names[c].clone()),
+            };
+            out.push((position, reason.0, reason.1));
+        }
+        Ok(out)
+    }
+
+    /// The features of `row` that this table knows, with their weights.
+    fn row_features(&self, row: u32) -> PyResult<Vec<(String, f32)>> {
+        if row as usize >= self.table.len() {
+            return Err(kernel_error(KernelError::OutOfRange {
+                what: "rows",
+                index: row as usize,
+                len: self.table.len(),
+            }));
+        }
+        let (ids, weights) = self.table.features.row(row as usize);
+        Ok(ids
+            .iter()
+            .zip(weights)
+            .map(|(&f, &w)| (self.table.vocabulary.name(f).to_owned(), w))
+            .collect())
+    }
+
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k))]
+    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0))]
     fn rank<'py>(
         &self,
         py: Python<'py>,
@@ -359,6 +430,9 @@ impl Table {
         extra: Vec<(PyReadonlyArray1<'py, f64>, f64, String)>,
         filters: FilterSpec,
         k: usize,
+        mmr_lambda: Option<f64>,
+        feature_cap: Option<(usize, Vec<u32>)>,
+        pool: usize,
     ) -> PyResult<RankOutput<'py>> {
         // Copies: a caller's thread could write to its arrays while the GIL is released.
         let rows = match rows {
@@ -400,29 +474,17 @@ impl Table {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let (blocked, required_all, required_any, excluded_rows, ranges) = filters;
-        let ranges = ranges
-            .into_iter()
-            .map(|(name, low, high)| {
-                let column = self
-                    .table
-                    .attribute_names
-                    .iter()
-                    .position(|n| *n == name)
-                    .ok_or_else(|| {
-                        validation_error(format!(
-                            "filters: the items have no numeric attribute {name:?}"
-                        ))
-                    })?;
-                Ok(AttributeRange { column, low, high })
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let filters = Filters {
-            blocked,
-            required_all,
-            required_any,
-            excluded_rows,
-            ranges,
+        let filters = self.filters(filters)?;
+        let diversity = match (mmr_lambda, feature_cap) {
+            (None, None) => Diversity::None,
+            (Some(lambda), None) if (0.0..=1.0).contains(&lambda) => Diversity::Mmr { lambda },
+            (None, Some((cap, capped))) if cap >= 1 => Diversity::FeatureCap { cap, capped },
+            _ => {
+                return Err(validation_error(
+                    "diversity: one of an MMR lambda in [0, 1] or a feature cap of at least 1"
+                        .into(),
+                ))
+            }
         };
         let table = &self.table;
         let ranking = py
@@ -437,6 +499,8 @@ impl Table {
                         extra,
                         filters: &filters,
                         k,
+                        diversity: &diversity,
+                        pool,
                     },
                 )
             })
@@ -489,6 +553,38 @@ fn rows_of_ints(index: &IdIndex, ids: &[i64], missing_ok: bool) -> Result<Vec<u3
         }
     }
     Ok(rows)
+}
+
+impl Table {
+    /// Resolves a filter spec from Python: attribute names become column indices.
+    fn filters(&self, spec: FilterSpec) -> PyResult<Filters> {
+        let (blocked, required_all, required_any, excluded_rows, ranges) = spec;
+        let ranges = ranges
+            .into_iter()
+            .map(|(name, low, high)| {
+                let column = self
+                    .table
+                    .attribute_names
+                    .iter()
+                    .position(|n| *n == name)
+                    .ok_or_else(|| {
+                        validation_error(format!(
+                            "filters: the items have no numeric attribute {name:?}"
+                        ))
+                    })?;
+                Ok(AttributeRange { column, low, high })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Filters {
+            blocked,
+            required_all,
+            required_any,
+            excluded_rows,
+            ranges,
+        }
+        .normalized(&self.table)
+        .map_err(kernel_error)
+    }
 }
 
 fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
