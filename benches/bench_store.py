@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from penchant.feedback_collector import FeedbackType, Signal
 from penchant.profile_store import InMemoryProfileStore, ProfileStore, RedisProfileStore, open_store
 from penchant.user_profile import InterestModel

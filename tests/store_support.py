@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
 from penchant.feedback_collector import FeedbackType, Signal
 from penchant.profile_store import (
     InMemoryProfileStore,

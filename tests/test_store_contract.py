@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from penchant import ConflictError, ValidationError
 from penchant.profile_store import InMemoryProfileStore, ProfileStore
 from penchant.user_profile import InterestModel, Preference, UserProfile

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import msgspec
-import penchant
-import penchant.profile_store as profile_store
 import pytest
 import redis
+
+import penchant
+import penchant.profile_store as profile_store
 from penchant import StoreUnavailableError, ValidationError
 from penchant.profile_store import (
     InMemoryProfileStore,

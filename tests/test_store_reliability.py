@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 import redis.cluster
+
 from penchant import ValidationError
 from penchant.profile_store import (
     InMemoryProfileStore,
