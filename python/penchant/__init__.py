@@ -13,6 +13,16 @@ from penchant.errors import ConflictError, PenchantError, StoreUnavailableError,
 from penchant.feedback_collector import Feedback, FeedbackType
 from penchant.items import Catalog, CompiledProfile, ItemBatch
 from penchant.personalized_retrieval import rank_items
+from penchant.profile_store import (
+    InMemoryProfileStore,
+    PostgresProfileStore,
+    ProfileSerializer,
+    ProfileStore,
+    RedisProfileStore,
+    SQLiteProfileStore,
+    TieredProfileStore,
+    open_store,
+)
 from penchant.scoring import DEFAULT_WEIGHTS, FACTORS, MMR, Candidates, Diversity, FeatureCap, Filters, RankedItem
 from penchant.user_profile import (
     Interaction,
@@ -38,19 +48,27 @@ __all__ = [
     "Feedback",
     "FeedbackType",
     "Filters",
+    "InMemoryProfileStore",
     "Interaction",
     "Interest",
     "ItemBatch",
     "PenchantError",
+    "PostgresProfileStore",
     "Preference",
     "PreferenceCategory",
     "PreferenceSource",
+    "ProfileSerializer",
+    "ProfileStore",
     "RankedItem",
+    "RedisProfileStore",
+    "SQLiteProfileStore",
     "StoreUnavailableError",
+    "TieredProfileStore",
     "UserProfile",
     "ValidationError",
     "__version__",
     "num_threads",
+    "open_store",
     "rank_items",
     "set_num_threads",
 ]

@@ -4,6 +4,7 @@ parameters or feature names."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from penchant.errors import ValidationError
@@ -17,6 +18,9 @@ MAX_NAME_BYTES = 1024
 """Feature and preference names: at most this many bytes of UTF-8 (the Rust limit too)."""
 
 
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
 def _check_text(value: Any, what: str, limit: int) -> str:
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a str, got {type(value).__name__}")
@@ -25,7 +29,7 @@ def _check_text(value: Any, what: str, limit: int) -> str:
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise ValidationError(f"{what} is {size} bytes long; the limit is {limit}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL_CHARACTER.search(value):
         raise ValidationError(f"{what} must not contain control characters: {value[:40]!r}")
     return value
 

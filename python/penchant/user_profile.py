@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_HALF_LIFE",
+    "SCHEMA_VERSION",
     "Interaction",
     "Interest",
     "InterestModel",
@@ -41,6 +42,11 @@ __all__ = [
 
 DEFAULT_HALF_LIFE = 30 * 86_400.0
 """Interests lose half their weight in 30 days unless configured otherwise."""
+
+SCHEMA_VERSION = 1
+"""The version of the stored form of a profile. Raise it when a change to these classes needs
+stored profiles to be converted (``penchant.profile_store.ProfileSerializer`` keeps the steps);
+adding a field with a default does not need it, since readers ignore fields they do not know."""
 
 
 class PreferenceSource(StrEnum):
