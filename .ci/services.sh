@@ -48,6 +48,8 @@
 #                         `postgres` OS user must be able to reach it, so do not
 #                         put it under /root.
 #   PENCHANT_CI_TIMEOUT   seconds to wait for each server (default 60)
+#   PENCHANT_CI_PORT_OFFSET  added to every port above (default 0), so that two runs
+#                         can share a machine
 #   PENCHANT_PG_BIN       PostgreSQL bin dir (default: newest
 #                         /usr/lib/postgresql/*/bin that has a server)
 #
@@ -85,9 +87,11 @@ penchant_stop_services() {
 _pcs_setup() {
     PCS_DIR="${PENCHANT_CI_DIR:-/tmp/penchant-ci}"
     PCS_TIMEOUT="${PENCHANT_CI_TIMEOUT:-60}"
-    PCS_REDIS_PORT=6390
-    PCS_CLUSTER_PORTS=(7101 7102 7103)
-    PCS_PG_PORT=5433
+    # PENCHANT_CI_PORT_OFFSET shifts every port, so that two runs can share a machine.
+    local off="${PENCHANT_CI_PORT_OFFSET:-0}"
+    PCS_REDIS_PORT=$((6390 + off))
+    PCS_CLUSTER_PORTS=($((7101 + off)) $((7102 + off)) $((7103 + off)))
+    PCS_PG_PORT=$((5433 + off))
     PCS_PG_DB=penchant_test
     PCS_PG_DIR="$PCS_DIR/pg"             # owned by postgres; socket + log here
     PCS_PG_DATA="$PCS_PG_DIR/data"

@@ -7,17 +7,14 @@ Run: ``pytest benches/bench_feedback.py --benchmark-columns=min,median,mean,roun
 from __future__ import annotations
 
 import itertools
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+
 from penchant import Feedback, FeedbackCollector, FeedbackProcessor, Interaction, UserProfile
 from penchant.profile_store import InMemoryProfileStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import profile_reference as ref
+from tests import profile_reference as ref
 
 DAY = 86_400.0
 NOW = time.time() - DAY

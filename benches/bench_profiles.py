@@ -6,17 +6,14 @@ Run: ``pytest benches/bench_profiles.py --benchmark-columns=min,median,mean,roun
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from penchant import FeedbackProcessor, InterestModel, PreferenceExtractor, UserProfile, _core
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import profile_reference as ref
+from penchant import FeedbackProcessor, InterestModel, PreferenceExtractor, UserProfile, _core
+from tests import profile_reference as ref
 
 DAY = 86_400.0
 NOW = time.time() - DAY

@@ -11,8 +11,7 @@ pub struct AttributeRange {
     pub high: f64,
 }
 
-/// Every rule is optional; an empty `Filters` keeps every candidate. Feature id lists must be
-/// sorted (they are searched by bisection).
+/// Every rule is optional; an empty `Filters` keeps every candidate.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     /// Drop items that carry any of these features.
@@ -65,41 +64,163 @@ impl Filters {
     }
 }
 
-fn contains(sorted: &[u32], x: u32) -> bool {
-    sorted.binary_search(&x).is_ok()
+/// A set of rows as a bitmap: one load and a test per lookup.
+struct RowSet(Vec<u64>);
+
+impl RowSet {
+    fn empty(rows: usize) -> Self {
+        Self(vec![0; rows.div_ceil(64)])
+    }
+
+    fn of(rows: &[u32], universe: usize) -> Self {
+        let mut set = Self::empty(universe);
+        for &r in rows {
+            set.insert(r);
+        }
+        set
+    }
+
+    fn insert(&mut self, row: u32) {
+        if let Some(word) = self.0.get_mut(row as usize / 64) {
+            *word |= 1 << (row % 64);
+        }
+    }
+
+    fn contains(&self, row: u32) -> bool {
+        self.0
+            .get(row as usize / 64)
+            .is_some_and(|w| w & (1 << (row % 64)) != 0)
+    }
+
+    fn intersect(&mut self, other: &RowSet) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a &= b;
+        }
+    }
+
+    /// The rows that carry feature `f`.
+    fn with_feature(table: &ItemTable, f: u32) -> Self {
+        Self::of(table.postings.feature(f).0, table.len())
+    }
 }
 
-/// Whether the item at `row` passes every rule.
-pub fn passes(table: &ItemTable, row: u32, filters: &Filters) -> bool {
-    if contains(&filters.excluded_rows, row) {
-        return false;
-    }
-    let (features, _) = table.features.row(row as usize);
-    if features.iter().any(|&f| contains(&filters.blocked, f)) {
-        return false;
-    }
-    if !filters.required_all.iter().all(|r| features.contains(r)) {
-        return false;
-    }
-    if !filters.required_any.is_empty()
-        && !features.iter().any(|&f| contains(&filters.required_any, f))
-    {
-        return false;
-    }
-    filters.ranges.iter().all(|range| {
-        let v = table.attributes[range.column][row as usize];
-        v >= range.low && v <= range.high
-    })
+/// Filters made ready for one table. The feature rules are resolved once through the table's
+/// postings (feature → rows), so checking a candidate costs a few bit tests whatever its number
+/// of features.
+pub struct CompiledFilters<'a> {
+    filters: &'a Filters,
+    /// Rows that carry a blocked feature or were excluded.
+    dropped: Option<RowSet>,
+    /// Rows that carry every required feature and, when any are listed, one of the "any" ones.
+    required: Option<RowSet>,
 }
 
-/// The candidates (rows) that pass every rule, in their given order.
+impl<'a> CompiledFilters<'a> {
+    pub fn new(table: &ItemTable, filters: &'a Filters) -> Self {
+        let n = table.len();
+        let dropped =
+            (!filters.blocked.is_empty() || !filters.excluded_rows.is_empty()).then(|| {
+                let mut set = RowSet::of(&filters.excluded_rows, n);
+                for &f in &filters.blocked {
+                    for &r in table.postings.feature(f).0 {
+                        set.insert(r);
+                    }
+                }
+                set
+            });
+        let mut required: Option<RowSet> = None;
+        for &f in &filters.required_all {
+            let rows = RowSet::with_feature(table, f);
+            match &mut required {
+                Some(set) => set.intersect(&rows),
+                None => required = Some(rows),
+            }
+        }
+        if !filters.required_any.is_empty() {
+            let mut any = RowSet::empty(n);
+            for &f in &filters.required_any {
+                for &r in table.postings.feature(f).0 {
+                    any.insert(r);
+                }
+            }
+            match &mut required {
+                Some(set) => set.intersect(&any),
+                None => required = Some(any),
+            }
+        }
+        Self {
+            filters,
+            dropped,
+            required,
+        }
+    }
+
+    /// Whether the item at `row` passes every rule.
+    pub fn passes(&self, table: &ItemTable, row: u32) -> bool {
+        if self.dropped.as_ref().is_some_and(|d| d.contains(row)) {
+            return false;
+        }
+        if self.required.as_ref().is_some_and(|r| !r.contains(row)) {
+            return false;
+        }
+        self.filters.ranges.iter().all(|range| {
+            let v = table.attributes[range.column][row as usize];
+            v >= range.low && v <= range.high
+        })
+    }
+}
+
+/// Why a candidate was filtered out: the first rule it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Its id was excluded.
+    Excluded,
+    /// It carries this blocked feature.
+    Blocked(u32),
+    /// It lacks this required feature.
+    MissingRequired(u32),
+    /// It carries none of the "any" features.
+    NoneOfAny,
+    /// This attribute (a column index) is missing or out of its range.
+    OutOfRange(usize),
+}
+
+impl Filters {
+    /// The first rule that `row` breaks, or `None` if it passes. Slower than
+    /// [`CompiledFilters::passes`]; meant for explaining a few items.
+    pub fn exclusion(&self, table: &ItemTable, row: u32) -> Option<Exclusion> {
+        if self.excluded_rows.contains(&row) {
+            return Some(Exclusion::Excluded);
+        }
+        let (features, _) = table.features.row(row as usize);
+        if let Some(&f) = features.iter().find(|f| self.blocked.contains(f)) {
+            return Some(Exclusion::Blocked(f));
+        }
+        if let Some(&f) = self.required_all.iter().find(|f| !features.contains(f)) {
+            return Some(Exclusion::MissingRequired(f));
+        }
+        if !self.required_any.is_empty() && !features.iter().any(|f| self.required_any.contains(f))
+        {
+            return Some(Exclusion::NoneOfAny);
+        }
+        self.ranges
+            .iter()
+            .find(|range| {
+                let v = table.attributes[range.column][row as usize];
+                !(v >= range.low && v <= range.high)
+            })
+            .map(|range| Exclusion::OutOfRange(range.column))
+    }
+}
+
+/// The positions in `rows` of the candidates that pass every rule, in their given order.
 pub fn apply(table: &ItemTable, rows: &[u32], filters: &Filters) -> Vec<u32> {
     if filters.is_empty() {
-        return rows.to_vec();
+        return (0..rows.len() as u32).collect();
     }
-    rows.iter()
-        .copied()
-        .filter(|&r| passes(table, r, filters))
+    let compiled = CompiledFilters::new(table, filters);
+    (0..rows.len() as u32)
+        .filter(|&p| compiled.passes(table, rows[p as usize]))
         .collect()
 }
 
@@ -130,7 +251,10 @@ mod tests {
     fn each_rule() {
         let t = table();
         let all = [0, 1, 2, 3];
-        let f = |filters: Filters| apply(&t, &all, &filters.normalized(&t).unwrap());
+        let f = |filters: Filters| {
+            let kept = apply(&t, &all, &filters.normalized(&t).unwrap());
+            kept.iter().map(|&p| all[p as usize]).collect::<Vec<u32>>()
+        };
         assert_eq!(f(Filters::default()), vec![0, 1, 2, 3]);
         assert_eq!(
             f(Filters {
@@ -172,6 +296,45 @@ mod tests {
             }),
             vec![0, 3]
         );
+    }
+
+    #[test]
+    fn exclusions_name_the_rule() {
+        let t = table();
+        let filters = Filters {
+            blocked: vec![2],
+            required_any: vec![0, 1, 2],
+            excluded_rows: vec![1],
+            ranges: vec![AttributeRange {
+                column: 0,
+                low: 0.0,
+                high: 6.0,
+            }],
+            ..Default::default()
+        }
+        .normalized(&t)
+        .unwrap();
+        assert_eq!(filters.exclusion(&t, 0), None);
+        assert_eq!(filters.exclusion(&t, 1), Some(Exclusion::Excluded));
+        assert_eq!(filters.exclusion(&t, 2), Some(Exclusion::Blocked(2)));
+        assert_eq!(filters.exclusion(&t, 3), Some(Exclusion::NoneOfAny));
+        let required = Filters {
+            required_all: vec![0],
+            ..Default::default()
+        };
+        assert_eq!(
+            required.exclusion(&t, 1),
+            Some(Exclusion::MissingRequired(0))
+        );
+        let range = Filters {
+            ranges: vec![AttributeRange {
+                column: 0,
+                low: 0.0,
+                high: 6.0,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(range.exclusion(&t, 1), Some(Exclusion::OutOfRange(0)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `python` feature adds the PyO3 bindings in [`python`].
 
 pub mod decay;
+pub mod diversify;
 pub mod error;
 pub mod filter;
 pub mod parallel;

@@ -1,6 +1,6 @@
-//! penchant's own thread pool. Kernels go parallel only above [`PARALLEL_MIN_ROWS`] rows, the
+//! penchant's own thread pool. Kernels go parallel only from [`PARALLEL_MIN_ROWS`] rows up, the
 //! size below which splitting the work costs more than it saves (measured with
-//! `benches/bench_kernels.py`; see BENCHMARKS.md).
+//! `benches/bench_rank.py::test_parallel_threshold`; see BENCHMARKS.md).
 
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 pub const PARALLEL_MIN_ROWS: usize = 32_768;
 
+static MIN_ROWS: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_ROWS);
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
 static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 
@@ -16,6 +17,18 @@ static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
 pub fn set_num_threads(n: usize) -> bool {
     REQUESTED_THREADS.store(n, Ordering::SeqCst);
     POOL.get().is_none()
+}
+
+/// Changes the threshold (for measuring it); 0 restores the default.
+pub fn set_parallel_min_rows(n: usize) {
+    MIN_ROWS.store(
+        if n == 0 { PARALLEL_MIN_ROWS } else { n },
+        Ordering::Relaxed,
+    );
+}
+
+pub fn parallel_min_rows() -> usize {
+    MIN_ROWS.load(Ordering::Relaxed)
 }
 
 pub fn num_threads() -> usize {
@@ -45,7 +58,7 @@ pub fn fill<F>(out: &mut [f64], f: F)
 where
     F: Fn(usize) -> f64 + Sync + Send,
 {
-    if out.len() < PARALLEL_MIN_ROWS {
+    if out.len() < parallel_min_rows() {
         out.iter_mut().enumerate().for_each(|(i, v)| *v = f(i));
     } else {
         pool().install(|| {

@@ -1,5 +1,6 @@
 //! One ranking request from start to finish: filter, score every factor, combine, select the top k.
 
+use crate::diversify::{diversify, Diversity};
 use crate::error::{check_finite, check_len, KernelError, Result};
 use crate::filter::{self, Filters};
 use crate::scoring::{self, Factor, Normalization};
@@ -12,9 +13,8 @@ pub const FACTORS: [&str; 5] = ["relevance", "affinity", "taste", "recency", "po
 /// A profile compiled against an item table's vocabulary.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileVectors {
-    /// Interest weight per feature id of the table's vocabulary (shorter is fine: missing ids
-    /// weigh 0).
-    pub interests: Vec<f64>,
+    /// `(feature id, weight)` pairs over the table's vocabulary; ids it does not have weigh 0.
+    pub interests: Vec<(u32, f64)>,
     pub taste: Option<Vec<f32>>,
 }
 
@@ -44,6 +44,9 @@ pub struct Request<'a> {
     pub filters: &'a Filters,
     /// How many to return at most.
     pub k: usize,
+    pub diversity: &'a Diversity,
+    /// With diversity, how many of the best-scored candidates it may choose from.
+    pub pool: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +89,17 @@ fn validate(table: &ItemTable, request: &Request<'_>) -> Result<()> {
         )));
     }
     check_finite("weights", &s.weights)?;
-    check_finite("profile interests", &request.profile.interests)?;
+    if let Some(index) = request
+        .profile
+        .interests
+        .iter()
+        .position(|(_, w)| !w.is_finite())
+    {
+        return Err(KernelError::NotFinite {
+            what: "profile interests",
+            index,
+        });
+    }
     Ok(())
 }
 
@@ -94,29 +107,24 @@ fn validate(table: &ItemTable, request: &Request<'_>) -> Result<()> {
 pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
     validate(table, &request)?;
     let filters = request.filters.clone().normalized(table)?;
-    let kept: Vec<u32> = if filters.is_empty() {
-        (0..request.rows.len() as u32).collect()
-    } else {
-        (0..request.rows.len() as u32)
-            .filter(|&p| filter::passes(table, request.rows[p as usize], &filters))
-            .collect()
-    };
+    let kept = filter::apply(table, request.rows, &filters);
     let rows: Vec<u32> = kept.iter().map(|&p| request.rows[p as usize]).collect();
     let n = rows.len();
     let s = request.scoring;
     let missing = || vec![f64::NAN; n];
 
+    // A factor with weight 0 is not computed at all; it contributes 0 to every candidate.
     let mut factors: Vec<Factor> = Vec::with_capacity(FACTORS.len() + request.extra.len());
     for (f, &weight) in s.weights.iter().enumerate() {
         let values = if weight == 0.0 {
-            vec![0.0; n]
+            Vec::new()
         } else {
             match f {
                 0 => match request.base_scores {
                     Some(base) => kept.iter().map(|&p| base[p as usize]).collect(),
                     None => vec![0.0; n],
                 },
-                1 => scoring::affinity(&table.features, &rows, &request.profile.interests),
+                1 => scoring::affinity(table, &rows, &request.profile.interests),
                 2 => match (&table.embeddings, &request.profile.taste) {
                     (Some(e), Some(t)) => scoring::taste(e, &rows, t)?,
                     _ => missing(),
@@ -125,8 +133,8 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
                     Some(ts) => scoring::recency(ts, &rows, s.now, s.recency_half_life),
                     None => missing(),
                 },
-                _ => match &table.popularity {
-                    Some(p) => scoring::popularity(p, &rows),
+                _ => match &table.log_popularity {
+                    Some(p) => rows.iter().map(|&r| p[r as usize]).collect(),
                     None => missing(),
                 },
             }
@@ -138,7 +146,11 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
         });
     }
     for extra in request.extra {
-        let values = kept.iter().map(|&p| extra.values[p as usize]).collect();
+        let values = if extra.weight == 0.0 {
+            Vec::new()
+        } else {
+            kept.iter().map(|&p| extra.values[p as usize]).collect()
+        };
         factors.push(Factor {
             values,
             weight: extra.weight,
@@ -147,13 +159,28 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
     }
 
     let scores = scoring::combine(&mut factors, n)?;
-    let best = top_k(&scores, None, request.k);
+    let best = match request.diversity {
+        Diversity::None => top_k(&scores, None, request.k),
+        how => {
+            let pool = top_k(&scores, None, request.pool.max(request.k));
+            let pool_rows: Vec<u32> = pool.iter().map(|&i| rows[i as usize]).collect();
+            let pool_scores: Vec<f64> = pool.iter().map(|&i| scores[i as usize]).collect();
+            diversify(table, &pool_rows, &pool_scores, request.k, how)
+                .into_iter()
+                .map(|j| pool[j as usize])
+                .collect()
+        }
+    };
     Ok(Ranking {
         positions: best.iter().map(|&i| kept[i as usize]).collect(),
         scores: best.iter().map(|&i| scores[i as usize]).collect(),
         contributions: factors
             .iter()
-            .map(|f| best.iter().map(|&i| f.values[i as usize]).collect())
+            .map(|f| {
+                best.iter()
+                    .map(|&i| f.values.get(i as usize).copied().unwrap_or(0.0))
+                    .collect()
+            })
             .collect(),
         passed: n,
     })
@@ -193,7 +220,7 @@ mod tests {
     fn affinity_orders_by_interest() {
         let t = table();
         let profile = ProfileVectors {
-            interests: vec![0.0, 1.0],
+            interests: vec![(1, 1.0)],
             taste: None,
         };
         let r = rank(
@@ -206,6 +233,8 @@ mod tests {
                 extra: vec![],
                 filters: &Filters::default(),
                 k: 2,
+                diversity: &Diversity::None,
+                pool: 0,
             },
         )
         .unwrap();
@@ -218,7 +247,7 @@ mod tests {
     fn contributions_sum_to_scores_and_filters_apply() {
         let t = table();
         let profile = ProfileVectors {
-            interests: vec![1.0, 0.0],
+            interests: vec![(0, 1.0)],
             taste: Some(vec![1.0, 0.0]),
         };
         let filters = Filters {
@@ -239,6 +268,8 @@ mod tests {
                 }],
                 filters: &filters,
                 k: 10,
+                diversity: &Diversity::None,
+                pool: 0,
             },
         )
         .unwrap();
@@ -268,6 +299,8 @@ mod tests {
             extra: vec![],
             filters: &f,
             k: 1,
+            diversity: &Diversity::None,
+            pool: 0,
         };
         assert!(rank(&t, req(&[9], None)).is_err());
         assert!(rank(&t, req(&[0], Some(&[f64::NAN]))).is_err());

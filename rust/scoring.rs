@@ -3,7 +3,7 @@
 
 use crate::error::{KernelError, Result};
 use crate::parallel;
-use crate::table::{norm, Embeddings, FeatureMatrix};
+use crate::table::{dot, norm, Embeddings, ItemTable};
 
 /// How a factor's raw values are put on a common scale before weighting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,24 +29,32 @@ impl Normalization {
     }
 }
 
+/// Spreads narrower than this, relative to the values' magnitude, are rounding noise: such a
+/// column counts as constant rather than having its noise stretched to [0, 1].
+const RELATIVE_NOISE: f64 = 1e-12;
+
+fn is_spread(spread: f64, magnitude: f64) -> bool {
+    spread.is_finite() && spread > RELATIVE_NOISE * magnitude.max(1.0)
+}
+
 /// Normalises `values` in place. Missing values (NaN) are left out of the statistics and become
 /// 0, so an item without, say, an embedding neither gains nor loses from the taste factor.
 pub fn normalize(values: &mut [f64], method: Normalization) {
-    let present = || values.iter().copied().filter(|v| !v.is_nan());
     let (shift, scale) = match method {
         Normalization::None => (0.0, 1.0),
         Normalization::MinMax => {
-            let (lo, hi) = present().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            });
+            // f64::min and f64::max ignore NaN, so missing values drop out by themselves.
+            let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let range = hi - lo;
-            if range > 0.0 && range.is_finite() {
+            if is_spread(range, lo.abs().max(hi.abs())) {
                 (lo, 1.0 / range)
             } else {
                 (0.0, 0.0)
             }
         }
         Normalization::ZScore => {
+            let present = || values.iter().copied().filter(|v| !v.is_nan());
             let (n, sum) = present().fold((0usize, 0.0), |(n, s), v| (n + 1, s + v));
             if n == 0 {
                 (0.0, 0.0)
@@ -54,7 +62,7 @@ pub fn normalize(values: &mut [f64], method: Normalization) {
                 let mean = sum / n as f64;
                 let var = present().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
                 let std = var.sqrt();
-                if std > 0.0 && std.is_finite() {
+                if is_spread(std, mean.abs()) {
                     (mean, 1.0 / std)
                 } else {
                     (0.0, 0.0)
@@ -63,25 +71,55 @@ pub fn normalize(values: &mut [f64], method: Normalization) {
         }
     };
     for v in values.iter_mut() {
-        *v = if v.is_nan() {
-            0.0
-        } else {
-            (*v - shift) * scale
-        };
+        let scaled = (*v - shift) * scale;
+        *v = if v.is_nan() { 0.0 } else { scaled };
     }
 }
 
-/// Affinity: the sparse dot product of each row's features with the profile's interest weights,
-/// given densely by feature id (ids past the end weigh 0).
-pub fn affinity(features: &FeatureMatrix, rows: &[u32], interests: &[f64]) -> Vec<f64> {
+/// Affinity: the sparse dot product of each row's features with the profile's interests, given
+/// as `(feature id, weight)` pairs (ids the table does not know weigh nothing).
+///
+/// Two ways to the same sums: walking each candidate's features against a dense interest
+/// vector, or walking each interest's postings into a per-row accumulator. The cheaper one by
+/// entries visited is taken; a profile usually names a small part of the vocabulary, so the
+/// postings usually win.
+pub fn affinity(table: &ItemTable, rows: &[u32], interests: &[(u32, f64)]) -> Vec<f64> {
+    let posting_entries: usize = interests
+        .iter()
+        .map(|&(f, _)| table.postings.len_of(f))
+        .sum();
+    let row_entries = if table.is_empty() {
+        0
+    } else {
+        rows.len() * table.features.ids.len() / table.len()
+    };
     let mut out = vec![0.0; rows.len()];
-    parallel::fill(&mut out, |i| {
-        let (ids, weights) = features.row(rows[i] as usize);
-        ids.iter()
-            .zip(weights)
-            .map(|(&f, &w)| interests.get(f as usize).copied().unwrap_or(0.0) * w as f64)
-            .sum()
-    });
+    if posting_entries < row_entries {
+        let mut by_row = vec![0.0; table.len()];
+        for &(f, weight) in interests {
+            let (posting_rows, posting_weights) = table.postings.feature(f);
+            for (&r, &w) in posting_rows.iter().zip(posting_weights) {
+                by_row[r as usize] += weight * w as f64;
+            }
+        }
+        for (o, &r) in out.iter_mut().zip(rows) {
+            *o = by_row[r as usize];
+        }
+    } else {
+        let mut dense = vec![0.0; table.vocabulary.len()];
+        for &(f, weight) in interests {
+            if let Some(slot) = dense.get_mut(f as usize) {
+                *slot += weight;
+            }
+        }
+        parallel::fill(&mut out, |i| {
+            let (ids, weights) = table.features.row(rows[i] as usize);
+            ids.iter()
+                .zip(weights)
+                .map(|(&f, &w)| dense[f as usize] * w as f64)
+                .sum()
+        });
+    }
     out
 }
 
@@ -112,13 +150,7 @@ pub fn taste(embeddings: &Embeddings, rows: &[u32], taste: &[f32]) -> Result<Vec
         if row_norm == 0.0 {
             return f64::NAN;
         }
-        let dot: f32 = embeddings
-            .row(row)
-            .iter()
-            .zip(taste)
-            .map(|(a, b)| a * b)
-            .sum();
-        (dot / (row_norm * taste_norm)) as f64
+        dot(embeddings.row(row), taste) / (row_norm * taste_norm)
     });
     Ok(out)
 }
@@ -138,18 +170,14 @@ pub fn recency(timestamps: &[f64], rows: &[u32], now: f64, half_life: f64) -> Ve
         .collect()
 }
 
-/// Popularity: `ln(1 + max(p, 0))`, so a few blockbusters do not swamp the rest.
-pub fn popularity(popularity: &[f64], rows: &[u32]) -> Vec<f64> {
-    rows.iter()
-        .map(|&r| {
-            let p = popularity[r as usize];
-            if p.is_nan() {
-                f64::NAN
-            } else {
-                p.max(0.0).ln_1p()
-            }
-        })
-        .collect()
+/// Popularity as scored: `ln(1 + max(p, 0))`, so a few blockbusters do not swamp the rest. A
+/// table computes it once per item when built.
+pub fn log_popularity(p: f64) -> f64 {
+    if p.is_nan() {
+        f64::NAN
+    } else {
+        p.max(0.0).ln_1p()
+    }
 }
 
 /// One factor ready to combine: raw values over the candidates, its weight and its scaling.
@@ -161,10 +189,15 @@ pub struct Factor {
 
 /// Normalises every factor in place into its weighted contribution and returns the sum per
 /// candidate. Afterwards `factors[f].values[i]` is the contribution of factor `f` to candidate
-/// `i`, and the contributions of a candidate sum to its score.
+/// `i`, and the contributions of a candidate sum to its score. A factor with weight 0 may leave
+/// `values` empty: it is skipped and contributes 0.
 pub fn combine(factors: &mut [Factor], n: usize) -> Result<Vec<f64>> {
     let mut scores = vec![0.0; n];
     for factor in factors.iter_mut() {
+        if factor.weight == 0.0 {
+            factor.values.clear();
+            continue;
+        }
         if factor.values.len() != n {
             return Err(KernelError::LengthMismatch {
                 what: "factor values",
@@ -213,15 +246,29 @@ mod tests {
     }
 
     #[test]
-    fn affinity_is_a_sparse_dot() {
-        let mut m = FeatureMatrix::default();
-        m.push_row([(0, 1.0), (2, 0.5)]);
-        m.push_row([(1, 1.0)]);
-        m.push_row([(9, 1.0)]);
+    fn affinity_is_a_sparse_dot_either_way() {
+        use crate::table::ItemKey;
+        let mut t = ItemTable::default();
+        for name in ["a", "b", "c", "d"] {
+            t.vocabulary.intern(name);
+        }
+        for (i, row) in [vec![(0, 1.0), (2, 0.5)], vec![(1, 1.0)], vec![(3, 1.0)]]
+            .into_iter()
+            .enumerate()
+        {
+            t.ids.push(ItemKey::Int(i as i64));
+            t.features.push_row(row);
+        }
+        t.finish().unwrap();
+        // Few interests: the postings path.
         assert_eq!(
-            affinity(&m, &[2, 0, 1], &[2.0, -1.0, 4.0]),
-            vec![0.0, 4.0, -1.0]
+            affinity(&t, &[2, 0, 1], &[(0, 2.0), (9, 5.0)]),
+            vec![0.0, 2.0, 0.0]
         );
+        // Many interests over few rows: the row path. Both give the same sums.
+        let interests = [(0, 2.0), (1, -1.0), (2, 4.0), (3, 0.5)];
+        assert_eq!(affinity(&t, &[0], &interests), vec![4.0]);
+        assert_eq!(affinity(&t, &[2, 0, 1], &interests), vec![0.5, 4.0, -1.0]);
     }
 
     #[test]
@@ -242,10 +289,10 @@ mod tests {
         assert_eq!(r[1], 0.5);
         assert!(r[2].is_nan());
         assert_eq!(r[3], 1.0);
-        let p = popularity(&[0.0, (1.0f64).exp() - 1.0, -3.0], &[0, 1, 2]);
-        assert_eq!(p[0], 0.0);
-        assert!((p[1] - 1.0).abs() < 1e-12);
-        assert_eq!(p[2], 0.0);
+        assert_eq!(log_popularity(0.0), 0.0);
+        assert!((log_popularity((1.0f64).exp() - 1.0) - 1.0).abs() < 1e-12);
+        assert_eq!(log_popularity(-3.0), 0.0);
+        assert!(log_popularity(f64::NAN).is_nan());
     }
 
     #[test]

@@ -20,6 +20,64 @@ impl std::fmt::Display for ItemKey {
     }
 }
 
+/// Item id → row, searchable by `i64` or `&str` without building an [`ItemKey`].
+#[derive(Debug, Clone, Default)]
+pub struct IdIndex {
+    ints: FxHashMap<i64, u32>,
+    strs: FxHashMap<Box<str>, u32>,
+}
+
+impl IdIndex {
+    /// Adds `key` at `row`; returns false (and changes nothing) when the key is already there.
+    fn insert(&mut self, key: &ItemKey, row: u32) -> bool {
+        use std::collections::hash_map::Entry;
+        match key {
+            ItemKey::Int(i) => match self.ints.entry(*i) {
+                Entry::Occupied(_) => false,
+                Entry::Vacant(slot) => {
+                    slot.insert(row);
+                    true
+                }
+            },
+            ItemKey::Str(s) => match self.strs.entry(s.as_str().into()) {
+                Entry::Occupied(_) => false,
+                Entry::Vacant(slot) => {
+                    slot.insert(row);
+                    true
+                }
+            },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ints.len() + self.strs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn int(&self, id: i64) -> Option<u32> {
+        self.ints.get(&id).copied()
+    }
+
+    pub fn str(&self, id: &str) -> Option<u32> {
+        self.strs.get(id).copied()
+    }
+
+    pub fn get(&self, key: &ItemKey) -> Option<u32> {
+        match key {
+            ItemKey::Int(i) => self.int(*i),
+            ItemKey::Str(s) => self.str(s),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ints.clear();
+        self.strs.clear();
+    }
+}
+
 /// Feature names interned to dense ids.
 #[derive(Debug, Default, Clone)]
 pub struct Vocabulary {
@@ -106,13 +164,64 @@ impl FeatureMatrix {
     }
 }
 
+/// The transpose of a [`FeatureMatrix`]: for each feature id, the rows that carry it (sorted) and
+/// their weights. Lets a profile's few interests, or a filter's few features, visit only the rows
+/// that matter instead of every feature of every candidate.
+#[derive(Debug, Clone, Default)]
+pub struct Postings {
+    pub indptr: Vec<usize>,
+    pub rows: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+impl Postings {
+    pub fn of(features: &FeatureMatrix, n_features: usize) -> Self {
+        let mut indptr = vec![0usize; n_features + 1];
+        for &f in &features.ids {
+            indptr[f as usize + 1] += 1;
+        }
+        for i in 0..n_features {
+            indptr[i + 1] += indptr[i];
+        }
+        let mut next = indptr.clone();
+        let mut rows = vec![0u32; features.ids.len()];
+        let mut weights = vec![0f32; features.ids.len()];
+        for row in 0..features.rows() {
+            let (ids, ws) = features.row(row);
+            for (&f, &w) in ids.iter().zip(ws) {
+                let slot = &mut next[f as usize];
+                rows[*slot] = row as u32;
+                weights[*slot] = w;
+                *slot += 1;
+            }
+        }
+        Self {
+            indptr,
+            rows,
+            weights,
+        }
+    }
+
+    /// The rows carrying feature `f` and their weights (empty for an unknown id).
+    pub fn feature(&self, f: u32) -> (&[u32], &[f32]) {
+        match (self.indptr.get(f as usize), self.indptr.get(f as usize + 1)) {
+            (Some(&start), Some(&end)) => (&self.rows[start..end], &self.weights[start..end]),
+            _ => (&[], &[]),
+        }
+    }
+
+    pub fn len_of(&self, f: u32) -> usize {
+        self.feature(f).0.len()
+    }
+}
+
 /// Row-major float32 embeddings, with each row's norm precomputed. A row of zeros means "no
 /// embedding" and scores as missing.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     pub dim: usize,
     pub values: Vec<f32>,
-    pub norms: Vec<f32>,
+    pub norms: Vec<f64>,
 }
 
 impl Embeddings {
@@ -134,8 +243,15 @@ impl Embeddings {
                 index,
             });
         }
+        Ok(Self::from_finite(dim, values))
+    }
+
+    /// Like [`Embeddings::new`] for values the caller has already checked: a whole number of
+    /// rows of `dim > 0` finite values.
+    pub fn from_finite(dim: usize, values: Vec<f32>) -> Self {
+        debug_assert!(dim > 0 && values.len() % dim == 0);
         let norms = values.chunks_exact(dim).map(norm).collect();
-        Ok(Self { dim, values, norms })
+        Self { dim, values, norms }
     }
 
     pub fn row(&self, row: usize) -> &[f32] {
@@ -147,8 +263,30 @@ impl Embeddings {
     }
 }
 
-pub fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+/// Dot product accumulated in f64: each f32 product is exact in f64, so results do not depend
+/// on summation order beyond f64 rounding.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    // Eight independent accumulators let the compiler use SIMD lanes; the fixed order keeps the
+    // result deterministic.
+    const LANES: usize = 8;
+    let mut acc = [0.0f64; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(&x, &y)| x as f64 * y as f64)
+        .sum();
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for j in 0..LANES {
+            acc[j] += ca[j] as f64 * cb[j] as f64;
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+pub fn norm(v: &[f32]) -> f64 {
+    dot(v, v).sqrt()
 }
 
 /// Every column of a set of items. Optional columns are `None` when no item has them; within a
@@ -156,12 +294,16 @@ pub fn norm(v: &[f32]) -> f32 {
 #[derive(Debug, Clone, Default)]
 pub struct ItemTable {
     pub ids: Vec<ItemKey>,
-    pub index: FxHashMap<ItemKey, u32>,
+    pub index: IdIndex,
     pub vocabulary: Vocabulary,
     pub features: FeatureMatrix,
+    /// Feature → rows, computed by [`ItemTable::finish`].
+    pub postings: Postings,
     pub embeddings: Option<Embeddings>,
     pub timestamps: Option<Vec<f64>>,
     pub popularity: Option<Vec<f64>>,
+    /// `ln(1 + popularity)`, computed by [`ItemTable::finish`].
+    pub log_popularity: Option<Vec<f64>>,
     pub attribute_names: Vec<String>,
     pub attributes: Vec<Vec<f64>>,
 }
@@ -183,9 +325,8 @@ impl ItemTable {
             return Err(KernelError::Invalid(format!("too many items: {n}")));
         }
         self.index.clear();
-        self.index.reserve(n);
         for (row, key) in self.ids.iter().enumerate() {
-            if self.index.insert(key.clone(), row as u32).is_some() {
+            if !self.index.insert(key, row as u32) {
                 return Err(KernelError::Invalid(format!("duplicate item id {key}")));
             }
         }
@@ -222,6 +363,12 @@ impl ItemTable {
                 }
             }
         }
+        self.postings = Postings::of(&self.features, self.vocabulary.len());
+        self.log_popularity = self.popularity.as_ref().map(|p| {
+            p.iter()
+                .map(|&v| crate::scoring::log_popularity(v))
+                .collect()
+        });
         check_len(
             "attribute names",
             self.attributes.len(),
@@ -234,7 +381,7 @@ impl ItemTable {
     }
 
     pub fn row_of(&self, key: &ItemKey) -> Option<u32> {
-        self.index.get(key).copied()
+        self.index.get(key)
     }
 
     pub fn attribute(&self, name: &str) -> Option<&[f64]> {
@@ -276,6 +423,27 @@ mod tests {
         assert_eq!(t.row_of(&ItemKey::Str("x".into())), Some(1));
         t.timestamps = Some(vec![1.0]);
         assert!(t.finish().is_err());
+    }
+
+    #[test]
+    fn postings_transpose_the_features() {
+        let mut m = FeatureMatrix::default();
+        m.push_row([(1, 0.5), (0, 1.0)]);
+        m.push_row([]);
+        m.push_row([(1, 2.0)]);
+        let p = Postings::of(&m, 3);
+        assert_eq!(p.feature(0), (&[0u32][..], &[1.0f32][..]));
+        assert_eq!(p.feature(1), (&[0u32, 2][..], &[0.5f32, 2.0][..]));
+        assert_eq!(p.len_of(2), 0);
+        assert_eq!(p.len_of(99), 0);
+    }
+
+    #[test]
+    fn dot_matches_a_plain_sum() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let b: Vec<f32> = (0..19).map(|i| (i * i) as f32 * 0.1).collect();
+        let plain: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-9);
     }
 
     #[test]

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from penchant.feedback_collector import Signal
 from penchant.user_profile import Interest, UserProfile
 

@@ -8,10 +8,11 @@ import time
 from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Any
 
-import penchant
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import penchant
 from penchant import (
     DEFAULT_FEEDBACK_RULES,
     ExplicitFeedback,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-import penchant
-import profile_reference as ref
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import penchant
 from penchant.feedback_collector import FeedbackType, Signal
 from penchant.user_profile import (
     CONFIDENCE_PRIOR,
@@ -20,6 +20,8 @@ from penchant.user_profile import (
     confidence,
     parse_channel_key,
 )
+
+from . import profile_reference as ref
 
 DAY = 86_400.0
 WEEK = 7 * DAY

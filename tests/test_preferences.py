@@ -7,11 +7,11 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-import penchant
-import profile_reference as ref
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import penchant
 from penchant import (
     ExplicitRule,
     FeedbackCollector,
@@ -26,6 +26,8 @@ from penchant import (
 )
 from penchant.profile_store import InMemoryProfileStore
 from penchant.user_profile import EXPLICIT_STRENGTH, Interaction
+
+from . import profile_reference as ref
 
 DAY = 86_400.0
 # A Monday, 00:00 UTC, in the past so that no event lies in the future.
@@ -180,6 +182,9 @@ def test_never_and_max_are_hard_filters_in_ranking() -> None:
     assert ids(m.get("u"), filters={"attribute_ranges": {"price": (30, None)}}) == []  # type: ignore[arg-type]
     catalog = penchant.Catalog(CATALOG)
     assert {r.id for r in catalog.rank(m.get("u"), now=NOW)} == {"rock-1", "pop-1"}  # type: ignore[arg-type]
+    compiled = catalog.compile(m.get("u"), now=NOW)  # type: ignore[arg-type]
+    assert {r.id for r in catalog.rank(compiled, now=NOW)} == {"rock-1", "pop-1"}
+    assert catalog.rank(compiled, now=NOW, filters={"attribute_ranges": {"price": (None, 12)}}) == []
     m.remove_preference("u", "never", "genre:horror")
     m.remove_preference("u", "min", "price")
     assert ids(m.get("u"))[0] == "horror-1"  # type: ignore[arg-type]

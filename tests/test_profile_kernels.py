@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import penchant
-import profile_reference as ref
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import penchant
 from penchant import _core
 from penchant.user_profile import Interaction
+
+from . import profile_reference as ref
 
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False)
 HALF_LIVES = [3_600.0, 86_400.0, 604_800.0]

@@ -7,8 +7,9 @@ import json
 import time
 from typing import Any
 
-import penchant
 import pytest
+
+import penchant
 from penchant import (
     SCHEMA_VERSION,
     FeedbackCollector,

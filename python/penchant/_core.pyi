@@ -31,6 +31,7 @@ __all__ = [
     "read_history",
     "rebase_factor",
     "set_num_threads",
+    "set_parallel_min_rows",
     "top_k",
 ]
 
@@ -52,6 +53,7 @@ class Table:
         items: Iterable[Any],
         attributes: Sequence[str],
         known: tuple[dict[str, int], Sequence[str]] | None = None,
+        intern_prefixes: Sequence[str] = ...,
     ) -> tuple[Table, npt.NDArray[np.float64]]: ...
     @staticmethod
     def from_columns(
@@ -76,13 +78,17 @@ class Table:
     def rows_of(self, ids: Iterable[Any], missing_ok: bool = False) -> npt.NDArray[np.uint32]: ...
     def ids(self, rows: Sequence[int]) -> list[str | int]: ...
     def feature_ids(self, names: Sequence[str]) -> list[int | None]: ...
-    def dense_interests(self, interests: dict[str, float]) -> npt.NDArray[np.float64]: ...
+    def feature_ids_with_prefix(self, prefixes: Sequence[str]) -> list[int]: ...
+    def exclusions(self, rows: Sequence[int], filters: _FilterSpec) -> list[tuple[int, str, str]]: ...
+    def row_features(self, row: int) -> list[tuple[str, float]]: ...
+    def interest_ids(self, interests: dict[str, float]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]]: ...
     def column(self, name: str, rows: Sequence[int]) -> npt.NDArray[Any] | None: ...
     def rank(
         self,
         rows: npt.NDArray[np.uint32] | None,
         base_scores: npt.NDArray[np.float64] | None,
-        interests: npt.NDArray[np.float64],
+        interest_ids: npt.NDArray[np.uint32],
+        interest_weights: npt.NDArray[np.float64],
         taste: npt.NDArray[np.float32] | None,
         weights: Sequence[float],
         normalization: Sequence[str],
@@ -91,6 +97,9 @@ class Table:
         extra: Sequence[tuple[npt.NDArray[np.float64], float, str]],
         filters: _FilterSpec,
         k: int,
+        mmr_lambda: float | None = None,
+        feature_cap: tuple[int, Sequence[int]] | None = None,
+        pool: int = 0,
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], npt.NDArray[np.float64], int]: ...
 
 def normalize(values: npt.NDArray[np.float64], method: str) -> npt.NDArray[np.float64]: ...
@@ -112,6 +121,7 @@ def aggregate_interests(
 ) -> npt.NDArray[np.float64]: ...
 def set_num_threads(n: int) -> bool: ...
 def num_threads() -> int: ...
+def set_parallel_min_rows(n: int) -> int: ...
 
 # Profile kernels (rust/profile.rs) and the history reader.
 

@@ -17,7 +17,7 @@ MAX_USER_ID_BYTES = 256
 MAX_NAME_BYTES = 1024
 """Feature and preference names: at most this many bytes of UTF-8 (the Rust limit too)."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_text(value: Any, what: str, limit: int) -> str:
@@ -32,7 +32,7 @@ def _check_text(value: Any, what: str, limit: int) -> str:
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise ValidationError(f"{what} is {size} bytes long; the limit is {limit}")
-    if _CONTROL.search(value):
+    if _CONTROL_CHARACTER.search(value):
         raise ValidationError(f"{what} must not contain control characters: {value[:40]!r}")
     return value
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,16 +17,31 @@ from penchant._time import TimeLike, to_epoch
 from penchant.errors import ValidationError
 from penchant.scoring import (
     DEFAULT_RECENCY_HALF_LIFE,
+    Diversity,
     Filters,
     ProfileLike,
     RankedItem,
     Scorer,
+    merge_filters,
     profile_filters,
-    profile_vectors,
+    profile_interests,
     rank_table,
 )
 
-__all__ = ["Catalog", "ItemBatch", "numeric_attribute_names"]
+__all__ = ["Catalog", "CompiledProfile", "ItemBatch", "numeric_attribute_names"]
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledProfile:
+    """A profile compiled for one :class:`Catalog` (see :meth:`Catalog.compile`): its interests
+    as feature ids and weights, and its taste vector."""
+
+    catalog: Catalog
+    interest_ids: npt.NDArray[np.uint32]
+    interest_weights: npt.NDArray[np.float64]
+    taste: npt.NDArray[np.float32] | None
+    hard_filters: Filters = field(default_factory=Filters)
+    """The rules the user stated, which every ranking applies (``never``, ``min``, ``max``)."""
 
 
 def _float_column(values: Any, n: int, what: str, dtype: type = np.float64) -> npt.NDArray[Any] | None:
@@ -138,6 +154,7 @@ class Catalog:
     """
 
     def __init__(self, items: Iterable[Any] | ItemBatch, *, attributes: Sequence[str] | None = None) -> None:
+        self._filter_cache: dict[int, Any] = {}
         if isinstance(items, ItemBatch):
             self._table = items._table
             return
@@ -167,10 +184,24 @@ class Catalog:
     def attribute_names(self) -> list[str]:
         return self._table.attribute_names
 
+    def compile(self, profile: ProfileLike, *, now: TimeLike | None = None) -> CompiledProfile:
+        """``profile`` resolved against this catalog's features at ``now``: what ranking needs,
+        ready to reuse. A :class:`~penchant.UserProfile`'s interests decay, so a compiled
+        profile is a snapshot; recompile when the profile changes or time has moved on."""
+        interests, taste = profile_interests(profile, to_epoch(now, "now"))
+        ids, weights = self._table.interest_ids(interests if type(interests) is dict else dict(interests))
+        if taste is not None and self.dim is not None and len(taste) != self.dim:
+            raise ValidationError(
+                f"the profile's taste vector has {len(taste)} dimensions but the catalog's embeddings have {self.dim}"
+            )
+        own = profile_filters(profile, Filters())
+        assert own is not None  # a profile's own rules are consistent (checked when set)
+        return CompiledProfile(self, ids, weights, taste, own)
+
     def rank(
         self,
-        profile: ProfileLike,
-        candidate_ids: Sequence[str | int] | None = None,
+        profile: ProfileLike | CompiledProfile,
+        candidate_ids: Sequence[str | int] | npt.NDArray[np.integer[Any]] | None = None,
         base_scores: npt.ArrayLike | None = None,
         *,
         k: int | None = None,
@@ -181,15 +212,24 @@ class Catalog:
         normalization: str | Mapping[str, str] = "minmax",
         recency_half_life: float = DEFAULT_RECENCY_HALF_LIFE,
         scorers: Mapping[str, Scorer] | None = None,
+        diversity: Diversity | None = None,
     ) -> list[RankedItem]:
         """Ranks ``candidate_ids`` (every item when ``None``) for ``profile``; see
-        :func:`penchant.rank_items` for the options. Unknown or repeated candidate ids are a
+        :func:`penchant.rank_items` for the options. Integer ids passed as a NumPy array take a
+        fast path with no Python object per id. Unknown or repeated candidate ids are a
         :class:`~penchant.ValidationError`."""
         moment = to_epoch(now, "now")
-        interests, taste = profile_vectors(profile, moment)
-        rules = profile_filters(profile, Filters.coerce(filters))
+        compiled = profile if isinstance(profile, CompiledProfile) else self.compile(profile, now=moment)
+        if compiled.catalog is not self:
+            raise ValidationError("this CompiledProfile was compiled for another catalog")
+        # A user's stated hard rules ("never horror", "max price 20") always apply.
+        rules = merge_filters(Filters.coerce(filters), compiled.hard_filters)
         if rules is None:
             return []
+        if isinstance(candidate_ids, np.ndarray) and candidate_ids.dtype.kind in "iu":
+            if candidate_ids.dtype.kind == "u" and candidate_ids.size and candidate_ids.max() > np.iinfo(np.int64).max:
+                raise ValidationError("candidate ids do not fit in 64-bit signed integers")
+            candidate_ids = np.ascontiguousarray(candidate_ids, dtype=np.int64)
         rows = None if candidate_ids is None else self._table.rows_of(candidate_ids)
         n = len(self._table) if rows is None else len(rows)
         base = _float_column(base_scores, n, "base_scores")
@@ -199,9 +239,8 @@ class Catalog:
             self._table,
             rows,
             base,
-            interests,
-            self._table.dense_interests(interests),
-            taste,
+            (compiled.interest_ids, compiled.interest_weights),
+            compiled.taste,
             items=None,
             k=k,
             weights=weights,
@@ -211,4 +250,6 @@ class Catalog:
             normalization=normalization,
             recency_half_life=recency_half_life,
             scorers=scorers,
+            diversity=diversity,
+            filter_cache=self._filter_cache,
         )

@@ -16,13 +16,15 @@ from penchant._time import TimeLike, to_epoch
 from penchant.items import Catalog, ItemBatch
 from penchant.scoring import (
     DEFAULT_RECENCY_HALF_LIFE,
+    Diversity,
+    FeatureCap,
     Filters,
     ProfileLike,
     RankedItem,
     Scorer,
-    interests_by_name,
+    interest_arrays,
     profile_filters,
-    profile_vectors,
+    profile_interests,
     rank_table,
 )
 
@@ -41,6 +43,7 @@ def rank_items(
     normalization: str | Mapping[str, str] = "minmax",
     recency_half_life: float = DEFAULT_RECENCY_HALF_LIFE,
     scorers: Mapping[str, Scorer] | None = None,
+    diversity: Diversity | None = None,
 ) -> list[RankedItem]:
     """Re-ranks and filters ``items`` for ``profile``; returns the best ``k`` (all when ``None``),
     best first.
@@ -57,7 +60,9 @@ def rank_items(
     weighted (``weights``; defaults in :data:`penchant.DEFAULT_WEIGHTS`) and summed. An item
     missing what a factor needs gets 0 from it. Ties keep the input order. ``k`` larger than the
     candidates returns them all; no candidates return ``[]``. With ``explain=True`` each result
-    carries each factor's contribution.
+    carries each factor's contribution. ``diversity`` (:class:`~penchant.MMR` or
+    :class:`~penchant.FeatureCap`) reorders the best candidates so that the top k are not all
+    alike; scores stay as computed, so the order may then differ from the score order.
     """
     if isinstance(items, Catalog):
         return items.rank(
@@ -70,9 +75,10 @@ def rank_items(
             normalization=normalization,
             recency_half_life=recency_half_life,
             scorers=scorers,
+            diversity=diversity,
         )
     moment = to_epoch(now, "now")
-    interests, taste = profile_vectors(profile, moment)
+    interests, taste = profile_interests(profile, moment)
     # A user's stated hard rules ("never horror", "max price 20") always apply.
     rules = profile_filters(profile, Filters.coerce(filters))
     if rules is None:
@@ -83,8 +89,7 @@ def rank_items(
             table,
             None,
             items.scores,
-            interests,
-            table.dense_interests(interests),
+            table.interest_ids(interests if type(interests) is dict else dict(interests)),
             taste,
             items=None,
             k=k,
@@ -95,20 +100,23 @@ def rank_items(
             normalization=normalization,
             recency_half_life=recency_half_life,
             scorers=scorers,
+            diversity=diversity,
         )
     item_list = items if isinstance(items, list | tuple) else list(items)
     # Only features the profile or the filters name can matter, so the Rust reader looks each
     # item feature up in this small vocabulary instead of interning all of them.
-    names = list(interests)
-    names.extend(sorted(rules.feature_names - interests.keys()))
+    names, weights_by_name = interest_arrays(interests)
+    extra_names = sorted(rules.feature_names - interests.keys())
+    names.extend(extra_names)
     known = {name: i for i, name in enumerate(names)}
-    table, base = _core.Table.from_items(item_list, list(rules.attribute_ranges), (known, names))
+    # A feature cap must see every feature it caps, not only those the profile names.
+    prefixes = list(diversity.prefixes or ("",)) if isinstance(diversity, FeatureCap) else []
+    table, base = _core.Table.from_items(item_list, list(rules.attribute_ranges), (known, names), prefixes)
     return rank_table(
         table,
         None,
         base,
-        interests,
-        interests_by_name(names, interests) if names else np.zeros(0),
+        (np.arange(len(weights_by_name), dtype=np.uint32), weights_by_name),
         taste,
         items=item_list,
         k=k,
@@ -119,4 +127,5 @@ def rank_items(
         normalization=normalization,
         recency_half_life=recency_half_life,
         scorers=scorers,
+        diversity=diversity,
     )

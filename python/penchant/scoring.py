@@ -3,10 +3,11 @@ options, filters, results, and the one function that hands a request to the Rust
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -22,11 +23,15 @@ __all__ = [
     "DEFAULT_RECENCY_HALF_LIFE",
     "DEFAULT_WEIGHTS",
     "FACTORS",
+    "MMR",
     "Candidates",
+    "Diversity",
+    "FeatureCap",
     "Filters",
     "ProfileLike",
     "RankedItem",
     "Scorer",
+    "merge_filters",
     "profile_filters",
 ]
 
@@ -51,10 +56,10 @@ ProfileLike = Union["UserProfile", Mapping[str, float]]
 """A :class:`~penchant.UserProfile`, or a plain mapping feature name → interest weight."""
 
 
-@dataclass(frozen=True, slots=True)
-class RankedItem:
+class RankedItem(NamedTuple):
     """One ranked result. ``contributions`` (with ``explain=True``) maps each factor to what it
-    added; they sum to ``score``. ``item`` is the caller's own item object when there was one."""
+    added; they sum to ``score``. ``item`` is the caller's own item object when there was one.
+    A named tuple: cheap to make, immutable, unpacks as ``(id, score, contributions, item)``."""
 
     id: str | int
     score: float
@@ -139,6 +144,51 @@ class Filters:
 _NO_FILTERS = Filters()
 
 
+@dataclass(frozen=True)
+class MMR:
+    """Diversify by maximal marginal relevance: pick, one at a time, the candidate that maximises
+    ``lambda_·relevance − (1 − lambda_)·(max similarity to those picked)``, among the ``pool``
+    best-scored. Similarity is the cosine of embeddings, or the Jaccard index of features for
+    items without one. ``lambda_ = 1`` keeps the score order."""
+
+    lambda_: float = 0.7
+    pool: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lambda_", check_finite(self.lambda_, "MMR lambda_"))
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise ValidationError(f"MMR lambda_ must lie in [0, 1], got {self.lambda_}")
+        _check_pool(self.pool)
+
+
+@dataclass(frozen=True)
+class FeatureCap:
+    """Diversify by capping how many results may share a feature: at most ``cap`` per feature
+    whose name starts with one of ``prefixes`` (every feature when empty), among the ``pool``
+    best-scored. If fewer than k fit, the best of the rest fill the list."""
+
+    cap: int = 2
+    prefixes: tuple[str, ...] = ()
+    pool: int = 100
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cap, bool) or not isinstance(self.cap, int) or self.cap < 1:
+            raise ValidationError(f"FeatureCap cap must be a positive int, got {self.cap!r}")
+        if isinstance(self.prefixes, str):
+            raise ValidationError("FeatureCap prefixes must be a tuple of str, not a str")
+        object.__setattr__(self, "prefixes", tuple(check_name(p, "FeatureCap prefix") for p in self.prefixes))
+        _check_pool(self.pool)
+
+
+Diversity = MMR | FeatureCap
+"""A diversity step for :func:`penchant.rank_items`: :class:`MMR` or :class:`FeatureCap`."""
+
+
+def _check_pool(pool: object) -> None:
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise ValidationError(f"the diversity pool must be a positive int, got {pool!r}")
+
+
 class Candidates:
     """What a custom scorer sees: the candidates of one request, in the caller's order. Columns
     are gathered on first use."""
@@ -185,20 +235,65 @@ Scorer = Callable[[Candidates], "npt.ArrayLike"]
 """A custom factor: takes the candidates, returns one raw value per candidate."""
 
 
-def profile_vectors(profile: ProfileLike, now: float) -> tuple[dict[str, float], npt.NDArray[np.float32] | None]:
-    """The interests (name → current weight) and taste vector of a profile or mapping."""
+def profile_interests(profile: ProfileLike, now: float) -> tuple[Mapping[str, float], npt.NDArray[np.float32] | None]:
+    """A profile's interests (name → current weight) and taste vector. A mapping is passed on
+    as it is: the Rust side checks its names and weights where it reads them."""
     from penchant.user_profile import UserProfile
 
     if isinstance(profile, UserProfile):
         taste = None if profile.taste_vector is None else np.asarray(profile.taste_vector, dtype=np.float32)
         return profile.interest_weights(now), taste
     if isinstance(profile, Mapping):
-        interests: dict[str, float] = {}
-        for name, weight in profile.items():
-            check_name(name, "interest name")
-            interests[name] = check_finite(weight, f"interest weight of {name!r}")
-        return interests, None
+        return profile, None
     raise ValidationError(f"profile must be a UserProfile or a mapping feature -> weight, got {type(profile).__name__}")
+
+
+def interest_arrays(interests: Mapping[str, float]) -> tuple[list[str], npt.NDArray[np.float64]]:
+    """Names and weights of ``interests`` as a list and an array, checked."""
+    names = list(interests)
+    bad = next((name for name in names if type(name) is not str), None)
+    if bad is not None:
+        raise ValidationError(f"interest names must be str, got {bad!r}")
+    try:
+        weights = np.fromiter(interests.values(), dtype=np.float64, count=len(names))
+    except (TypeError, ValueError):
+        weights = np.array([check_finite(interests[n], f"interest weight of {n!r}") for n in names])
+    if not np.isfinite(weights).all():
+        name = names[int(np.flatnonzero(~np.isfinite(weights))[0])]
+        raise ValidationError(f"interest weight of {name!r} must be a finite number, got {interests[name]}")
+    return names, weights
+
+
+def merge_filters(filters: Filters, other: Filters) -> Filters | None:
+    """Rules that an item passes when it passes both ``filters`` and ``other``, or ``None`` when
+    an attribute's two ranges do not overlap (no item passes)."""
+    if not other:
+        return filters
+    if not filters:
+        return other
+    ranges = dict(filters.attribute_ranges)
+    for name, (low, high) in other.attribute_ranges.items():
+        if name in ranges:
+            other_low, other_high = ranges[name]
+            low = other_low if low is None else low if other_low is None else max(low, other_low)
+            high = other_high if high is None else high if other_high is None else min(high, other_high)
+            if low is not None and high is not None and low > high:
+                return None
+        ranges[name] = (low, high)
+    if filters.any_features and other.any_features:
+        # "At least one of A" and "at least one of B" is not one list; keep the caller's, since
+        # profiles state no such rule.
+        any_features = filters.any_features
+    else:
+        any_features = filters.any_features or other.any_features
+    return replace(
+        filters,
+        blocked_features=filters.blocked_features | other.blocked_features,
+        required_features=filters.required_features | other.required_features,
+        any_features=any_features,
+        excluded_ids=filters.excluded_ids | other.excluded_ids,
+        attribute_ranges=ranges,
+    )
 
 
 def profile_filters(profile: ProfileLike, filters: Filters) -> Filters | None:
@@ -208,25 +303,7 @@ def profile_filters(profile: ProfileLike, filters: Filters) -> Filters | None:
 
     if not isinstance(profile, UserProfile) or not profile.explicit_preferences:
         return filters
-    own = profile.hard_filters()
-    if not own:
-        return filters
-    ranges = dict(filters.attribute_ranges)
-    for name, (low, high) in own.attribute_ranges.items():
-        if name in ranges:
-            other_low, other_high = ranges[name]
-            low = other_low if low is None else low if other_low is None else max(low, other_low)
-            high = other_high if high is None else high if other_high is None else min(high, other_high)
-            if low is not None and high is not None and low > high:
-                return None
-        ranges[name] = (low, high)
-    return Filters(
-        blocked_features=filters.blocked_features | own.blocked_features,
-        required_features=filters.required_features,
-        any_features=filters.any_features,
-        excluded_ids=filters.excluded_ids,
-        attribute_ranges=ranges,
-    )
+    return merge_filters(filters, profile.hard_filters())
 
 
 @dataclass(frozen=True)
@@ -238,6 +315,29 @@ class _Options:
 
 
 def _options(
+    weights: Mapping[str, float] | None,
+    normalization: str | Mapping[str, str],
+    recency_half_life: float,
+    scorers: Mapping[str, Scorer] | None,
+) -> _Options:
+    """Checked options. The common case (no custom scorers, one normalization) is cached, so a
+    hot loop that passes the same options pays for the checks once."""
+    if not scorers and isinstance(normalization, str):
+        try:
+            key = (tuple(sorted(weights.items())) if weights else (), normalization, recency_half_life)
+            return _cached_options(key)
+        except TypeError:  # unhashable or unsortable: let the full checks explain
+            pass
+    return _build_options(weights, normalization, recency_half_life, scorers)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_options(key: tuple[tuple[tuple[str, float], ...], str, float]) -> _Options:
+    weights, normalization, half_life = key
+    return _build_options(dict(weights), normalization, half_life, None)
+
+
+def _build_options(
     weights: Mapping[str, float] | None,
     normalization: str | Mapping[str, str],
     recency_half_life: float,
@@ -279,6 +379,47 @@ def _options(
     )
 
 
+_FilterSpec = tuple[list[int], list[int], list[int], list[int], list[tuple[str, float, float]]]
+_NO_FILTER_SPEC: _FilterSpec = ([], [], [], [], [])
+
+
+def _filter_spec(table: _core.Table, filters: Filters) -> _FilterSpec | None:
+    """``filters`` resolved against ``table`` (feature ids, rows), or ``None`` when they leave
+    nothing: a required feature that no item has, or an "any" list of which none has any."""
+
+    def ids(names: frozenset[str]) -> list[int]:
+        return [fid for fid in table.feature_ids(sorted(names)) if fid is not None] if names else []
+
+    blocked, required, any_of = ids(filters.blocked_features), ids(filters.required_features), ids(filters.any_features)
+    if len(required) < len(filters.required_features) or (filters.any_features and not any_of):
+        return None
+    excluded = table.rows_of(list(filters.excluded_ids), missing_ok=True).tolist() if filters.excluded_ids else []
+    ranges = [
+        (name, -math.inf if low is None else low, math.inf if high is None else high)
+        for name, (low, high) in filters.attribute_ranges.items()
+    ]
+    return blocked, required, any_of, excluded, ranges
+
+
+def _diversity_args(
+    table: _core.Table, diversity: Diversity | None, cache: dict[Any, Any] | None
+) -> tuple[float | None, tuple[int, list[int]] | None, int]:
+    """The (mmr_lambda, feature_cap, pool) arguments of ``Table.rank``."""
+    if diversity is None:
+        return None, None, 0
+    if isinstance(diversity, MMR):
+        return diversity.lambda_, None, diversity.pool
+    if isinstance(diversity, FeatureCap):
+        key = ("capped", diversity.prefixes)
+        capped = None if cache is None else cache.get(key)
+        if capped is None:
+            capped = table.feature_ids_with_prefix(list(diversity.prefixes or ("",)))
+            if cache is not None:
+                cache[key] = capped
+        return None, (diversity.cap, capped), diversity.pool
+    raise ValidationError(f"diversity must be an MMR or a FeatureCap, got {type(diversity).__name__}")
+
+
 def _check_k(k: int | None) -> int | None:
     if k is None:
         return None
@@ -293,8 +434,7 @@ def rank_table(
     table: _core.Table,
     rows: npt.NDArray[np.uint32] | None,
     base_scores: npt.NDArray[np.float64],
-    interests: Mapping[str, float],
-    dense_interests: npt.NDArray[np.float64],
+    interests: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]],
     taste: npt.NDArray[np.float32] | None,
     *,
     items: Sequence[Any] | None,
@@ -306,25 +446,30 @@ def rank_table(
     normalization: str | Mapping[str, str],
     recency_half_life: float,
     scorers: Mapping[str, Scorer] | None,
+    diversity: Diversity | None = None,
+    filter_cache: dict[Any, Any] | None = None,
 ) -> list[RankedItem]:
-    """Ranks ``rows`` of ``table`` (all rows when ``None``); the shared body of every entry point."""
+    """Ranks ``rows`` of ``table`` (all rows when ``None``); the shared body of every entry point.
+    ``filter_cache`` (kept by a long-lived table's owner) remembers how each ``Filters`` object
+    resolved against the table, so reusing one costs nothing."""
     options = _options(weights, normalization, recency_half_life, scorers)
     k = _check_k(k)
     n = len(table) if rows is None else len(rows)
     if n == 0:
         return []
-    feature_sets = [
-        [fid for fid in table.feature_ids(sorted(names)) if fid is not None]
-        for names in (filters.blocked_features, filters.required_features, filters.any_features)
-    ]
-    # A required feature that no candidate has, or an "any" list that none has, leaves nothing.
-    if len(feature_sets[1]) < len(filters.required_features) or (filters.any_features and not feature_sets[2]):
+    if not filters:
+        spec: _FilterSpec | None = _NO_FILTER_SPEC
+    elif filter_cache is not None:
+        cached = filter_cache.get(id(filters))
+        if cached is None or cached[0] is not filters:
+            if len(filter_cache) >= 64:
+                filter_cache.clear()
+            cached = filter_cache[id(filters)] = (filters, _filter_spec(table, filters))
+        spec = cached[1]
+    else:
+        spec = _filter_spec(table, filters)
+    if spec is None:
         return []
-    excluded = table.rows_of(list(filters.excluded_ids), missing_ok=True).tolist() if filters.excluded_ids else []
-    ranges = [
-        (name, -math.inf if low is None else low, math.inf if high is None else high)
-        for name, (low, high) in filters.attribute_ranges.items()
-    ]
     extra = []
     if options.extra:
         candidates = Candidates(table, rows, base_scores, items)
@@ -338,31 +483,25 @@ def rank_table(
     positions, scores, contributions, _passed = table.rank(
         rows,
         base_scores,
-        dense_interests,
+        interests[0],
+        interests[1],
         taste,
         options.weights,
         options.normalization,
         now,
         options.recency_half_life,
         extra,
-        (feature_sets[0], feature_sets[1], feature_sets[2], excluded, ranges),
+        spec,
         n if k is None else min(k, n),
+        *_diversity_args(table, diversity, filter_cache),
     )
     chosen = positions.tolist()
-    chosen_rows = chosen if rows is None else rows[positions].tolist()
-    ids = table.ids(chosen_rows)
-    names = FACTORS + tuple(name for name, *_ in options.extra)
-    columns = contributions.T.tolist() if explain else None
-    return [
-        RankedItem(
-            id=ids[j],
-            score=float(scores[j]),
-            contributions=dict(zip(names, columns[j], strict=True)) if columns is not None else None,
-            item=items[chosen[j]] if items is not None else None,
-        )
-        for j in range(len(chosen))
-    ]
-
-
-def interests_by_name(names: Iterable[str], interests: Mapping[str, float]) -> npt.NDArray[np.float64]:
-    return np.fromiter((interests.get(n, 0.0) for n in names), dtype=np.float64)
+    ids = table.ids(chosen if rows is None else rows[positions].tolist())
+    explained: list[Mapping[str, float] | None]
+    if explain:
+        names = FACTORS + tuple(name for name, *_ in options.extra)
+        explained = [dict(zip(names, column, strict=True)) for column in contributions.T.tolist()]
+    else:
+        explained = [None] * len(chosen)
+    originals = [items[p] for p in chosen] if items is not None else [None] * len(chosen)
+    return list(map(RankedItem, ids, scores.tolist(), explained, originals))

@@ -70,8 +70,11 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-"""The version of :meth:`UserProfile.to_dict`'s layout. Raise it with every incompatible change
-and teach :meth:`UserProfile.from_dict` to read the older one."""
+"""The version of the stored form of a profile (the stores' serializer and
+:meth:`UserProfile.to_dict`). Raise it when a change to these classes needs stored profiles to
+be converted (``penchant.profile_store.ProfileSerializer`` keeps the steps, and
+:meth:`UserProfile.from_dict` must read the older form); adding a field with a default does not
+need it, since readers ignore fields they do not know."""
 
 DEFAULT_HALF_LIFE = 30 * 86_400.0
 """Interests lose half their weight in 30 days unless configured otherwise."""
@@ -1108,9 +1111,10 @@ class InterestModel:
     def _interest_update(
         self, profile: UserProfile, signals: Sequence[Signal], datetimes: _Datetimes
     ) -> _InterestUpdate:
-        # One call reads the signals' fields and feature dicts in Rust and sums their evidence:
-        # against the latest signal's time if one lies past REBASE_EXPONENT half-lives (then
-        # every exponent of the batch is at most zero; values do not depend on the landmark).
+        # One call reads the signals' fields and feature dicts in Rust and sums their evidence
+        # against the landmark that applying them one by one would end with (each signal past
+        # REBASE_EXPONENT half-lives of the landmark so far moves it to its own time), so that
+        # every store places it alike however signals are batched. Values do not depend on it.
         batch = signals if isinstance(signals, list) else list(signals)
         names, half_lives, rebase_to, result = _core.accumulate_signal_objects(batch, profile.landmark, REBASE_EXPONENT)
         keys = [_channel_keys(h) for h in half_lives]

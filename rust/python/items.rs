@@ -12,15 +12,25 @@ use pyo3::types::{
     PyBool, PyDateAccess, PyDateTime, PyDict, PyInt, PyList, PyMapping, PyString, PyTimeAccess,
     PyTuple, PyTzInfo, PyTzInfoAccess,
 };
+use rustc_hash::FxHashMap;
 
 /// How feature names become ids.
 pub enum FeatureIds<'a, 'py> {
     /// Every name gets an id (registering a catalog).
     Intern(Vocabulary),
-    /// Only names in this dict (name → id) matter; others are dropped. A ranking request uses
-    /// this with the profile's interests and the filters' features, so the work per item is one
-    /// dict lookup per feature whatever the size of the item's vocabulary.
-    Known(&'a Bound<'py, PyDict>, Vocabulary),
+    /// Only names in `ids` (name → id) matter; others are dropped. A ranking request uses this
+    /// with the profile's interests and the filters' features, so the work per item is one
+    /// lookup per feature whatever the size of the items' vocabulary. Items often share their
+    /// feature strings (one str object per name in the application's catalog), so answers are
+    /// remembered by object address for the length of the call, while every item is alive.
+    /// Names outside `ids` that start with one of `intern_prefixes` are interned too (a
+    /// per-feature diversity cap needs to see every genre, not only the profile's).
+    Known {
+        ids: &'a Bound<'py, PyDict>,
+        vocabulary: Vocabulary,
+        seen: FxHashMap<usize, Option<u32>>,
+        intern_prefixes: Vec<String>,
+    },
 }
 
 impl FeatureIds<'_, '_> {
@@ -32,10 +42,30 @@ impl FeatureIds<'_, '_> {
             )));
         };
         match self {
-            FeatureIds::Known(dict, _) => match dict.get_item(name)? {
-                Some(id) => Ok(Some(id.extract()?)),
-                None => Ok(None),
-            },
+            FeatureIds::Known {
+                ids,
+                seen,
+                vocabulary,
+                intern_prefixes,
+            } => {
+                let address = name.as_ptr() as usize;
+                if let Some(&known) = seen.get(&address) {
+                    return Ok(known);
+                }
+                let id = match ids.get_item(name)? {
+                    Some(id) => Some(id.extract()?),
+                    None if !intern_prefixes.is_empty() => {
+                        let text = name.to_str()?;
+                        intern_prefixes
+                            .iter()
+                            .any(|p| text.starts_with(p.as_str()))
+                            .then(|| vocabulary.intern(text))
+                    }
+                    None => None,
+                };
+                seen.insert(address, id);
+                Ok(id)
+            }
             FeatureIds::Intern(vocabulary) => {
                 let name = name.to_str()?;
                 if name.is_empty() || name.len() > LIMITS.max_name_bytes {
@@ -52,7 +82,7 @@ impl FeatureIds<'_, '_> {
 
     fn into_vocabulary(self) -> Vocabulary {
         match self {
-            FeatureIds::Intern(v) | FeatureIds::Known(_, v) => v,
+            FeatureIds::Intern(v) | FeatureIds::Known { vocabulary: v, .. } => v,
         }
     }
 }
@@ -106,28 +136,43 @@ fn finite(value: &Bound<'_, PyAny>, what: &str, item: usize) -> PyResult<f64> {
     }
 }
 
-pub fn item_key(value: &Bound<'_, PyAny>, what: &str) -> PyResult<ItemKey> {
+/// An id as Python gave it, borrowed: a str or an int.
+pub enum IdRef<'a> {
+    Int(i64),
+    Str(&'a str),
+}
+
+/// Reads an id; `what` names it in errors and is only called when there is one.
+pub fn id_ref<'a>(value: &'a Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<IdRef<'a>> {
     if let Ok(s) = value.cast::<PyString>() {
         let s = s.to_str()?;
         if s.is_empty() || s.len() > LIMITS.max_id_bytes {
             return Err(validation_error(format!(
-                "{what}: ids must have 1 to {} bytes, got {}",
+                "{}: ids must have 1 to {} bytes, got {}",
+                what(),
                 LIMITS.max_id_bytes,
                 s.len()
             )));
         }
-        return Ok(ItemKey::Str(s.to_owned()));
+        return Ok(IdRef::Str(s));
     }
     if value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>() {
-        return value
-            .extract::<i64>()
-            .map(ItemKey::Int)
-            .map_err(|_| validation_error(format!("{what}: integer id does not fit in 64 bits")));
+        return value.extract::<i64>().map(IdRef::Int).map_err(|_| {
+            validation_error(format!("{}: integer id does not fit in 64 bits", what()))
+        });
     }
     Err(validation_error(format!(
-        "{what}: ids must be str or int, got {}",
+        "{}: ids must be str or int, got {}",
+        what(),
         type_name(value)
     )))
+}
+
+pub fn item_key(value: &Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<ItemKey> {
+    Ok(match id_ref(value, what)? {
+        IdRef::Int(i) => ItemKey::Int(i),
+        IdRef::Str(s) => ItemKey::Str(s.to_owned()),
+    })
 }
 
 pub fn key_to_py<'py>(py: Python<'py>, key: &ItemKey) -> PyResult<Bound<'py, PyAny>> {
@@ -176,17 +221,22 @@ pub fn epoch_seconds(value: &Bound<'_, PyAny>, what: &str, item: usize) -> PyRes
 /// Appends one embedding, converting from a NumPy array or any sequence of numbers.
 fn push_embedding(value: &Bound<'_, PyAny>, out: &mut Vec<f32>, item: usize) -> PyResult<usize> {
     let start = out.len();
+    let borrow_error =
+        |e: numpy::BorrowError| validation_error(format!("item {item}: embedding: {e}"));
     if let Ok(array) = value.cast::<PyArray1<f32>>() {
-        out.extend_from_slice(
-            &array
-                .to_vec()
-                .map_err(|e| validation_error(format!("item {item}: embedding: {e}")))?,
-        );
+        // SAFETY: the GIL is held and no Python code runs while the slice is copied, and
+        // penchant never holds a mutable borrow of a caller's array, so nothing can write to it
+        // meanwhile. This skips numpy's borrow registry, which costs more than the copy.
+        match unsafe { array.as_slice() } {
+            Ok(slice) => out.extend_from_slice(slice),
+            Err(_) => {
+                let view = array.try_readonly().map_err(borrow_error)?;
+                out.extend(view.as_array().iter().copied());
+            }
+        }
     } else if let Ok(array) = value.cast::<PyArray1<f64>>() {
-        let v = array
-            .to_vec()
-            .map_err(|e| validation_error(format!("item {item}: embedding: {e}")))?;
-        out.extend(v.into_iter().map(|x| x as f32));
+        let view = array.try_readonly().map_err(borrow_error)?;
+        out.extend(view.as_array().iter().map(|&x| x as f32));
     } else if let Ok(array) = value.cast::<numpy::PyUntypedArray>() {
         return Err(validation_error(format!(
             "item {item}: embedding must be a 1-D float32 or float64 array, got {}-D {}",
@@ -275,6 +325,11 @@ pub fn table_from_items(
     let mut embedding_dim: Option<usize> = None;
     let mut rows_before_first_embedding = 0usize;
     let mut scores: Vec<f64> = Vec::new();
+    // A request whose profile and filters name no feature has no use for any item's features.
+    let features_matter = !matches!(
+        &features,
+        FeatureIds::Known { ids, intern_prefixes, .. } if ids.is_empty() && intern_prefixes.is_empty()
+    );
 
     let mut add = |row: usize, item: Bound<'_, PyAny>| -> PyResult<()> {
         if row >= LIMITS.max_items {
@@ -285,7 +340,7 @@ pub fn table_from_items(
         }
         let id = field(&item, keys.0)?
             .ok_or_else(|| validation_error(format!("item {row} has no id")))?;
-        table.ids.push(item_key(&id, &format!("item {row}"))?);
+        table.ids.push(item_key(&id, || format!("item {row}"))?);
         scores.push(
             field(&item, keys.6)?
                 .map(|v| finite(&v, "score", row))
@@ -294,7 +349,12 @@ pub fn table_from_items(
         );
 
         let mut row_features: Vec<(u32, f32)> = Vec::new();
-        if let Some(value) = field(&item, keys.1)? {
+        let value = if features_matter {
+            field(&item, keys.1)?
+        } else {
+            None
+        };
+        if let Some(value) = value {
             if value.is_instance_of::<PyString>() {
                 return Err(validation_error(format!(
                     "item {row}: features must be a list of names or a mapping name -> weight, got a str"
@@ -383,7 +443,16 @@ pub fn table_from_items(
                     None => None,
                 };
                 column.push(match value {
-                    Some(v) => finite(&v, &format!("attribute {:?}", key.to_str()?), row)?,
+                    Some(v) => match finite(&v, "attribute", row) {
+                        Ok(x) => x,
+                        Err(_) => {
+                            return Err(validation_error(format!(
+                                "item {row}: attribute {:?} must be a finite number, got {}",
+                                key.to_str()?,
+                                type_name(&v)
+                            )))
+                        }
+                    },
                     None => f64::NAN,
                 });
             }
@@ -406,8 +475,8 @@ pub fn table_from_items(
     }
 
     if let Some(dim) = embedding_dim {
-        table.embeddings =
-            Some(Embeddings::new(dim, embedding_values).map_err(super::kernel_error)?);
+        // push_embedding checked every value and the length of every row.
+        table.embeddings = Some(Embeddings::from_finite(dim, embedding_values));
     }
     table.timestamps = timestamps.0;
     table.popularity = popularity.0;

@@ -6,20 +6,21 @@ mod interests;
 mod items;
 mod signals;
 
+use crate::diversify::Diversity;
 use crate::error::KernelError;
-use crate::filter::{AttributeRange, Filters};
+use crate::filter::{AttributeRange, Exclusion, Filters};
 use crate::rank::{self, ExtraFactor, ProfileVectors, Request, Scoring};
 use crate::scoring::Normalization;
-use crate::table::{Embeddings, FeatureMatrix, ItemTable, Vocabulary};
+use crate::table::{Embeddings, FeatureMatrix, IdIndex, ItemTable, Vocabulary};
 use crate::{decay, parallel, profile, scoring, topk};
-use items::{item_key, key_to_py, FeatureIds};
+use items::{id_ref, item_key, key_to_py, FeatureIds, IdRef};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyType};
-use rustc_hash::FxHashSet;
 
 /// Input size limits: anything larger is refused with a `ValidationError` before work starts.
 pub struct Limits {
@@ -73,6 +74,9 @@ type RankOutput<'py> = (
     usize,
 );
 
+/// (feature ids, weights).
+type SparseVector<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f64>>);
+
 type FilterSpec = (
     Vec<u32>,
     Vec<u32>,
@@ -87,17 +91,26 @@ impl Table {
     /// order), features outside it are dropped; without, every feature is interned.
     /// Returns the table and each item's `score`.
     #[staticmethod]
-    #[pyo3(signature = (items, attributes, known=None))]
+    #[pyo3(signature = (items, attributes, known=None, intern_prefixes=Vec::new()))]
     fn from_items<'py>(
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
         attributes: Vec<String>,
         known: Option<(Bound<'py, PyDict>, Vec<String>)>,
+        intern_prefixes: Vec<String>,
     ) -> PyResult<(Self, Bound<'py, PyArray1<f64>>)> {
         let (table, scores) = match &known {
             Some((dict, names)) => {
                 let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
-                items::table_from_items(items, FeatureIds::Known(dict, vocabulary), attributes)?
+                let mut seen = rustc_hash::FxHashMap::default();
+                seen.reserve(4096);
+                let features = FeatureIds::Known {
+                    ids: dict,
+                    vocabulary,
+                    seen,
+                    intern_prefixes,
+                };
+                items::table_from_items(items, features, attributes)?
             }
             None => items::table_from_items(
                 items,
@@ -127,7 +140,7 @@ impl Table {
     ) -> PyResult<Self> {
         let mut keys = Vec::new();
         for (i, id) in ids.try_iter()?.enumerate() {
-            keys.push(item_key(&id?, &format!("ids[{i}]"))?);
+            keys.push(item_key(&id?, || format!("ids[{i}]"))?);
         }
         let indptr = to_vec(&indptr)?;
         let mut last = 0i64;
@@ -203,21 +216,33 @@ impl Table {
         ids: &Bound<'py, PyAny>,
         missing_ok: bool,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        if let Ok(array) = ids.cast::<PyArray1<i64>>() {
+            let ids = to_vec(&array.readonly())?;
+            let index = &self.table.index;
+            let rows = py.detach(|| rows_of_ints(index, &ids, missing_ok));
+            return Ok(rows.map_err(validation_error)?.into_pyarray(py));
+        }
         let mut rows = Vec::new();
-        let mut seen = FxHashSet::default();
+        let mut seen = RowSet::new(self.table.len());
         for (i, id) in ids.try_iter()?.enumerate() {
-            let key = item_key(&id?, &format!("candidate {i}"))?;
-            let Some(row) = self.table.row_of(&key) else {
+            let id = id?;
+            let found = match id_ref(&id, || format!("candidate {i}"))? {
+                IdRef::Int(k) => self.table.index.int(k),
+                IdRef::Str(k) => self.table.index.str(k),
+            };
+            let Some(row) = found else {
                 if missing_ok {
                     continue;
                 }
                 return Err(validation_error(format!(
-                    "candidate {i}: unknown item id {key}"
+                    "candidate {i}: unknown item id {}",
+                    id.repr()?
                 )));
             };
             if !seen.insert(row) && !missing_ok {
                 return Err(validation_error(format!(
-                    "candidate {i}: duplicate item id {key}"
+                    "candidate {i}: duplicate item id {}",
+                    id.repr()?
                 )));
             }
             rows.push(row);
@@ -243,26 +268,55 @@ impl Table {
         PyList::new(py, keys)
     }
 
+    /// The ids of every feature whose name starts with one of `prefixes`.
+    fn feature_ids_with_prefix(&self, prefixes: Vec<String>) -> Vec<u32> {
+        let vocabulary = &self.table.vocabulary;
+        (0..vocabulary.len() as u32)
+            .filter(|&f| {
+                prefixes
+                    .iter()
+                    .any(|p| vocabulary.name(f).starts_with(p.as_str()))
+            })
+            .collect()
+    }
+
     /// The id of each name in this table's vocabulary, or None for names it does not have.
     fn feature_ids(&self, names: Vec<String>) -> Vec<Option<u32>> {
         names.iter().map(|n| self.table.vocabulary.get(n)).collect()
     }
 
-    /// A profile's interests (name → weight) as a dense vector over this table's vocabulary;
-    /// names the table does not have are dropped.
-    fn dense_interests<'py>(
+    /// A profile's interests (name → weight) as (feature ids, weights) over this table's
+    /// vocabulary; names the table does not have are dropped.
+    fn interest_ids<'py>(
         &self,
         py: Python<'py>,
         interests: &Bound<'py, PyDict>,
-    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-        let mut dense = vec![0.0; self.table.vocabulary.len()];
+    ) -> PyResult<SparseVector<'py>> {
+        let mut ids = Vec::with_capacity(interests.len());
+        let mut weights = Vec::with_capacity(interests.len());
         for (name, weight) in interests.iter() {
-            let name: &str = name.extract()?;
+            let Ok(name) = name.cast::<pyo3::types::PyString>() else {
+                return Err(validation_error(format!(
+                    "interest names must be str, got {}",
+                    name.repr()?
+                )));
+            };
+            let name = name.to_str()?;
+            let weight: f64 = match weight.extract() {
+                Ok(w) if f64::is_finite(w) && !weight.is_instance_of::<pyo3::types::PyBool>() => w,
+                _ => {
+                    return Err(validation_error(format!(
+                        "interest weight of {name:?} must be a finite number, got {}",
+                        weight.repr()?
+                    )))
+                }
+            };
             if let Some(id) = self.table.vocabulary.get(name) {
-                dense[id as usize] = weight.extract()?;
+                ids.push(id);
+                weights.push(weight);
             }
         }
-        Ok(dense.into_pyarray(py))
+        Ok((ids.into_pyarray(py), weights.into_pyarray(py)))
     }
 
     /// One column gathered at `rows`: "embeddings" (2-D), "timestamps", "popularity" or a
@@ -311,16 +365,66 @@ impl Table {
         })
     }
 
+    /// For each of `rows` that `filters` drop: (position, rule, detail), where rule is
+    /// "excluded", "blocked", "required", "any" or "range", and detail names the feature or
+    /// attribute.
+    fn exclusions(
+        &self,
+        rows: Vec<u32>,
+        filters: FilterSpec,
+    ) -> PyResult<Vec<(usize, &'static str, String)>> {
+        let filters = self.filters(filters)?;
+        let vocabulary = &self.table.vocabulary;
+        let mut out = Vec::new();
+        for (position, &row) in rows.iter().enumerate() {
+            if row as usize >= self.table.len() {
+                return Err(kernel_error(KernelError::OutOfRange {
+                    what: "rows",
+                    index: row as usize,
+                    len: self.table.len(),
+                }));
+            }
+            let reason = match filters.exclusion(&self.table, row) {
+                None => continue,
+                Some(Exclusion::Excluded) => ("excluded", String::new()),
+                Some(Exclusion::Blocked(f)) => ("blocked", vocabulary.name(f).to_owned()),
+                Some(Exclusion::MissingRequired(f)) => ("required", vocabulary.name(f).to_owned()),
+                Some(Exclusion::NoneOfAny) => ("any", String::new()),
+                Some(Exclusion::OutOfRange(c)) => ("range", self.table.attribute_names[c].clone()),
+            };
+            out.push((position, reason.0, reason.1));
+        }
+        Ok(out)
+    }
+
+    /// The features of `row` that this table knows, with their weights.
+    fn row_features(&self, row: u32) -> PyResult<Vec<(String, f32)>> {
+        if row as usize >= self.table.len() {
+            return Err(kernel_error(KernelError::OutOfRange {
+                what: "rows",
+                index: row as usize,
+                len: self.table.len(),
+            }));
+        }
+        let (ids, weights) = self.table.features.row(row as usize);
+        Ok(ids
+            .iter()
+            .zip(weights)
+            .map(|(&f, &w)| (self.table.vocabulary.name(f).to_owned(), w))
+            .collect())
+    }
+
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (rows, base_scores, interests, taste, weights, normalization, now, recency_half_life, extra, filters, k))]
+    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0))]
     fn rank<'py>(
         &self,
         py: Python<'py>,
         rows: Option<PyReadonlyArray1<'py, u32>>,
         base_scores: Option<PyReadonlyArray1<'py, f64>>,
-        interests: PyReadonlyArray1<'py, f64>,
+        interest_ids: PyReadonlyArray1<'py, u32>,
+        interest_weights: PyReadonlyArray1<'py, f64>,
         taste: Option<PyReadonlyArray1<'py, f32>>,
         weights: [f64; 5],
         normalization: [String; 5],
@@ -329,6 +433,9 @@ impl Table {
         extra: Vec<(PyReadonlyArray1<'py, f64>, f64, String)>,
         filters: FilterSpec,
         k: usize,
+        mmr_lambda: Option<f64>,
+        feature_cap: Option<(usize, Vec<u32>)>,
+        pool: usize,
     ) -> PyResult<RankOutput<'py>> {
         // Copies: a caller's thread could write to its arrays while the GIL is released.
         let rows = match rows {
@@ -337,7 +444,15 @@ impl Table {
         };
         let base = base_scores.map(|b| to_vec(&b)).transpose()?;
         let profile = ProfileVectors {
-            interests: to_vec(&interests)?,
+            interests: {
+                let (ids, weights) = (to_vec(&interest_ids)?, to_vec(&interest_weights)?);
+                if ids.len() != weights.len() {
+                    return Err(validation_error(
+                        "interest ids and weights differ in length".into(),
+                    ));
+                }
+                ids.into_iter().zip(weights).collect()
+            },
             taste: taste.map(|t| to_vec(&t)).transpose()?,
         };
         let scoring = Scoring {
@@ -362,29 +477,17 @@ impl Table {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let (blocked, required_all, required_any, excluded_rows, ranges) = filters;
-        let ranges = ranges
-            .into_iter()
-            .map(|(name, low, high)| {
-                let column = self
-                    .table
-                    .attribute_names
-                    .iter()
-                    .position(|n| *n == name)
-                    .ok_or_else(|| {
-                        validation_error(format!(
-                            "filters: the items have no numeric attribute {name:?}"
-                        ))
-                    })?;
-                Ok(AttributeRange { column, low, high })
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let filters = Filters {
-            blocked,
-            required_all,
-            required_any,
-            excluded_rows,
-            ranges,
+        let filters = self.filters(filters)?;
+        let diversity = match (mmr_lambda, feature_cap) {
+            (None, None) => Diversity::None,
+            (Some(lambda), None) if (0.0..=1.0).contains(&lambda) => Diversity::Mmr { lambda },
+            (None, Some((cap, capped))) if cap >= 1 => Diversity::FeatureCap { cap, capped },
+            _ => {
+                return Err(validation_error(
+                    "diversity: one of an MMR lambda in [0, 1] or a feature cap of at least 1"
+                        .into(),
+                ))
+            }
         };
         let table = &self.table;
         let ranking = py
@@ -399,6 +502,8 @@ impl Table {
                         extra,
                         filters: &filters,
                         k,
+                        diversity: &diversity,
+                        pool,
                     },
                 )
             })
@@ -417,8 +522,79 @@ impl Table {
     }
 }
 
+/// A set of rows as a bitmap: cheaper than hashing for the sizes of a catalog.
+struct RowSet(Vec<u64>);
+
+impl RowSet {
+    fn new(rows: usize) -> Self {
+        Self(vec![0; rows.div_ceil(64)])
+    }
+
+    /// Adds `row`; returns whether it was new.
+    fn insert(&mut self, row: u32) -> bool {
+        let (word, bit) = (row as usize / 64, 1u64 << (row % 64));
+        let new = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        new
+    }
+}
+
+/// `rows_of` for an int64 array of ids: no Python object per id.
+fn rows_of_ints(index: &IdIndex, ids: &[i64], missing_ok: bool) -> Result<Vec<u32>, String> {
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut seen = RowSet::new(index.len());
+    for (i, &id) in ids.iter().enumerate() {
+        match index.int(id) {
+            Some(row) => {
+                if !seen.insert(row) && !missing_ok {
+                    return Err(format!("candidate {i}: duplicate item id {id}"));
+                }
+                rows.push(row);
+            }
+            None if missing_ok => {}
+            None => return Err(format!("candidate {i}: unknown item id {id}")),
+        }
+    }
+    Ok(rows)
+}
+
+impl Table {
+    /// Resolves a filter spec from Python: attribute names become column indices.
+    fn filters(&self, spec: FilterSpec) -> PyResult<Filters> {
+        let (blocked, required_all, required_any, excluded_rows, ranges) = spec;
+        let ranges = ranges
+            .into_iter()
+            .map(|(name, low, high)| {
+                let column = self
+                    .table
+                    .attribute_names
+                    .iter()
+                    .position(|n| *n == name)
+                    .ok_or_else(|| {
+                        validation_error(format!(
+                            "filters: the items have no numeric attribute {name:?}"
+                        ))
+                    })?;
+                Ok(AttributeRange { column, low, high })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Filters {
+            blocked,
+            required_all,
+            required_any,
+            excluded_rows,
+            ranges,
+        }
+        .normalized(&self.table)
+        .map_err(kernel_error)
+    }
+}
+
 fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
-    Ok(array.as_array().iter().copied().collect())
+    Ok(match array.as_slice() {
+        Ok(slice) => slice.to_vec(),
+        Err(_) => array.as_array().iter().copied().collect(),
+    })
 }
 
 // Kernels exposed one by one, for property tests against NumPy references and for the stores.
@@ -538,6 +714,14 @@ fn set_num_threads(n: usize) -> PyResult<bool> {
     Ok(parallel::set_num_threads(n))
 }
 
+/// Sets the candidate count from which kernels run on the pool (0 restores the default). For
+/// measuring the threshold; the default is what BENCHMARKS.md justifies.
+#[pyfunction]
+fn set_parallel_min_rows(n: usize) -> usize {
+    parallel::set_parallel_min_rows(n);
+    parallel::parallel_min_rows()
+}
+
 #[pyfunction]
 fn num_threads(py: Python<'_>) -> usize {
     py.detach(parallel::num_threads)
@@ -609,9 +793,8 @@ fn accumulate_signals(
 /// (feature names by id, half-lives by channel, the landmark moved to if any, accumulation).
 type SignalAccumulation = (Vec<String>, Vec<f64>, Option<f64>, AccumulationOutput);
 
-/// Reads a list of `Signal` objects and accumulates them, against the latest signal's time
-/// when one lies more than `rebase_exponent` half-lives past `landmark`, else against
-/// `landmark`.
+/// Reads a list of `Signal` objects and accumulates them against the landmark that applying
+/// them one by one would end with (see `signals::SignalColumns`).
 #[pyfunction]
 fn accumulate_signal_objects(
     py: Python<'_>,
@@ -752,6 +935,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(aggregate_interests, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_parallel_min_rows, m)?)?;
     m.add_function(wrap_pyfunction!(accumulate_signals, m)?)?;
     m.add_function(wrap_pyfunction!(accumulate_signal_objects, m)?)?;
     m.add_function(wrap_pyfunction!(decayed_weights, m)?)?;

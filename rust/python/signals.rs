@@ -9,8 +9,9 @@ use pyo3::types::{PyDict, PyList, PyString};
 use rustc_hash::FxHashMap;
 
 /// The columns of a batch, its feature names and distinct half-lives by id, and the landmark to
-/// move to first (the latest time of a signal that lies more than the rebase exponent's
-/// half-lives past the current landmark), if any.
+/// move to first, if any: where applying the signals one by one in order would leave it (each
+/// signal that lies more than the rebase exponent's half-lives past the landmark so far moves it
+/// to its own time).
 #[derive(Default)]
 pub struct SignalColumns {
     pub times: Vec<f64>,
@@ -137,9 +138,12 @@ pub fn read_signals(
         if channel == next {
             reader.columns.half_lives.push(h);
         }
-        if (t - landmark) / h > rebase_exponent {
-            let latest = reader.columns.rebase_to.map_or(t, |r| r.max(t));
-            reader.columns.rebase_to = Some(latest);
+        // The landmark moves to a signal's time when that signal lies past the rebase exponent
+        // of the landmark so far: the rule of applying signals one at a time, so that every
+        // store places the landmark at the same time however the signals are batched.
+        let current = reader.columns.rebase_to.unwrap_or(landmark);
+        if (t - current) / h > rebase_exponent {
+            reader.columns.rebase_to = Some(t);
         }
         reader.columns.times.push(t);
         reader.columns.weights.push(w);
