@@ -535,12 +535,14 @@ class FeedbackCollector:
     (in memory by default). Every event is validated first; a ``ValidationError`` leaves every
     stored profile as it was. Recording an event id a second time has no effect.
 
-    The store applies signals with its own :class:`~penchant.user_profile.InterestModel`; the
-    default in-memory store is given ``processor.model``.
+    The store applies signals with its own :class:`~penchant.user_profile.InterestModel`
+    (history length, preference refresh); the default in-memory store is given
+    ``processor.model``, and the default processor uses the given store's model.
     """
 
     def __init__(self, store: ProfileStore | None = None, processor: FeedbackProcessor | None = None) -> None:
-        self.processor = processor or FeedbackProcessor()
+        # One model for both sides by default: the store applies signals with its own.
+        self.processor = processor or FeedbackProcessor(model=getattr(store, "model", None))
         if store is None:
             from penchant.profile_store import InMemoryProfileStore
 
