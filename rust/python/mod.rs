@@ -4,6 +4,7 @@
 mod history;
 mod interests;
 mod items;
+mod names;
 mod signals;
 
 use crate::diversify::Diversity;

@@ -2,6 +2,7 @@
 //! replay applies 100 000 signals at once; walking their feature dicts in Python cost more than
 //! everything else an event needs, so this reader does it once, with the GIL held.
 
+use super::names::NameIds;
 use super::validation_error;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -55,32 +56,22 @@ fn number(value: &Bound<'_, PyAny>, what: &str, row: usize) -> PyResult<f64> {
     }
 }
 
-struct Reader {
+struct Reader<'py> {
     columns: SignalColumns,
-    index: FxHashMap<String, u32>,
+    names: NameIds<'py>,
     channel_of: FxHashMap<u64, u32>,
 }
 
-impl Reader {
+impl<'py> Reader<'py> {
     fn feature(
         &mut self,
-        name: &Bound<'_, PyAny>,
-        weight: &Bound<'_, PyAny>,
+        name: &Bound<'py, PyAny>,
+        weight: &Bound<'py, PyAny>,
         row: usize,
     ) -> PyResult<()> {
-        let name = name
-            .cast::<PyString>()
-            .map_err(|_| validation_error(format!("signal {row}: feature names must be str")))?
-            .to_str()?;
-        let id = match self.index.get(name) {
-            Some(&id) => id,
-            None => {
-                let id = self.columns.names.len() as u32;
-                self.columns.names.push(name.to_owned());
-                self.index.insert(name.to_owned(), id);
-                id
-            }
-        };
+        let id = self
+            .names
+            .id(name, || format!("signal {row}: feature names"))?;
         self.columns.feature_ids.push(id);
         self.columns
             .feature_weights
@@ -91,8 +82,8 @@ impl Reader {
 
 /// Reads `timestamp`, `weight`, `half_life` and `features` (a mapping name → weight) of every
 /// signal, interning feature names and half-lives in order of appearance.
-pub fn read_signals(
-    signals: &Bound<'_, PyList>,
+pub fn read_signals<'py>(
+    signals: &Bound<'py, PyList>,
     landmark: f64,
     rebase_exponent: f64,
 ) -> PyResult<SignalColumns> {
@@ -106,7 +97,7 @@ pub fn read_signals(
             indptr: Vec::with_capacity(n + 1),
             ..Default::default()
         },
-        index: FxHashMap::default(),
+        names: NameIds::default(),
         channel_of: FxHashMap::default(),
     };
     reader.columns.indptr.push(0);
@@ -158,12 +149,13 @@ pub fn read_signals(
                 validation_error(format!("signal {row}: features must be a mapping"))
             })?;
             for pair in items.try_iter()? {
-                let (name, weight): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+                let (name, weight): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
                 reader.feature(&name, &weight, row)?;
             }
         }
         reader.columns.indptr.push(reader.columns.feature_ids.len());
     }
+    reader.columns.names = reader.names.names;
     Ok(reader.columns)
 }
 
