@@ -227,21 +227,20 @@ pub fn attribute_quantiles(
             len: n_attributes,
         });
     }
-    // (attribute, value, position) sorted in one contiguous array; ties broken by position, so
-    // that equal values keep their input order and the cumulative sums are reproducible by any
-    // reference that sorts stably.
-    let mut sorted: Vec<(u32, f64, u32)> = (0..n)
+    // One integer key per sample, (attribute, value, position), sorted: integer comparisons
+    // are several times cheaper than comparing tuples of floats. Ties are broken by position,
+    // so that equal values keep their input order and the cumulative sums are reproducible by
+    // any reference that sorts stably; −0 and +0 count as equal, as NumPy sorts them.
+    let mut keys: Vec<u128> = (0..n)
         .filter(|&i| samples.weights[i] > 0.0)
-        .map(|i| (samples.attribute_ids[i], samples.values[i], i as u32))
+        .map(|i| {
+            (u128::from(samples.attribute_ids[i]) << 96)
+                | (u128::from(ordered_bits(samples.values[i])) << 32)
+                | i as u128
+        })
         .collect();
-    sorted.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            // Values are finite (checked above), so this is a total order, with −0 = +0 as
-            // NumPy sorts them.
-            .then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal))
-            .then(a.2.cmp(&b.2))
-    });
-    let order: Vec<usize> = sorted.iter().map(|e| e.2 as usize).collect();
+    keys.sort_unstable();
+    let order: Vec<usize> = keys.iter().map(|&k| (k as u32) as usize).collect();
     let n_q = quantiles.len();
     let mut out = AttributeSummary {
         quantiles: vec![f64::NAN; n_attributes * n_q],
@@ -280,6 +279,17 @@ pub fn attribute_quantiles(
         start = end;
     }
     Ok(out)
+}
+
+/// The bits of a finite `value` as an unsigned integer in the same order as the values, with
+/// −0 and +0 alike.
+fn ordered_bits(value: f64) -> u64 {
+    let bits = (value + 0.0).to_bits(); // + 0.0 turns −0 into +0
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
 }
 
 /// Sums `weights` into `bins` equal slices of a repeating period: the bin of time `t` is
@@ -456,6 +466,26 @@ mod tests {
         assert_eq!(got.total_weight, vec![4.0, 2.0, 0.0]);
         assert_eq!(got.sum_squares, vec![4.0, 4.0, 0.0]);
         assert_eq!(got.counts, vec![4, 1, 0]);
+    }
+
+    #[test]
+    fn ordered_bits_keep_the_order_of_values() {
+        let values = [
+            f64::MIN,
+            -1e300,
+            -1.0,
+            -1e-300,
+            -0.0,
+            0.0,
+            1e-300,
+            1.0,
+            1e300,
+            f64::MAX,
+        ];
+        for pair in values.windows(2) {
+            let (a, b) = (ordered_bits(pair[0]), ordered_bits(pair[1]));
+            assert!(a < b || (pair[0] == pair[1] && a == b), "{pair:?}");
+        }
     }
 
     #[test]
