@@ -291,7 +291,13 @@ class _ChannelFactors:
         found = self.factors.get(key)
         if found is None:
             positive, half_life = parse_channel_key(key)
-            found = self.factors[key] = (positive, math.exp2(-self.age / half_life))
+            try:
+                factor = math.exp2(-self.age / half_life)
+            except OverflowError:
+                raise ValidationError(
+                    "now lies too many half-lives before the profile's landmark to weigh its interests"
+                ) from None
+            found = self.factors[key] = (positive, factor)
         return found
 
     def evidence(self, sums: Mapping[str, float]) -> tuple[float, float]:

@@ -51,7 +51,14 @@ pub fn interest_evidence<'py>(
                     let (is_positive, half_life) = parse_channel_key(key).ok_or_else(|| {
                         validation_error(format!("invalid interest channel key {key:?}"))
                     })?;
-                    let found = (is_positive, forward_value(1.0, now, landmark, half_life));
+                    let factor = forward_value(1.0, now, landmark, half_life);
+                    if !factor.is_finite() {
+                        return Err(validation_error(format!(
+                            "now ({now}) lies too many half-lives before the profile's landmark \
+                             ({landmark}) to weigh its interests"
+                        )));
+                    }
+                    let found = (is_positive, factor);
                     factors.insert(key.to_owned(), found);
                     found
                 }
