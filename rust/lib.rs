@@ -9,6 +9,7 @@ pub mod parallel;
 pub mod profile;
 pub mod rank;
 pub mod scoring;
+pub mod stored;
 pub mod table;
 pub mod topk;
 

@@ -23,7 +23,10 @@ __all__ = [
     "build_signals",
     "decay_factor",
     "decayed_weights",
+    "decode_interests",
     "forward_increments",
+    "history_entries",
+    "history_sort_key",
     "interest_evidence",
     "normalize",
     "num_threads",
@@ -178,3 +181,6 @@ def read_history(
     npt.NDArray[np.float64],
     list[str],
 ]: ...
+def decode_interests(blob: bytes, interest_class: type[Any]) -> dict[str, Any]: ...
+def history_entries(blob: bytes) -> tuple[int, bytes]: ...
+def history_sort_key(microseconds: int) -> bytes: ...

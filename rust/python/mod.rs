@@ -6,6 +6,7 @@ mod interests;
 mod items;
 mod names;
 mod signals;
+mod stored;
 
 use crate::diversify::Diversity;
 use crate::error::KernelError;
@@ -945,6 +946,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(build_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(stored::decode_interests, m)?)?;
+    m.add_function(wrap_pyfunction!(stored::history_entries, m)?)?;
+    m.add_function(wrap_pyfunction!(stored::history_sort_key, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;
