@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from penchant import ConflictError, ValidationError
+from penchant.feedback_collector import FeedbackType, Signal
 from penchant.profile_store import InMemoryProfileStore, ProfileStore
-from penchant.user_profile import InterestModel, Preference, UserProfile
+from penchant.user_profile import InterestModel, Preference, PreferenceExtractor, UserProfile
 
 from .store_support import (
     STORE_KINDS,
@@ -279,3 +284,123 @@ def test_context_manager_closes(tmp_path: Path) -> None:
 
     with pytest.raises(StoreUnavailableError):
         opened.get("alice")
+
+
+# -- every store against the in-memory model on generated event sequences ---------------------------
+
+HALF_LIVES = [3_600.0, 86_400.0, 7 * 86_400.0]
+FEATURES = ["genre:a", "genre:b", "tag:c", "tag:d", "author:e"]
+
+
+def small_model() -> InterestModel:
+    """A short history and frequent preference refreshes, so that both happen in a few events."""
+    extractor = PreferenceExtractor(min_numeric_samples=2, min_temporal_events=3, min_confidence=0.2)
+    return InterestModel(max_history=6, refresh_every=4, extractor=extractor)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def small_store(request: pytest.FixtureRequest, tmp_path: Path) -> ProfileStore:
+    with make_store(request.param, tmp_path, model=small_model()) as opened:
+        yield opened
+
+
+@st.composite
+def feedback_runs(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """Events (times on a quarter-hour grid over 30 days, so that ties occur, in any order) and
+    the batches they arrive in: every event at least once, some again, in any order."""
+    n = draw(st.integers(1, 12))
+    events = []
+    for _ in range(n):
+        names = draw(st.lists(st.sampled_from(FEATURES), min_size=1, max_size=3, unique=True))
+        events.append(
+            {
+                "features": {name: draw(st.sampled_from([0.25, 0.5, 1.0])) for name in names},
+                "weight": draw(st.sampled_from([-2.0, -0.5, 0.75, 1.0, 3.0])),
+                "offset": draw(st.integers(0, 30 * 24 * 4)) * 900.0,
+                "half_life": draw(st.sampled_from(HALF_LIVES)),
+                "price": float(draw(st.integers(1, 50))),
+            }
+        )
+    order = draw(st.permutations(range(n)))
+    repeats = draw(st.lists(st.integers(0, n - 1), max_size=n))
+    arrivals = [*order, *repeats]
+    cuts = sorted(draw(st.lists(st.integers(1, len(arrivals)), max_size=4, unique=True)))
+    batches = [arrivals[a:b] for a, b in zip([0, *cuts], [*cuts, len(arrivals)], strict=True) if arrivals[a:b]]
+    return events, batches
+
+
+def run_signals(user_id: str, events: list[dict[str, Any]]) -> list[Signal]:
+    return [
+        Signal(
+            event_id=f"{user_id}-e{i}",
+            user_id=user_id,
+            item_id=f"item{i % 4}",
+            feedback_type=FeedbackType.CLICK,
+            value=1.0,
+            weight=e["weight"],
+            half_life=e["half_life"],
+            timestamp=T0 + e["offset"],
+            features=e["features"],
+            attributes={"price": e["price"]},
+        )
+        for i, e in enumerate(events)
+    ]
+
+
+def assert_same_profile(got: UserProfile, want: UserProfile) -> None:
+    """Every learned field equal: version, event count, landmark, history, interests (sums
+    within rounding: a landmark moved in Lua multiplies by its own power of two) and
+    preferences."""
+    assert got.version == want.version
+    assert got.event_count == want.event_count
+    assert got.landmark == want.landmark
+    assert got.interaction_history == want.interaction_history
+    assert got.interests.keys() == want.interests.keys()
+    for name, interest in want.interests.items():
+        mine = got.interests[name]
+        assert (mine.count, mine.last_updated) == (interest.count, interest.last_updated), name
+        assert mine.sums.keys() == interest.sums.keys(), name
+        for key, total in interest.sums.items():
+            assert mine.sums[key] == pytest.approx(total, rel=1e-12, abs=0.0), (name, key)
+    assert got.preferences.keys() == want.preferences.keys()
+    for key, preference in want.preferences.items():
+        mine_preference = got.preferences[key]
+        assert mine_preference.source == preference.source, key
+        assert mine_preference.category == preference.category, key
+        assert mine_preference.last_updated == preference.last_updated, key
+        assert mine_preference.confidence == pytest.approx(preference.confidence, rel=1e-9), key
+        if isinstance(preference.value, float | dict):
+            assert mine_preference.value == pytest.approx(preference.value, rel=1e-9), key
+        else:
+            assert mine_preference.value == preference.value, key
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(run=feedback_runs(), stated_like=st.booleans(), many=st.booleans())
+def test_every_store_learns_what_the_in_memory_model_learns(
+    small_store: ProfileStore, run: tuple[list[dict[str, Any]], list[list[int]]], stated_like: bool, many: bool
+) -> None:
+    events, batches = run
+    user_id = "u" + uuid.uuid4().hex[:10]
+    signals = run_signals(user_id, events)
+    reference_store = InMemoryProfileStore(model=small_model())
+    if stated_like:  # a stated like: events touching genre:a re-score it
+        for target in (small_store, reference_store):
+            target.put(UserProfile(user_id=user_id, explicit_preferences={"like:genre:a": 5.0}))
+    for batch in batches:
+        chosen = [signals[i] for i in batch]
+        expected = reference_store.apply_feedback(user_id, chosen)
+        if many:
+            versions = small_store.apply_feedback_many(chosen)
+            assert versions == {user_id: expected.version}
+        else:
+            assert_same_profile(small_store.apply_feedback(user_id, chosen), expected)
+    want = reference_store.get(user_id)
+    got = small_store.get(user_id)
+    assert want is not None
+    assert got is not None
+    assert_same_profile(got, want)
+    # Everything again, in one batch: all of it was applied before, so nothing changes.
+    again = small_store.apply_feedback(user_id, signals)
+    assert again.version == want.version
+    assert_same_profile(small_store.get(user_id), want)  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from penchant.profile_store import (
 )
 from penchant.profile_store._effects import Effect, run_async, run_sync
 from penchant.profile_store.redis_store import parse_cluster_url
-from penchant.user_profile import SCHEMA_VERSION, Interest, InterestModel, Preference, UserProfile
+from penchant.user_profile import SCHEMA_VERSION, Interaction, Interest, InterestModel, Preference, UserProfile
 
 from .store_support import mixed_signals, new_tenant, redis_url, signal
 
@@ -62,15 +62,32 @@ def test_serializer_round_trip_through_redis_parts() -> None:
     serializer = ProfileSerializer()
     profile = rich_profile()
     fields = serializer.interest_fields(profile)
-    decoded = serializer.decode_parts(
+    members = sorted(serializer.history_member(i) for i in profile.interaction_history)
+    state = [
+        str(profile.version).encode(),
+        repr(profile.landmark).encode(),
+        repr(profile.updated_at.timestamp()).encode(),
+        str(profile.event_count).encode(),
         serializer.encode_document(profile),
-        {k.encode(): v.encode() for k, v in fields.items()},
-        [serializer.encode_interaction(i) for i in profile.interaction_history],
-        version=profile.version,
-        landmark=profile.landmark,
-        updated_at=profile.updated_at.timestamp(),
-    )
+        b"\x1e".join(part.encode() for item in fields.items() for part in item),
+        b"".join(members),
+    ]
+    decoded, snapshot = serializer.decode_state(state)
+    assert "interaction_history" not in vars(decoded), "the history is decoded when first read"
     assert decoded == profile
+    assert type(decoded.interaction_history[0]) is Interaction
+    assert all(type(i) is Interest for i in decoded.interests.values())
+    # Members sort like the model's history: by time, then event id.
+    assert [i.event_id for i in decoded.interaction_history] == [i.event_id for i in profile.interaction_history]
+    # The snapshot made from the parts (without decoding the history) is the profile's own.
+    assert snapshot == serializer.encode_snapshot(profile)
+    meta = {"version": state[0], "landmark": state[1], "updated_at": state[2], "event_count": state[3]}
+    from_snapshot = serializer.decode_snapshot(snapshot, **meta)
+    assert "interaction_history" not in vars(from_snapshot)
+    assert from_snapshot == profile
+    assert all(type(i) is Interest for i in from_snapshot.interests.values())
+    empty = UserProfile(user_id="bob")
+    assert serializer.decode_snapshot(serializer.encode_snapshot(empty), **meta).interaction_history == []
 
 
 def test_serializer_tolerates_unknown_and_missing_fields() -> None:
@@ -367,3 +384,37 @@ def test_one_operation_runs_sync_and_async() -> None:
     assert asyncio.run(run_async(operation(False))) == (3, 30)
     assert run_sync(operation(True)) == (2, "sync")
     assert asyncio.run(run_async(operation(True))) == (3, "async")
+
+
+def test_redis_snapshots_serve_reads_while_current() -> None:
+    url = redis_url()
+    tenant = new_tenant()
+    client = redis.Redis.from_url(url)
+    model = InterestModel(max_history=20, refresh_every=3)
+    with RedisProfileStore(url, tenant=tenant, model=model) as store:
+        profile_key = user_keys(tenant, "alice")[0]
+
+        def snapshot_version() -> int | None:
+            value = client.hget(profile_key, "snap_version")
+            return None if value is None else int(value)
+
+        store.apply_feedback("alice", mixed_signals("alice", 2))  # no refresh: 2 events
+        assert snapshot_version() is None  # a change makes none
+        first = store.get("alice")
+        assert first is not None
+        assert snapshot_version() == 1  # the read stored it
+        # A later read is served by it: make the parts unreadable and read again.
+        client.hset(user_keys(tenant, "alice")[1], "genre:0\x1f+604800", "not a number")
+        second = store.get("alice")
+        assert second == first
+        client.hdel(user_keys(tenant, "alice")[1], "genre:0\x1f+604800")
+        store.apply_feedback("alice", mixed_signals("alice", 1, start=2))  # crosses 3: preferences
+        assert snapshot_version() is None  # the refreshed preferences dropped it
+        third = store.get("alice")
+        assert third is not None
+        assert third.version == 2
+        assert third.preferences  # refreshed at the third event
+        assert snapshot_version() == 2
+        store.put(third)
+        assert snapshot_version() == 3  # a put writes it
+    client.close()

@@ -32,7 +32,7 @@ import math
 import operator
 import time
 from bisect import insort
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -481,6 +481,20 @@ class UserProfile:
             if parsed is not None:
                 self.explicit_preferences[key] = _explicit_value(parsed[0], parsed[1], value)
         self.merged_from = [check_id(m, "merged_from entry") for m in self.merged_from]
+
+    if not TYPE_CHECKING:  # mypy would take any attribute of a class with __getattr__ as valid
+
+        def __getattr__(self, name: str) -> Any:
+            # A store may leave the history encoded until it is first read (ranking never reads
+            # it): the decoder waits in the instance dict. Two threads reading a shared profile
+            # at once may both decode; both get the one list that was stored first.
+            if name == "interaction_history":
+                source = self.__dict__.get("_history_source")
+                if source is not None:
+                    history = self.__dict__.setdefault("interaction_history", source())
+                    self.__dict__.pop("_history_source", None)
+                    return history
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __deepcopy__(self, memo: dict[int, Any]) -> UserProfile:
         """A deep copy, written out for speed: stores copy a profile on every read and write,
@@ -1186,18 +1200,36 @@ class InterestModel:
             del history[:excess]
 
     def _update_preferences(self, profile: UserProfile, signals: Sequence[Signal], touched: set[str]) -> None:
+        self.refresh_preferences(profile, len(signals), touched)
+
+    def refresh_crosses(self, event_count: int, new_events: int) -> bool:
+        """Whether adding ``new_events`` events that brought the count to ``event_count``
+        crossed a multiple of ``refresh_every`` (then the implicit preferences are re-extracted)."""
         k = self.refresh_every
-        if k and profile.event_count // k != (profile.event_count - len(signals)) // k:
+        return bool(k) and event_count // k != (event_count - new_events) // k
+
+    def refresh_preferences(
+        self, profile: UserProfile, new_events: int, touched: Collection[str], *, crossed: bool | None = None
+    ) -> bool:
+        """What :meth:`apply` does to the preferences once ``new_events`` events touching the
+        features ``touched`` are in ``profile`` (its ``event_count`` included): re-extracts them
+        all when the count crossed a multiple of ``refresh_every`` (``crossed`` overrides that
+        test), else re-scores the stated likes and dislikes of touched features. Returns whether
+        it changed anything. A store that adds events outside Python (Redis) calls it on the
+        profile it reads back."""
+        if self.refresh_crosses(profile.event_count, new_events) if crossed is None else crossed:
             self.extractor.update(profile, profile.last_event_time())
-            return
+            return True
         touched_priors = [name for name in profile.explicit_priors() if name in touched]
-        if touched_priors:
-            now = profile.last_event_time()
-            stamp = to_datetime(now)
-            for preference in self.extractor.explicit(profile, to_epoch(now), stamp):
-                target = preference.name.partition(":")[2]
-                if target in touched_priors:
-                    profile.preferences[preference.name] = preference
+        if not touched_priors:
+            return False
+        now = profile.last_event_time()
+        stamp = to_datetime(now)
+        for preference in self.extractor.explicit(profile, to_epoch(now), stamp):
+            target = preference.name.partition(":")[2]
+            if target in touched_priors:
+                profile.preferences[preference.name] = preference
+        return True
 
 
 @dataclass

@@ -1,20 +1,45 @@
 """The Lua scripts of the Redis store. Each touches the keys of one user only (passed in KEYS,
 all under one hash tag), so each runs atomically on a single Redis and on a Redis Cluster.
 
-KEYS, in every script: 1 profile (hash: version, landmark, updated_at, doc), 2 interests (hash:
-``feature␟channel`` → forward-decayed sum, ``feature␟#`` → count, ``feature␟@`` → last update),
-3 history (list of MessagePack interactions, oldest first), 4 events (sorted set of applied
-event ids, scored by event time: the idempotency window of a Redis-only store).
+KEYS, in every script:
+
+1. profile, a hash: ``version``, ``landmark``, ``updated_at``, ``event_count``, ``doc`` (the
+   MessagePack rest of the profile), ``priors`` (the features with an explicit like or
+   dislike, ``␟``-separated: an event touching one makes its preference change), and ``snap``,
+   the whole profile in one string (``ProfileSerializer.encode_snapshot``), current while
+   ``snap_version`` equals ``version``;
+2. interests, a hash: ``feature␟channel`` → forward-decayed sum, ``feature␟#`` → count,
+   ``feature␟@`` → last update (epoch seconds);
+3. history, a sorted set whose members sort by bytes (all scores 0): an 8-byte sort key of the
+   event's time, the event id, ``␟``, then the MessagePack interaction. Byte order is the order
+   ``InterestModel`` keeps (time, then event id), whatever order events arrive in;
+4. events, a sorted set of applied event ids scored by event time: the idempotency window of a
+   Redis-only store.
+
+Sums are added in Lua's doubles and written with ``%.17g`` (which reads back exactly): a batch's
+amounts for one field are summed in event order and then added to the stored sum, the very
+additions ``InterestModel.apply`` makes, so the sums equal the in-memory model's bit for bit.
+(``HINCRBYFLOAT`` formats with ``%.17Lf``, which keeps only 17 digits after the point: small
+forward-decayed sums would lose their precision.)
+
+A read returns the snapshot while it is current: one string that Redis copies out of a hash
+(moving a hash of 70 fields and 50 history members through Lua tables costs it three times as
+much). Otherwise, and when a script sends a profile back after a change, it sends the parts as
+``version, landmark, updated_at, event_count, doc, interests, history``, the interests hash as
+one string (fields and values joined by ``␞``) and the history as its members concatenated;
+the reader then stores a new snapshot (``SNAPSHOT``) if the profile is still at that version.
+Changes leave the snapshot stale by moving the version past it, so they cost nothing extra.
 
 TTL arguments are milliseconds, 0 for none. An invalidation channel of "" publishes nothing;
-otherwise the message is ``version␟user_id`` (``-␟user_id`` for a deletion).
+otherwise the message is ``version␟user_id`` (``-␟user_id`` for a deletion): listeners drop
+copies older than that version.
 """
 
 from __future__ import annotations
 
-__all__ = ["APPLY", "DELETE", "READ", "TOUCH", "WRITE"]
+__all__ = ["APPLY", "DELETE", "PREFERENCES", "READ", "SNAPSHOT", "TOUCH", "WRITE"]
 
-_TOUCH_FUNCTION = """
+_COMMON = """
 local function touch(ttl_profile, ttl_history, ttl_events)
   if ttl_profile > 0 then
     redis.call('PEXPIRE', KEYS[1], ttl_profile)
@@ -24,23 +49,28 @@ local function touch(ttl_profile, ttl_history, ttl_events)
   if ttl_events > 0 then redis.call('PEXPIRE', KEYS[4], ttl_events) end
 end
 local function state()
-  local meta = redis.call('HMGET', KEYS[1], 'version', 'landmark', 'updated_at', 'doc')
-  return {meta[1], meta[2], meta[3], meta[4], redis.call('HGETALL', KEYS[2]), redis.call('LRANGE', KEYS[3], 0, -1)}
+  local meta = redis.call('HMGET', KEYS[1], 'version', 'landmark', 'updated_at', 'event_count', 'doc')
+  return {meta[1], meta[2], meta[3], meta[4], meta[5],
+          table.concat(redis.call('HGETALL', KEYS[2]), '\\30'),
+          table.concat(redis.call('ZRANGE', KEYS[3], 0, -1))}
 end
 """
 
 READ = (
-    _TOUCH_FUNCTION
+    _COMMON
     + """
 -- ARGV: ttl_profile, ttl_history, ttl_events
+-- Answers {'snap', version, landmark, updated_at, event_count, snapshot} or {'parts', state}.
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 touch(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
-return state()
+local meta = redis.call('HMGET', KEYS[1], 'version', 'landmark', 'updated_at', 'event_count', 'snap_version', 'snap')
+if meta[5] == meta[1] and meta[6] then return {'snap', meta[1], meta[2], meta[3], meta[4], meta[6]} end
+return {'parts', state()}
 """
 )
 
 TOUCH = (
-    _TOUCH_FUNCTION
+    _COMMON
     + """
 -- ARGV: ttl_profile, ttl_history, ttl_events
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -50,105 +80,168 @@ return 1
 )
 
 APPLY = (
-    _TOUCH_FUNCTION
+    _COMMON
     + """
--- ARGV: 1 mode ('dedup': skip event ids seen before, the caller's landmark must match;
---         'guarded': the caller saw version ARGV[2] and landmark ARGV[3], else 'stale')
---       2 expected (dedup: landmark or '' for no profile; guarded: version)
---       3 landmark the increments are computed against
---       4 doc (dedup: for a new profile; guarded: replaces the stored one)
---       5 updated_at  6 max_history  7 max_event_ids  8-10 ttl profile/history/events
---       11 channel  12 user_id  13 'profile' to return the state, else only the version
---       14 number of events; then per event: event_id, time, history entry ('' for none),
---          number of features, and per feature: name, count, last update, number of channels,
---          then channel key and amount per channel
+-- ARGV: 1 mode: 'dedup' skips event ids applied before; 'follow' takes every event as new and
+--         needs Redis at version ARGV[2] (else it answers 'stale' and changes nothing)
+--       2 expected version (follow)
+--       3 landmark the caller believes is stored ('' for no profile): else 'retry'
+--       4 landmark the amounts are computed against (the stored one, or where it moves)
+--       5 doc: for a profile created here; in follow mode, if not '', it replaces the stored one
+--       6 priors to store with that doc
+--       7 updated_at  8 max_history  9 max_event_ids  10-12 ttl profile/history/events
+--       13 channel  14 user_id
+--       15 'profile': return the state; otherwise only when preferences must be refreshed
+--       16 refresh_every (0: never)
+--       17 '1' if leaving out events applied before could move the landmark: then, when some
+--          were, answer 'replan' with the mask of new events, changing nothing
+--       18 number of events; then per event: event_id, time, history member ('' for none),
+--          number of features, then per feature: name, channel key, amount
+-- Answers {'ok', number of new events, version, mask of new events ('1'/'0' per event),
+--          state or false}.
 local mode = ARGV[1]
 local exists = redis.call('EXISTS', KEYS[1]) == 1
-local landmark = ''
-if exists then landmark = redis.call('HGET', KEYS[1], 'landmark') end
-local new_landmark = ARGV[3]
-if mode == 'dedup' then
-  if landmark ~= ARGV[2] then return {'retry', landmark} end
-else
-  local version = '0'
-  if exists then version = redis.call('HGET', KEYS[1], 'version') end
-  if version ~= ARGV[2] or landmark ~= new_landmark then return {'stale'} end
+local landmark, version = '', 0
+if exists then
+  local meta = redis.call('HMGET', KEYS[1], 'landmark', 'version')
+  landmark, version = meta[1], tonumber(meta[2])
 end
+if landmark ~= ARGV[3] then return {'retry', landmark} end
+if mode == 'follow' and version ~= tonumber(ARGV[2]) then return {'stale', version} end
+local n = tonumber(ARGV[18])
+local starts, new, mask, fresh = {}, {}, {}, 0
+local i = 19
+for e = 1, n do
+  starts[e] = i
+  new[e] = mode ~= 'dedup' or not redis.call('ZSCORE', KEYS[4], ARGV[i])
+  if new[e] then fresh = fresh + 1; mask[e] = '1' else mask[e] = '0' end
+  i = i + 4 + 3 * tonumber(ARGV[i + 3])
+end
+mask = table.concat(mask)
+if fresh < n and fresh > 0 and ARGV[17] == '1' then return {'replan', mask} end
+local ttl_profile, ttl_history, ttl_events = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+if fresh == 0 then
+  local result = {'ok', 0, version, mask, false}
+  if exists then
+    touch(ttl_profile, ttl_history, ttl_events)
+    if ARGV[15] == 'profile' then result[5] = state() end
+  end
+  return result
+end
+local prior_list
 if not exists then
   redis.call('DEL', KEYS[2], KEYS[3])  -- leftovers of an expired profile
-elseif landmark ~= new_landmark then
-  -- Move the landmark: every sum of half-life h is multiplied by 2^(-(new - old)/h), so no
-  -- current value changes (InterestModel.rebase, done atomically here).
-  local shift = tonumber(new_landmark) - tonumber(landmark)
-  local flat = redis.call('HGETALL', KEYS[2])
-  for i = 1, #flat, 2 do
-    local field = flat[i]
-    local at = string.find(field, '\\31[^\\31]*$')
-    local part = string.sub(field, at + 1)
-    local sign = string.sub(part, 1, 1)
-    if sign == '+' or sign == '-' then
-      local value = tonumber(flat[i + 1]) * 2 ^ (-shift / tonumber(string.sub(part, 2)))
-      redis.call('HSET', KEYS[2], field, string.format('%.17g', value))
-    end
-  end
-end
-local fresh = 0
-local i = 15
-for _ = 1, tonumber(ARGV[14]) do
-  local event_id, at, entry, features = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local apply = true
-  if mode == 'dedup' then apply = redis.call('ZADD', KEYS[4], 'NX', at, event_id) == 1 end
-  i = i + 4
-  for _ = 1, features do
-    local name, count, last, channels = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    i = i + 4
-    if apply then
-      local prefix = name .. '\\31'
-      for c = 0, channels - 1 do
-        redis.call('HINCRBYFLOAT', KEYS[2], prefix .. ARGV[i + 2 * c], ARGV[i + 2 * c + 1])
+  redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'priors', ARGV[6])
+  prior_list = ARGV[6]
+else
+  if mode == 'follow' and ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'priors', ARGV[6]) end
+  prior_list = redis.call('HGET', KEYS[1], 'priors')
+  if landmark ~= ARGV[4] then
+    -- Move the landmark: every sum of half-life h is multiplied by 2^(-(new - old)/h), so no
+    -- current value changes (InterestModel.rebase, done atomically here).
+    local shift = tonumber(ARGV[4]) - tonumber(landmark)
+    local flat = redis.call('HGETALL', KEYS[2])
+    for f = 1, #flat, 2 do
+      local field = flat[f]
+      local at = string.find(field, '\\31[^\\31]*$')
+      local part = string.sub(field, at + 1)
+      local sign = string.sub(part, 1, 1)
+      if sign == '+' or sign == '-' then
+        local value = tonumber(flat[f + 1]) * 2 ^ (-shift / tonumber(string.sub(part, 2)))
+        redis.call('HSET', KEYS[2], field, string.format('%.17g', value))
       end
-      redis.call('HINCRBY', KEYS[2], prefix .. '#', count)
-      local stored = redis.call('HGET', KEYS[2], prefix .. '@')
-      if (not stored) or tonumber(stored) < tonumber(last) then redis.call('HSET', KEYS[2], prefix .. '@', last) end
     end
-    i = i + 2 * channels
-  end
-  if apply then
-    fresh = fresh + 1
-    if entry ~= '' then redis.call('RPUSH', KEYS[3], entry) end
   end
 end
-local ttl_profile, ttl_history, ttl_events = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-if fresh == 0 then
-  if exists then touch(ttl_profile, ttl_history, ttl_events) end
-  if ARGV[13] == 'profile' then
-    if exists then return {'ok', 0, state()} end
-    return {'ok', 0}
+local priors = {}
+if prior_list then for name in string.gmatch(prior_list, '[^\\31]+') do priors[name] = true end end
+local sums, fields, counts, latest, names = {}, {}, {}, {}, {}
+local touched_prior = false
+for e = 1, n do
+  if new[e] then
+    local j = starts[e]
+    local event_id, at, member, features = ARGV[j], ARGV[j + 1], ARGV[j + 2], tonumber(ARGV[j + 3])
+    local when = tonumber(at)
+    j = j + 4
+    for _ = 1, features do
+      local name, amount = ARGV[j], tonumber(ARGV[j + 2])
+      local field = name .. '\\31' .. ARGV[j + 1]
+      j = j + 3
+      if sums[field] == nil then sums[field] = 0; fields[#fields + 1] = field end
+      sums[field] = sums[field] + amount
+      if counts[name] == nil then counts[name] = 0; latest[name] = at; names[#names + 1] = name end
+      counts[name] = counts[name] + 1
+      if when > tonumber(latest[name]) then latest[name] = at end
+      if priors[name] then touched_prior = true end
+    end
+    if member ~= '' then redis.call('ZADD', KEYS[3], 0, member) end
+    if mode == 'dedup' then redis.call('ZADD', KEYS[4], at, event_id) end
   end
-  return {'ok', 0, tonumber(redis.call('HGET', KEYS[1], 'version') or '0')}
 end
-if not exists or mode == 'guarded' then redis.call('HSET', KEYS[1], 'doc', ARGV[4]) end
-redis.call('HSET', KEYS[1], 'landmark', new_landmark, 'updated_at', ARGV[5])
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-local max_history = tonumber(ARGV[6])
-if max_history > 0 then redis.call('LTRIM', KEYS[3], -max_history, -1) else redis.call('DEL', KEYS[3]) end
-if mode == 'dedup' then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[7]) - 1) end
+for _, field in ipairs(fields) do
+  local total = sums[field]
+  local stored = redis.call('HGET', KEYS[2], field)
+  if stored then total = tonumber(stored) + total end
+  redis.call('HSET', KEYS[2], field, string.format('%.17g', total))
+end
+for _, name in ipairs(names) do
+  local prefix = name .. '\\31'
+  redis.call('HINCRBY', KEYS[2], prefix .. '#', counts[name])
+  local stored = redis.call('HGET', KEYS[2], prefix .. '@')
+  if (not stored) or tonumber(stored) < tonumber(latest[name]) then
+    redis.call('HSET', KEYS[2], prefix .. '@', latest[name])
+  end
+end
+local max_history = tonumber(ARGV[8])
+if max_history > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_history - 1)
+else
+  redis.call('DEL', KEYS[3])
+end
+if mode == 'dedup' then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[9]) - 1) end
+redis.call('HSET', KEYS[1], 'landmark', ARGV[4], 'updated_at', ARGV[7])
+version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local event_count = redis.call('HINCRBY', KEYS[1], 'event_count', fresh)
 touch(ttl_profile, ttl_history, ttl_events)
-if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], version .. '\\31' .. ARGV[12]) end
-if ARGV[13] == 'profile' then return {'ok', fresh, state()} end
-return {'ok', fresh, version}
+if ARGV[13] ~= '' then redis.call('PUBLISH', ARGV[13], version .. '\\31' .. ARGV[14]) end
+local k = tonumber(ARGV[16])
+local crossed = k > 0 and math.floor(event_count / k) ~= math.floor((event_count - fresh) / k)
+local result = {'ok', fresh, version, mask, false}
+if ARGV[15] == 'profile' or crossed or touched_prior then result[5] = state() end
+return result
 """
 )
 
+SNAPSHOT = """
+-- Stores the snapshot of a profile if it is still at the version it was made from.
+-- ARGV: version, snapshot
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'snap', ARGV[2], 'snap_version', ARGV[1])
+return 1
+"""
+
+PREFERENCES = """
+-- Stores a profile's refreshed preferences (its doc) if it is still at the version they were
+-- computed for. ARGV: version, doc, channel, user_id
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2])
+redis.call('HDEL', KEYS[1], 'snap_version')
+-- Listeners drop copies older than the version announced: announcing the next one drops the
+-- copies of this version read before its preferences were refreshed.
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], (tonumber(ARGV[1]) + 1) .. '\\31' .. ARGV[4]) end
+return 1
+"""
+
 WRITE = (
-    _TOUCH_FUNCTION
+    _COMMON
     + """
 -- ARGV: 1 mode ('put': next version, if ARGV[2] is '' or the stored version;
 --         'fill': version ARGV[2], unless Redis holds that version or a newer one;
 --         'force': version ARGV[2] whatever Redis holds)
---       2 version  3 doc  4 landmark  5 updated_at  6-8 ttl profile/history/events
---       9 channel  10 user_id  11 number of interest field/value arguments
---       then the interest fields and values, then the history entries
+--       2 version  3 doc  4 landmark  5 updated_at  6 event_count  7 priors
+--       8-10 ttl profile/history/events  11 channel  12 user_id  13 snapshot
+--       14 number of interest field/value arguments, then the interest fields and values,
+--       then the history members
 local mode = ARGV[1]
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 local version
@@ -160,12 +253,13 @@ else
   if mode == 'fill' and current >= version then return {'skip', current} end
 end
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'landmark', ARGV[4], 'updated_at', ARGV[5], 'version', version)
-local fields = tonumber(ARGV[11])
-for i = 12, 11 + fields, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-for i = 12 + fields, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-touch(tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
-if ARGV[9] ~= '' then redis.call('PUBLISH', ARGV[9], version .. '\\31' .. ARGV[10]) end
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'landmark', ARGV[4], 'updated_at', ARGV[5], 'version', version,
+           'event_count', ARGV[6], 'priors', ARGV[7], 'snap', ARGV[13], 'snap_version', version)
+local fields = tonumber(ARGV[14])
+for i = 15, 14 + fields, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 15 + fields, #ARGV do redis.call('ZADD', KEYS[3], 0, ARGV[i]) end
+touch(tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]))
+if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], version .. '\\31' .. ARGV[12]) end
 return {'ok', version}
 """
 )

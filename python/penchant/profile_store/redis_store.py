@@ -37,7 +37,7 @@ from penchant.profile_store import lua
 from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
 from penchant.profile_store._effects import Effect, Op
 from penchant.profile_store._loops import PerLoop
-from penchant.profile_store.serializer import ProfileSerializer
+from penchant.profile_store.serializer import FIELD_SEPARATOR, ProfileSerializer
 from penchant.user_profile import Interaction, InterestModel, UserProfile
 
 if TYPE_CHECKING:
@@ -103,8 +103,14 @@ class _Script:
         return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
 
-_READ, _APPLY, _WRITE, _DELETE, _TOUCH = (_Script(s) for s in (lua.READ, lua.APPLY, lua.WRITE, lua.DELETE, lua.TOUCH))
-_SCRIPTS = (_READ, _APPLY, _WRITE, _DELETE, _TOUCH)
+_READ, _APPLY, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT = (
+    _Script(s) for s in (lua.READ, lua.APPLY, lua.WRITE, lua.DELETE, lua.TOUCH, lua.PREFERENCES, lua.SNAPSHOT)
+)
+_SCRIPTS = (_READ, _APPLY, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT)
+
+PREFERENCE_ATTEMPTS = 3
+"""Times a refresh of preferences is recomputed when other writers keep changing the profile
+before it is stored; then it is left to the next refresh."""
 
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
@@ -455,23 +461,37 @@ class RedisProfileStore(ProfileStore):
         self._landmarks[user_id] = landmark
 
     def _decode_state(self, user_id: str, state: list[Any]) -> UserProfile:
-        version, landmark, updated_at, document, interests, history = state
-        self._remember_landmark(user_id, _text(landmark))
-        return self.serializer.decode_parts(
-            document,
-            interests,
-            history,
-            version=int(version),
-            landmark=float(landmark),
-            updated_at=float(updated_at),
-        )
+        """A profile from the parts a script sent (see ``lua``)."""
+        self._remember_landmark(user_id, _text(state[1]))
+        return self.serializer.decode_state(state)[0]
+
+    def _decode_read(self, user_id: str, reply: list[Any], repairs: list[tuple[Any, ...]]) -> UserProfile:
+        """A profile from what ``READ`` answered: the snapshot while it is current, else the
+        parts, and then the call that stores a snapshot of them is added to ``repairs``."""
+        if _text(reply[0]) == "snap":
+            _, version, landmark, updated_at, event_count, snapshot = reply
+            self._remember_landmark(user_id, _text(landmark))
+            return self.serializer.decode_snapshot(
+                snapshot, version=version, landmark=landmark, updated_at=updated_at, event_count=event_count
+            )
+        state = reply[1]
+        self._remember_landmark(user_id, _text(state[1]))
+        profile, snapshot = self.serializer.decode_state(state)
+        repairs.append(self._script(_SNAPSHOT, user_id, state[0], snapshot))
+        return profile
+
+    @staticmethod
+    def _priors(profile: UserProfile) -> str:
+        """The features with a stated like or dislike, for the script to tell when an event
+        touches one (``InterestModel`` re-scores that preference)."""
+        return FIELD_SEPARATOR.join(sorted(profile.explicit_priors()))
 
     def _write_call(
         self, mode: str, profile: UserProfile, version: str, document: bytes | None = None
     ) -> tuple[Any, ...]:
         fields = self.serializer.interest_fields(profile)
         flat = [v for item in fields.items() for v in item]
-        history = [self.serializer.encode_interaction(i) for i in profile.interaction_history]
+        history = [self.serializer.history_member(i) for i in profile.interaction_history]
         if document is None:
             document = self.serializer.encode_document(profile)
         return self._script(
@@ -482,43 +502,48 @@ class RedisProfileStore(ProfileStore):
             document,
             repr(float(profile.landmark)),
             repr(profile.updated_at.timestamp()),
+            str(profile.event_count),
+            self._priors(profile),
             *self._ttl_args,
             self.channel,
             profile.user_id,
+            self.serializer.encode_snapshot(profile, document),
             len(flat),
             *flat,
             *history,
         )
 
-    def _history_entry(self, signal: Signal) -> bytes:
-        """The history entry ``InterestModel.apply`` appends for ``signal``, encoded."""
+    def _history_member(self, signal: Signal) -> bytes:
+        """The history member of the entry ``InterestModel.apply`` makes for ``signal``."""
         if not self.model.max_history:
             return b""
-        interaction = Interaction(
+        interaction = object.__new__(Interaction)  # the fields InterestModel._new_interactions sets
+        interaction.__dict__.update(
             item_id=signal.item_id,
             feedback_type=str(signal.feedback_type),
-            value=signal.value,
-            weight=signal.weight,
+            value=float(signal.value),
+            weight=float(signal.weight),
             features=dict(signal.features),
             attributes=dict(signal.attributes),
             timestamp=to_datetime(signal.timestamp, "timestamp"),
             event_id=signal.event_id,
-            half_life=signal.half_life,
+            half_life=float(signal.half_life),
         )
-        return self.serializer.encode_interaction(interaction)
+        return self.serializer.history_member(interaction)
 
-    def _event_args(self, landmark: float, signals: Sequence[Signal], entries: Sequence[bytes]) -> list[Any]:
-        """Per event: its history entry and, per feature, the count (1), the time and the
-        forward-decayed amount that ``InterestModel.increments`` gives: exactly what
-        ``InterestModel.apply`` adds to a profile in memory."""
+    def _event_args(self, landmark: float, signals: Sequence[Signal]) -> tuple[list[Any], list[list[str]]]:
+        """Per event: its id, time, history member and, per feature, the forward-decayed amount
+        that ``InterestModel.increments`` gives (what ``InterestModel.apply`` adds); and the
+        features each event touches."""
         args: list[Any] = []
-        for signal, entry in zip(signals, entries, strict=True):
+        touched: list[list[str]] = []
+        for signal in signals:
             increments = self.model.increments(landmark, signal)
-            when = repr(float(signal.timestamp))
-            args += [signal.event_id, when, entry, len(increments)]
+            args += [signal.event_id, repr(float(signal.timestamp)), self._history_member(signal), len(increments)]
             for name, key, amount in increments:
-                args += [name, 1, when, 1, key, repr(amount)]
-        return args
+                args += [name, key, repr(amount)]
+            touched.append([name for name, _, _ in increments])
+        return args, touched
 
     def _plan_landmark(self, stored: str, signals: Sequence[Signal]) -> float:
         """The landmark the increments of ``signals`` are computed against: the stored one,
@@ -531,16 +556,37 @@ class RedisProfileStore(ProfileStore):
             landmark = max(s.timestamp for s in signals)
         return landmark
 
-    def _apply_call(self, user_id: str, signals: Sequence[Signal], stored_landmark: str, want: str) -> tuple[Any, ...]:
+    def _apply_call(
+        self,
+        user_id: str,
+        signals: Sequence[Signal],
+        stored_landmark: str,
+        want: str,
+        *,
+        follow: int | None = None,
+        document: bytes | None = None,
+        priors: str = "",
+    ) -> _ApplyCall:
+        """The script that applies ``signals`` against the landmark believed stored. Without
+        ``follow``, events applied before are skipped ('dedup'); with it, Redis must be at
+        version ``follow`` and every event is new, and ``document`` (if given) replaces the
+        stored one. ``want``: 'profile' (the state back), 'refresh' (the state when preferences
+        must be refreshed) or 'version'."""
         landmark = self._plan_landmark(stored_landmark, signals)
-        document = self.serializer.encode_document(UserProfile(user_id=user_id))
-        return self._script(
+        moved = landmark != (float(stored_landmark) if stored_landmark else 0.0)
+        if document is None:
+            new = UserProfile(user_id=user_id)
+            document, priors = (b"", "") if follow else (self.serializer.encode_document(new), "")
+        args, touched = self._event_args(landmark, signals)
+        call = self._script(
             _APPLY,
             user_id,
-            "dedup",
+            "dedup" if follow is None else "follow",
+            "" if follow is None else str(follow),
             stored_landmark,
             repr(landmark),
             document,
+            priors,
             repr(time.time()),
             self.model.max_history,
             self.max_event_ids,
@@ -548,38 +594,69 @@ class RedisProfileStore(ProfileStore):
             self.channel,
             user_id,
             want,
+            self.model.refresh_every,
+            "1" if moved else "0",
             len(signals),
-            *self._event_args(landmark, signals, [self._history_entry(s) for s in signals]),
+            *args,
         )
+        return _ApplyCall(call, repr(landmark), touched)
+
+    def _refresh_preferences(self, applied: list[_Applied]) -> Op[None]:
+        """Refreshes the preferences of profiles read back after their new events, as
+        ``InterestModel.apply`` does (see :meth:`InterestModel.refresh_preferences`), and stores
+        them if each profile is still at the version they were computed for. When another writer
+        came in between, they are computed again on its newer state (a few times at most)."""
+        work: list[tuple[UserProfile, bool, set[str]]] = []
+        for profile, fresh, touched in applied:
+            crossed = self.model.refresh_crosses(profile.event_count, fresh)
+            if self.model.refresh_preferences(profile, fresh, touched, crossed=crossed):
+                work.append((profile, crossed, touched))
+        for _ in range(PREFERENCE_ATTEMPTS):
+            if not work:
+                return
+            calls = [
+                self._script(
+                    _PREFERENCES,
+                    profile.user_id,
+                    str(profile.version),
+                    self.serializer.encode_document(profile),
+                    self.channel,
+                    profile.user_id,
+                )
+                for profile, _, _ in work
+            ]
+            stored = yield self._batch(calls)
+            lost = [item for item, done in zip(work, stored, strict=True) if not int(done)]
+            if not lost:
+                return
+            states = yield self._batch([self._read_call(profile.user_id) for profile, _, _ in lost])
+            work = []
+            for (profile, crossed, touched), reply in zip(lost, states, strict=True):
+                if reply:  # else deleted meanwhile
+                    newer = self._decode_read(profile.user_id, reply, [])
+                    self.model.refresh_preferences(newer, 0, touched, crossed=crossed)
+                    work.append((newer, crossed, touched))
 
     def _guarded_apply_call(
         self,
         profile: UserProfile,
         old_version: int,
-        landmark: float,
+        old_landmark: float,
         fresh: Sequence[Signal],
         document: bytes,
-        entries: Sequence[bytes],
     ) -> tuple[Any, ...]:
-        """Brings Redis from ``old_version`` to ``profile`` by adding what ``fresh`` adds; the
-        script answers ``stale`` (and changes nothing) when Redis is not at ``old_version``."""
-        return self._script(
-            _APPLY,
+        """Brings Redis from ``old_version`` (with ``old_landmark``) to ``profile`` by adding what
+        ``fresh`` adds; the script answers ``stale`` (and changes nothing) when Redis is not at
+        ``old_version``, ``retry`` when its landmark differs."""
+        return self._apply_call(
             profile.user_id,
-            "guarded",
-            str(old_version),
-            repr(float(landmark)),
-            document,
-            repr(profile.updated_at.timestamp()),
-            self.model.max_history,
-            self.max_event_ids,
-            *self._ttl_args,
-            self.channel,
-            profile.user_id,
+            fresh,
+            repr(float(old_landmark)) if old_version else "",
             "version",
-            len(fresh),
-            *self._event_args(landmark, fresh, entries),
-        )
+            follow=old_version,
+            document=document,
+            priors=self._priors(profile),
+        ).call
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -589,7 +666,11 @@ class RedisProfileStore(ProfileStore):
 
     def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
         replies = yield self._batch([self._read_call(u) for u in user_ids])
-        return {u: self._decode_state(u, state) for u, state in zip(user_ids, replies, strict=True) if state}
+        repairs: list[tuple[Any, ...]] = []
+        found = {u: self._decode_read(u, reply, repairs) for u, reply in zip(user_ids, replies, strict=True) if reply}
+        if repairs:  # the profiles changed since their snapshots: store new ones for later reads
+            yield self._batch(repairs)
+        return found
 
     def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
         stored, _ = self.serializer.checked_copy(profile)
@@ -617,33 +698,53 @@ class RedisProfileStore(ProfileStore):
         return self._script(_DELETE, user_id, self.channel, user_id)
 
     def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
+        pending = signals
         for _ in range(10):
-            stored = self._landmarks.get(user_id, "")
-            (reply,) = yield self._batch([self._apply_call(user_id, signals, stored, "profile")])
+            built = self._apply_call(user_id, pending, self._landmarks.get(user_id, ""), "profile")
+            (reply,) = yield self._batch([built.call])
             status = _text(reply[0])
             if status == "retry":  # the landmark moved (or the profile is new to us): recompute
                 self._remember_landmark(user_id, _text(reply[1]))
                 continue
-            if len(reply) < 3:  # all signals seen before, and no profile: nothing stored
+            if status == "replan":  # without the repeated events the landmark would move elsewhere
+                pending = [s for s, bit in zip(pending, _text(reply[1]), strict=True) if bit == "1"]
+                continue
+            if not reply[4]:  # all signals seen before, and no profile: nothing stored
                 return UserProfile(user_id=user_id)
-            return self._decode_state(user_id, reply[2])
+            profile = self._decode_state(user_id, reply[4])
+            fresh = int(reply[1])
+            if fresh:
+                yield from self._refresh_preferences([(profile, fresh, built.touched_by(_text(reply[3])))])
+            return profile
         raise StoreUnavailableError(f"the landmark of {user_id!r} kept moving; try again")
 
     def _apply_feedback_many_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, int]]:
         versions: dict[str, int] = {}
+        applied: list[_Applied] = []
         pending = dict(by_user)
         for _ in range(10):
             users = list(pending)
-            calls = [self._apply_call(u, pending[u], self._landmarks.get(u, ""), "version") for u in users]
-            replies = yield self._batch(calls)
+            built = [self._apply_call(u, pending[u], self._landmarks.get(u, ""), "refresh") for u in users]
+            replies = yield self._batch([b.call for b in built])
             retry = {}
-            for user_id, reply in zip(users, replies, strict=True):
-                if _text(reply[0]) == "retry":
+            for user_id, call, reply in zip(users, built, replies, strict=True):
+                status = _text(reply[0])
+                if status == "retry":
                     self._remember_landmark(user_id, _text(reply[1]))
                     retry[user_id] = pending[user_id]
+                elif status == "replan":
+                    mask = _text(reply[1])
+                    retry[user_id] = [s for s, bit in zip(pending[user_id], mask, strict=True) if bit == "1"]
                 else:
                     versions[user_id] = int(reply[2])
+                    fresh = int(reply[1])
+                    if reply[4]:
+                        profile = self._decode_state(user_id, reply[4])
+                        applied.append((profile, fresh, call.touched_by(_text(reply[3]))))
+                    elif fresh:
+                        self._remember_landmark(user_id, call.landmark)
             if not retry:
+                yield from self._refresh_preferences(applied)
                 return versions
             pending = retry
         raise StoreUnavailableError("profile landmarks kept moving; try again")
@@ -658,3 +759,18 @@ class RedisProfileStore(ProfileStore):
 
     def _close_op(self) -> Op[None]:
         yield _Close(self.connection)
+
+
+_Applied = tuple[UserProfile, int, set[str]]
+"""A profile read back after an apply, the number of new events, and the features they touched."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ApplyCall:
+    call: tuple[Any, ...]
+    landmark: str
+    touched: list[list[str]]
+
+    def touched_by(self, mask: str) -> set[str]:
+        """The features touched by the events the script found new (``mask``: '1' per new one)."""
+        return {name for names, bit in zip(self.touched, mask, strict=True) if bit == "1" for name in names}

@@ -20,12 +20,13 @@ import copy
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
 
+from penchant import _core
 from penchant._validate import check_finite, check_id, check_name
 from penchant.errors import ValidationError
 from penchant.feedback_collector import FeedbackType, Signal
@@ -45,7 +46,6 @@ control characters, so the join cannot be ambiguous."""
 
 _COUNT = "#"
 _LAST_UPDATED = "@"
-_EXTRA = "."
 
 T = TypeVar("T")
 
@@ -180,6 +180,9 @@ class ProfileSerializer:
         self._raw_decoder = msgspec.msgpack.Decoder(dict[str, Any])
         self._history_decoder = msgspec.msgpack.Decoder(list[_TRUSTED.of(Interaction)])  # type: ignore[misc]
         self._signal_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+        self._snapshot_decoder = msgspec.msgpack.Decoder(
+            tuple[msgspec.Raw, dict[str, _TRUSTED.of(Interest)], msgspec.Raw]  # type: ignore[misc]
+        )
 
     # -- whole profiles ------------------------------------------------------------------------
 
@@ -241,83 +244,89 @@ class ProfileSerializer:
     def encode_interaction(self, interaction: Interaction) -> bytes:
         return self._encode(interaction, "interaction")
 
+    def history_member(self, interaction: Interaction) -> bytes:
+        """The member of a Redis history (a sorted set ordered by bytes) that holds
+        ``interaction``: its time as a sort key, its event id, ``␟``, then the interaction."""
+        microseconds = (interaction.timestamp - _EPOCH) // _MICROSECOND
+        return (
+            _core.history_sort_key(microseconds)
+            + interaction.event_id.encode("utf-8", "surrogatepass")
+            + b"\x1f"
+            + self._encode(interaction, "interaction")
+        )
+
     @staticmethod
     def interest_fields(profile: UserProfile) -> dict[str, str]:
         """The Redis hash of ``profile``'s interests: ``feature␟channel`` → sum,
-        ``feature␟#`` → count, ``feature␟@`` → last update (epoch seconds), and
-        ``feature␟.`` → any other field of :class:`Interest`, as MessagePack (hex)."""
+        ``feature␟#`` → count, ``feature␟@`` → last update (epoch seconds)."""
         fields: dict[str, str] = {}
-        extra_names = [f.name for f in dataclasses.fields(Interest) if f.name not in _INTEREST_CORE]
         for name, interest in profile.interests.items():
             prefix = name + FIELD_SEPARATOR
             for key, total in interest.sums.items():
                 fields[prefix + key] = repr(float(total))
             fields[prefix + _COUNT] = str(interest.count)
             fields[prefix + _LAST_UPDATED] = repr(interest.last_updated.timestamp())
-            if extra_names:
-                extra = {n: getattr(interest, n) for n in extra_names}
-                fields[prefix + _EXTRA] = msgspec.msgpack.encode(extra).hex()
         return fields
 
-    def decode_parts(
-        self,
-        document: bytes,
-        interest_fields: Mapping[bytes, bytes] | list[bytes],
-        history: list[bytes],
-        *,
-        version: int,
-        landmark: float,
-        updated_at: float,
-    ) -> UserProfile:
-        """A profile from its Redis parts. ``interest_fields`` is a hash as a mapping or as the
-        flat ``[field, value, ...]`` list that ``HGETALL`` gives inside a script."""
-        profile = self.decode(document)
-        profile.version = version
-        profile.landmark = landmark
-        profile.updated_at = datetime.fromtimestamp(updated_at, tz=UTC)
-        profile.interests = self._decode_interests(interest_fields)
+    def decode_state(self, state: Sequence[Any]) -> tuple[UserProfile, bytes]:
+        """A profile from the parts a Redis script sends: ``version, landmark, updated_at,
+        event_count, doc, interests, history``, the interests hash as one string (fields and
+        values joined by ``␞``) and the history members concatenated; and the snapshot of it
+        (:meth:`encode_snapshot`) for the script to keep. The interests are read in Rust; the
+        history is decoded when the profile's ``interaction_history`` is first read (ranking
+        never reads it)."""
+        version, landmark, updated_at, event_count, document, interests, history = state
+        size = len(document) + len(interests) + len(history)
+        if size > self.max_profile_bytes:
+            raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
+        profile = self._with_meta(self.decode(document), version, landmark, updated_at, event_count)
+        profile.interests = _core.decode_interests(interests, Interest)
+        packed = _core.history_entries(history)[1] if history else _EMPTY_ARRAY
         if history:
-            size = sum(len(h) for h in history)
-            if size > self.max_profile_bytes:
-                raise ValidationError(f"stored history is {size} bytes; the limit is {self.max_profile_bytes}")
-            packed = _msgpack_array_header(len(history)) + b"".join(history)
-            try:
-                entries = self._history_decoder.decode(packed)
-            except msgspec.MsgspecError as exc:
-                raise ValidationError(f"stored history cannot be decoded: {exc}") from exc
-            _TRUSTED.restore(entries)
-            profile.interaction_history = entries
+            self._leave_history_encoded(profile, packed)
+        return profile, b"\x93" + document + self._encode(profile.interests, "interests") + packed
+
+    def encode_snapshot(self, profile: UserProfile, document: bytes | None = None) -> bytes:
+        """All of ``profile`` but its version, landmark, ``updated_at`` and event count (which
+        a Redis store keeps beside it) as one MessagePack array ``[doc, interests, history]``:
+        what a Redis read returns while it is current."""
+        if document is None:
+            document = self.encode_document(profile)
+        entries = [self.encode_interaction(i) for i in profile.interaction_history]
+        packed = _array_header(len(entries)) + b"".join(entries)
+        return b"\x93" + document + self._encode(profile.interests, "interests") + packed
+
+    def decode_snapshot(
+        self, snapshot: bytes, *, version: Any, landmark: Any, updated_at: Any, event_count: Any
+    ) -> UserProfile:
+        """A profile from :meth:`encode_snapshot`'s bytes and the fields kept beside them; the
+        history is decoded when first read."""
+        self._check_size(snapshot, "stored snapshot")
+        try:
+            document, interests, history = self._snapshot_decoder.decode(snapshot)
+        except msgspec.MsgspecError as exc:
+            raise ValidationError(f"stored snapshot cannot be decoded: {exc}") from exc
+        profile = self._with_meta(self.decode(document), version, landmark, updated_at, event_count)
+        for interest in interests.values():
+            interest.__class__ = Interest
+        profile.interests = interests
+        if memoryview(history).nbytes > len(_EMPTY_ARRAY):
+            self._leave_history_encoded(profile, history)
         return profile
 
     @staticmethod
-    def _decode_interests(raw: Mapping[bytes, bytes] | list[bytes]) -> dict[str, Interest]:
-        pairs = raw.items() if isinstance(raw, Mapping) else zip(raw[0::2], raw[1::2], strict=True)
-        extra_fields = [f for f in dataclasses.fields(Interest) if f.name not in _INTEREST_CORE]
-        by_name: dict[bytes, Interest] = {}
-        new_interest = object.__new__
-        from_timestamp = datetime.fromtimestamp
-        for field, value in pairs:
-            name, _, part = field.rpartition(b"\x1f")
-            interest = by_name.get(name)
-            if interest is None:
-                interest = new_interest(Interest)  # stored data: validated when it was written
-                state = interest.__dict__
-                state.update(name=name.decode("utf-8", "surrogatepass"), sums={}, count=0, last_updated=_EPOCH)
-                for extra_field in extra_fields:
-                    state[extra_field.name] = _default_of(extra_field)
-                by_name[name] = interest
-            kind = part[:1]
-            if kind == b"+" or kind == b"-":
-                interest.sums[part.decode()] = float(value)
-            elif part == b"#":
-                interest.count = int(value)
-            elif part == b"@":
-                interest.last_updated = from_timestamp(float(value), tz=UTC)
-            elif part == b".":
-                decoded = msgspec.msgpack.decode(bytes.fromhex(value.decode()))
-                known = {f.name for f in extra_fields}
-                interest.__dict__.update({k: v for k, v in decoded.items() if k in known})
-        return {interest.name: interest for interest in by_name.values()}
+    def _with_meta(profile: UserProfile, version: Any, landmark: Any, updated_at: Any, event_count: Any) -> UserProfile:
+        profile.version = int(version)
+        profile.landmark = float(landmark)
+        profile.updated_at = datetime.fromtimestamp(float(updated_at), tz=UTC)
+        if event_count is not None:
+            profile.event_count = int(event_count)
+        return profile
+
+    def _leave_history_encoded(self, profile: UserProfile, packed: bytes | msgspec.Raw) -> None:
+        state = profile.__dict__
+        del state["interaction_history"]
+        state["_history_source"] = _LazyHistory(self._history_decoder, packed)
 
     # -- feedback signals -----------------------------------------------------------------------
 
@@ -361,21 +370,42 @@ class ProfileSerializer:
         return data
 
 
-_INTEREST_CORE = frozenset({"name", "sums", "count", "last_updated"})
 _EPOCH = datetime.fromtimestamp(0, tz=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# The Redis hash of interests holds these four fields of an Interest: a field added to the class
+# needs a place there (and in the Rust reader) before profiles can keep it in Redis.
+assert {f.name for f in dataclasses.fields(Interest)} == {"name", "sums", "count", "last_updated"}
 
 
-def _default_of(field: dataclasses.Field[Any]) -> Any:
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None
+_EMPTY_ARRAY = b"\x90"
 
 
-def _msgpack_array_header(n: int) -> bytes:
+def _array_header(n: int) -> bytes:
     if n < 16:
         return bytes([0x90 | n])
     if n < 1 << 16:
         return b"\xdc" + n.to_bytes(2, "big")
     return b"\xdd" + n.to_bytes(4, "big")
+
+
+class _LazyHistory:
+    """Decodes a history kept encoded by :meth:`ProfileSerializer.decode_state`, when the
+    profile's ``interaction_history`` is first read (``UserProfile.__getattr__``)."""
+
+    __slots__ = ("decoder", "packed")
+
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], packed: bytes | msgspec.Raw) -> None:
+        self.decoder = decoder
+        self.packed = packed
+
+    def __call__(self) -> list[Interaction]:
+        try:
+            entries: list[Interaction] = self.decoder.decode(self.packed)
+        except msgspec.MsgspecError as exc:
+            raise ValidationError(f"stored history cannot be decoded: {exc}") from exc
+        _TRUSTED.restore(entries)
+        return entries
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _LazyHistory:
+        return self  # immutable

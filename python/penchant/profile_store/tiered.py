@@ -418,47 +418,30 @@ class TieredProfileStore(ProfileStore):
 
     def _redis_follow(self, changed: list[AppliedChange]) -> Op[None]:
         """Brings Redis to the versions SQL just wrote: the same additions when Redis holds the
-        version before (and the landmark did not move), the whole profile otherwise."""
+        version before (with the landmark SQL started from), the whole profile otherwise."""
         redis = self.redis
         assert redis is not None
-        calls = []
-        for change in changed:
-            profile = change.profile
-            entries = self._appended_history(change)
-            if change.old_version > 0 and profile.landmark == change.old_landmark and entries is not None:
-                document = self.serializer.encode_document(profile)
-                calls.append(
-                    redis._guarded_apply_call(
-                        profile, change.old_version, change.old_landmark, change.fresh, document, entries
-                    )
-                )
-            else:
-                calls.append(redis._write_call("fill", profile, str(profile.version)))
+        calls = [
+            redis._guarded_apply_call(
+                change.profile,
+                change.old_version,
+                change.old_landmark,
+                change.fresh,
+                self.serializer.encode_document(change.profile),
+            )
+            for change in changed
+        ]
         replies = yield from self._redis_step(self._redis_batch(calls))
         if isinstance(replies, _Skipped):
             self._mark_pending({c.profile.user_id: False for c in changed})
             return
-        stale = [c for c, reply in zip(changed, replies, strict=True) if reply[0] in (b"stale", "stale")]
+        stale = [c for c, reply in zip(changed, replies, strict=True) if reply[0] not in (b"ok", "ok")]
         if stale:
             self.counters.redis_stale_fallbacks += len(stale)
             calls = [redis._write_call("fill", c.profile, str(c.profile.version)) for c in stale]
             done = yield from self._redis_step(self._redis_batch(calls))
             if isinstance(done, _Skipped):
                 self._mark_pending({c.profile.user_id: False for c in stale})
-
-    def _appended_history(self, change: AppliedChange) -> list[bytes] | None:
-        """The history entries the model appended for the fresh events, encoded, one per event
-        (``b""`` where none); ``None`` when the history did not just grow by one entry per
-        event (then Redis gets the whole profile instead)."""
-        if not self.model.max_history:
-            return [b""] * len(change.fresh)
-        history = change.profile.interaction_history
-        if len(change.fresh) > len(history):
-            return None
-        tail = history[len(history) - len(change.fresh) :]
-        if [i.event_id for i in tail] != [s.event_id for s in change.fresh]:
-            return None
-        return [self.serializer.encode_interaction(i) for i in tail]
 
     def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
         changes = yield from self._apply_changes_op({user_id: signals})
