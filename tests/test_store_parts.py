@@ -90,6 +90,40 @@ def test_serializer_round_trip_through_redis_parts() -> None:
     assert serializer.decode_snapshot(serializer.encode_snapshot(empty), **meta).interaction_history == []
 
 
+def test_snapshot_frames_its_doc_and_history_as_bytes() -> None:
+    """A reader skips the doc and the history without walking them; the frames hold what
+    encode_document and the history entries encode."""
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    document, interests, history = msgspec.msgpack.decode(serializer.encode_snapshot(profile))
+    assert document == serializer.encode_document(profile)
+    assert set(interests) == set(profile.interests)
+    entries = msgspec.msgpack.decode(history)
+    assert [e["event_id"] for e in entries] == [i.event_id for i in profile.interaction_history]
+
+
+def test_snapshot_decoding_reads_the_first_inline_form_and_ignores_later_elements() -> None:
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    document = serializer.encode_document(profile)
+    history = msgspec.msgpack.encode(profile.interaction_history)
+    meta = {"version": 3, "landmark": repr(profile.landmark), "updated_at": "1700000000.5", "event_count": 15}
+    expected = serializer.decode_snapshot(serializer.encode_snapshot(profile), **meta)
+    assert expected.interaction_history == profile.interaction_history
+    # The first snapshots held the doc and the history inline, as a map and an array.
+    inline = b"\x93" + document + msgspec.msgpack.encode(profile.interests) + history
+    from_inline = serializer.decode_snapshot(inline, **meta)
+    assert from_inline == expected
+    assert type(from_inline.preferences["genre"]) is Preference
+    assert all(type(i) is Interaction for i in from_inline.interaction_history)
+    # A later format may append elements: this one reads the three it knows.
+    later = msgspec.msgpack.encode([document, profile.interests, history, {"new": 1}])
+    assert serializer.decode_snapshot(later, **meta) == expected
+    for bad in (b"\x93\xc4", msgspec.msgpack.encode([document, {"x": 1}, history]), b"\x92\xa1x\xa1y"):
+        with pytest.raises(ValidationError, match="snapshot cannot be decoded"):
+            serializer.decode_snapshot(bad, **meta)
+
+
 def test_serializer_tolerates_unknown_and_missing_fields() -> None:
     serializer = ProfileSerializer()
     raw = msgspec.msgpack.decode(serializer.encode(rich_profile()))

@@ -53,19 +53,17 @@ _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``_UPGRADES[n]`` turns the raw map of a schema-``n`` profile into a schema-``n + 1`` one."""
 
 
-def _skip_post_init(self: object) -> None:
-    """Stored data was validated when it was written."""
-
-
 class _TrustedTypes:
-    """For every dataclass reachable from a root class: a subclass that skips ``__post_init__``
-    (with its field types pointing at the other trusted subclasses), and the way back to the
+    """For every dataclass reachable from a root class: a subclass without ``__post_init__``
+    (msgspec takes ``None`` for none; only msgspec makes instances of it, never ``__init__``),
+    with its field types pointing at the other trusted subclasses, and the way back to the
     public classes after decoding."""
 
     def __init__(self) -> None:
         self._trusted: dict[type, type] = {}
         self._public: dict[type, type] = {}
         self._nested: dict[type, tuple[str, ...]] = {}
+        self._leaves: dict[type, type] = {}  # trusted classes without nested ones -> public
 
     def of(self, cls: type) -> type:
         if cls in self._trusted:
@@ -84,7 +82,7 @@ class _TrustedTypes:
                 annotations[field.name] = trusted_hint
                 nested.append(field.name)
         namespace = {
-            "__post_init__": _skip_post_init,
+            "__post_init__": None,
             "__annotations__": annotations,
             "__module__": cls.__module__,
             "__qualname__": f"{cls.__qualname__}[stored]",
@@ -93,6 +91,8 @@ class _TrustedTypes:
         self._trusted[cls] = trusted
         self._public[trusted] = cls
         self._nested[trusted] = tuple(nested)
+        if not nested:
+            self._leaves[trusted] = cls
         return trusted
 
     def _map(self, hint: Any) -> Any:
@@ -112,21 +112,24 @@ class _TrustedTypes:
         return hint
 
     def restore(self, value: Any) -> None:
-        """Gives every decoded object in ``value`` its public class back."""
+        """Gives every decoded object in ``value`` its public class back (objects without
+        nested ones in a loop: a profile holds dozens)."""
         cls = type(value)
         public = self._public.get(cls)
         if public is None:
-            if isinstance(value, list):
-                for item in value:
-                    self.restore(item)
-            elif isinstance(value, dict):
-                for item in value.values():
+            items = value if isinstance(value, list) else value.values() if isinstance(value, dict) else ()
+            leaves = self._leaves
+            for item in items:
+                leaf = leaves.get(type(item))
+                if leaf is not None:
+                    item.__class__ = leaf
+                else:
                     self.restore(item)
             return
-        names = self._nested[cls]
         value.__class__ = public
-        for name in names:
-            self.restore(getattr(value, name))
+        state = value.__dict__
+        for name in self._nested[cls]:
+            self.restore(state[name])
 
 
 _TRUSTED = _TrustedTypes()
@@ -180,9 +183,14 @@ class ProfileSerializer:
         self._raw_decoder = msgspec.msgpack.Decoder(dict[str, Any])
         self._history_decoder = msgspec.msgpack.Decoder(list[_TRUSTED.of(Interaction)])  # type: ignore[misc]
         self._signal_decoder = msgspec.msgpack.Decoder(dict[str, Any])
-        self._snapshot_decoder = msgspec.msgpack.Decoder(
-            tuple[msgspec.Raw, dict[str, _TRUSTED.of(Interest)], msgspec.Raw]  # type: ignore[misc]
+        trusted_interests: Any = dict[str, _TRUSTED.of(Interest)]  # type: ignore[misc]
+        # An array-like struct ignores trailing elements: a later snapshot format may add some.
+        snapshot = msgspec.defstruct(
+            "StoredSnapshot", [("doc", bytes), ("interests", trusted_interests), ("history", bytes)], array_like=True
         )
+        self._snapshot_decoder = msgspec.msgpack.Decoder(snapshot)
+        # The first snapshots (never released) held the doc and history inline, not as bytes.
+        self._inline_snapshot_decoder = msgspec.msgpack.Decoder(tuple[msgspec.Raw, trusted_interests, msgspec.Raw])
 
     # -- whole profiles ------------------------------------------------------------------------
 
@@ -284,17 +292,29 @@ class ProfileSerializer:
         packed = _core.history_entries(history)[1] if history else _EMPTY_ARRAY
         if history:
             self._leave_history_encoded(profile, packed)
-        return profile, b"\x93" + document + self._encode(profile.interests, "interests") + packed
+        return profile, self._snapshot(document, profile.interests, packed)
 
     def encode_snapshot(self, profile: UserProfile, document: bytes | None = None) -> bytes:
         """All of ``profile`` but its version, landmark, ``updated_at`` and event count (which
         a Redis store keeps beside it) as one MessagePack array ``[doc, interests, history]``:
-        what a Redis read returns while it is current."""
+        what a Redis read returns while it is current. The doc and the history (an encoded
+        array) are byte strings inside it, so that a reader skips them without walking them."""
         if document is None:
             document = self.encode_document(profile)
         entries = [self.encode_interaction(i) for i in profile.interaction_history]
-        packed = _array_header(len(entries)) + b"".join(entries)
-        return b"\x93" + document + self._encode(profile.interests, "interests") + packed
+        return self._snapshot(document, profile.interests, _array_header(len(entries)) + b"".join(entries))
+
+    def _snapshot(self, document: bytes, interests: dict[str, Interest], packed_history: bytes) -> bytes:
+        return b"".join(
+            (
+                b"\x93",
+                _bin_header(len(document)),
+                document,
+                self._encode(interests, "interests"),
+                _bin_header(len(packed_history)),
+                packed_history,
+            )
+        )
 
     def decode_snapshot(
         self, snapshot: bytes, *, version: Any, landmark: Any, updated_at: Any, event_count: Any
@@ -303,14 +323,19 @@ class ProfileSerializer:
         history is decoded when first read."""
         self._check_size(snapshot, "stored snapshot")
         try:
-            document, interests, history = self._snapshot_decoder.decode(snapshot)
+            stored: Any = self._snapshot_decoder.decode(snapshot)
+            document, interests, history = stored.doc, stored.interests, stored.history
         except msgspec.MsgspecError as exc:
-            raise ValidationError(f"stored snapshot cannot be decoded: {exc}") from exc
+            try:
+                document, interests, raw_history = self._inline_snapshot_decoder.decode(snapshot)
+                document, history = bytes(document), bytes(raw_history)
+            except msgspec.MsgspecError:
+                raise ValidationError(f"stored snapshot cannot be decoded: {exc}") from exc
         profile = self._with_meta(self.decode(document), version, landmark, updated_at, event_count)
         for interest in interests.values():
             interest.__class__ = Interest
         profile.interests = interests
-        if memoryview(history).nbytes > len(_EMPTY_ARRAY):
+        if len(history) > len(_EMPTY_ARRAY):
             self._leave_history_encoded(profile, history)
         return profile
 
@@ -323,7 +348,7 @@ class ProfileSerializer:
             profile.event_count = int(event_count)
         return profile
 
-    def _leave_history_encoded(self, profile: UserProfile, packed: bytes | msgspec.Raw) -> None:
+    def _leave_history_encoded(self, profile: UserProfile, packed: bytes) -> None:
         state = profile.__dict__
         del state["interaction_history"]
         state["_history_source"] = _LazyHistory(self._history_decoder, packed)
@@ -381,6 +406,14 @@ assert {f.name for f in dataclasses.fields(Interest)} == {"name", "sums", "count
 _EMPTY_ARRAY = b"\x90"
 
 
+def _bin_header(n: int) -> bytes:
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
 def _array_header(n: int) -> bytes:
     if n < 16:
         return bytes([0x90 | n])
@@ -395,7 +428,7 @@ class _LazyHistory:
 
     __slots__ = ("decoder", "packed")
 
-    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], packed: bytes | msgspec.Raw) -> None:
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], packed: bytes) -> None:
         self.decoder = decoder
         self.packed = packed
 
