@@ -362,3 +362,15 @@ def test_rebuild_replays_the_event_log_into_redis(tmp_path: Path) -> None:
 def test_rebuild_bad_batch_size(database: str) -> None:
     result = run("rebuild", "--database-url", database, "--redis-url", "redis://127.0.0.1:1/0", "--batch-size", "0")
     assert_clean_error(result, 2, "Invalid value for '--batch-size'")
+
+
+def test_demo_without_matplotlib_says_how_to_get_it(monkeypatch: Any, tmp_path: Path) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a)
+    )
+    result = run("demo", *SMALL_DEMO, "--out", str(tmp_path))
+    assert_clean_error(result, 1, "pip install 'penchant[plot]', or run with --no-plot")
+    assert list(tmp_path.iterdir()) == []

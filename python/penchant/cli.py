@@ -267,7 +267,7 @@ def demo(
         raise click.UsageError("--keep-profiles needs --database-url: the default store is a temporary file")
     if plot and importlib.util.find_spec("matplotlib") is None:
         raise click.ClickException(
-            "the learning-curve plot needs matplotlib: pip install 'penchant[demo]', or run with --no-plot"
+            "the learning-curve plot needs matplotlib: pip install 'penchant[plot]', or run with --no-plot"
         )
     if plot:
         out_dir.mkdir(parents=True, exist_ok=True)
