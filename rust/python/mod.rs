@@ -5,6 +5,7 @@ mod history;
 mod interests;
 mod items;
 mod names;
+mod retrieval;
 mod signals;
 
 use crate::diversify::Diversity;
@@ -415,6 +416,27 @@ impl Table {
             .collect())
     }
 
+    /// The row of each id, or -1 where the table does not have it (see `retrieval::find_rows`).
+    fn find_rows<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        Ok(retrieval::find_rows(&self.table, ids)?.into_pyarray(py))
+    }
+
+    /// The affinity of `rows` with a sparse vector (feature ids, weights) over this table.
+    fn affinity<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'py, u32>,
+        feature_ids: PyReadonlyArray1<'py, u32>,
+        weights: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let (rows, ids, weights) = (to_vec(&rows)?, to_vec(&feature_ids)?, to_vec(&weights)?);
+        Ok(retrieval::affinity(py, &self.table, &rows, &ids, &weights)?.into_pyarray(py))
+    }
+
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
@@ -591,7 +613,9 @@ impl Table {
     }
 }
 
-fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
+pub(crate) fn to_vec<T: numpy::Element + Copy>(
+    array: &PyReadonlyArray1<'_, T>,
+) -> PyResult<Vec<T>> {
     Ok(match array.as_slice() {
         Ok(slice) => slice.to_vec(),
         Err(_) => array.as_array().iter().copied().collect(),
@@ -945,6 +969,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(build_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(retrieval::seen_penalties, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;
