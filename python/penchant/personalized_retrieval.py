@@ -308,6 +308,7 @@ class _Snapshot:
 
     __slots__ = (
         "_evidence",
+        "_plans",
         "_view",
         "confidence",
         "exists",
@@ -324,6 +325,7 @@ class _Snapshot:
     def __init__(self, profile: UserProfile | None, now: float, prior: float) -> None:
         self.made_at = now
         self._view: ProfileView | None = None
+        self._plans: dict[tuple[int, float | None], _Plan] = {}
         self.exists = profile is not None
         if profile is None:
             self.user_id = ""
@@ -357,6 +359,23 @@ class _Snapshot:
         self.seen_ids = list(latest)
         self.seen_times = np.fromiter(latest.values(), dtype=np.float64, count=len(latest))
 
+    def plan(self, engine: RankingEngine, strength: float | None) -> _Plan:
+        """The factor weights for this profile at ``strength``, worked out once per engine."""
+        key = (id(engine), strength)
+        plan = self._plans.get(key)
+        if plan is None:
+            weights, lam = engine.factor_weights(self.confidence, strength)
+            plan = _Plan(
+                weights=tuple(weights[name] for name in FACTORS),
+                novelty=weights["novelty"],
+                query=weights["query"],
+                lam=lam,
+                only_relevance=all(weights[name] == 0 for name in RETRIEVAL_FACTORS[1:] if name != "query"),
+            )
+            if len(self._plans) < 16:
+                self._plans[key] = plan
+        return plan
+
     def expansion_view(self, expander: QueryExpander) -> ProfileView:
         """What query expansion reads, made on first use (a race only makes it twice)."""
         view = self._view
@@ -373,6 +392,17 @@ class _Snapshot:
                 min_confidence=expander.config.min_interest_confidence,
             )
         return view
+
+
+class _Plan(NamedTuple):
+    """The weights of one ranking: the built-in factors', novelty's, the query's, ``λ``, and
+    whether relevance alone counts when there is no query."""
+
+    weights: tuple[float, ...]
+    novelty: float
+    query: float
+    lam: float
+    only_relevance: bool
 
 
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
@@ -625,9 +655,7 @@ class RankingEngine:
         query expansion (:meth:`QueryExpander.expand`) for the query factor."""
         moment = to_epoch(now, "now")
         snapshot = _Snapshot(_checked_profile(profile), moment, self.config.confidence_prior)
-        request = _Request.check(
-            "", items, None, k, explain, filters, candidate_ids, base_scores, strength, moment, self.config
-        )
+        request = _Request.check("", items, None, k, explain, filters, candidate_ids, base_scores, strength, moment)
         return _rank(self, content_filter or _NO_CONTENT_FILTER, snapshot, request, expanded, None)
 
 
@@ -640,9 +668,9 @@ def _checked_profile(profile: Any) -> UserProfile | None:
     return profile
 
 
-@dataclass(frozen=True)
-class _Request:
-    """The checked arguments of one retrieval (everything but the profile)."""
+class _Request(NamedTuple):
+    """The checked arguments of one retrieval (everything but the profile). A named tuple:
+    made on every request, and cheaper than a frozen dataclass."""
 
     user_id: str
     items: Any
@@ -651,7 +679,7 @@ class _Request:
     explain: bool
     filters: Filters
     candidate_ids: Any
-    base_scores: npt.NDArray[np.float64] | None
+    base_scores: Any
     strength: float | None
     now: float
 
@@ -668,27 +696,27 @@ class _Request:
         base_scores: Any,
         strength: float | None,
         now: float,
-        config: RankingConfig,
     ) -> _Request:
-        if not isinstance(explain, bool):
+        if explain is not False and explain is not True:
             raise ValidationError(f"explain must be a bool, got {type(explain).__name__}")
         if strength is not None:
             strength = _unit(strength, "strength")
-        if items is None or isinstance(items, str | bytes | Mapping):
-            raise ValidationError(
-                f"items must be a list of items, an ItemBatch or a Catalog, got {type(items).__name__}"
-            )
-        if not isinstance(items, Catalog) and (candidate_ids is not None or base_scores is not None):
-            raise ValidationError(
-                "candidate_ids and base_scores select candidates of a Catalog; items carry their own ids and scores"
-            )
+        if not isinstance(items, Catalog):
+            if items is None or isinstance(items, str | bytes | Mapping):
+                raise ValidationError(
+                    f"items must be a list of items, an ItemBatch or a Catalog, got {type(items).__name__}"
+                )
+            if candidate_ids is not None or base_scores is not None:
+                raise ValidationError(
+                    "candidate_ids and base_scores select candidates of a Catalog; items carry their own ids and scores"
+                )
         return cls(
             user_id,
             items,
             query,
             _check_k(k),
             explain,
-            Filters.coerce(filters),
+            _NO_FILTERS if filters is None else Filters.coerce(filters),
             candidate_ids,
             base_scores,
             strength,
@@ -696,10 +724,13 @@ class _Request:
         )
 
 
+_NO_FILTERS = Filters()
+
+
 def _candidates(
     request: _Request,
     snapshot: _Snapshot,
-    resolve_filters: Filters,
+    content: ContentFilter,
     expansion_features: Iterable[str],
     diversity: Diversity | None,
     cache: _LRU | None,
@@ -711,19 +742,22 @@ def _candidates(
     if isinstance(items, Catalog):
         table = items._table
         ids = request.candidate_ids
-        if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
-            if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
-                raise ValidationError("candidate ids do not fit in 64-bit signed integers")
-            ids = np.ascontiguousarray(ids, dtype=np.int64)
-        elif isinstance(ids, str | bytes):
-            raise ValidationError("candidate_ids must be a sequence of ids, not one str")
-        rows = None if ids is None else table.rows_of(ids)
+        if ids is None:
+            rows = None
+        else:
+            if type(ids) is np.ndarray and ids.dtype.kind in "iu":
+                if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
+                    raise ValidationError("candidate ids do not fit in 64-bit signed integers")
+                if ids.dtype != np.int64 or not ids.flags.c_contiguous:
+                    ids = np.ascontiguousarray(ids, dtype=np.int64)
+            elif isinstance(ids, str | bytes):
+                raise ValidationError("candidate_ids must be a sequence of ids, not one str")
+            rows = table.rows_of(ids)
         n = len(table) if rows is None else len(rows)
+        # NaN and infinite base scores are refused by the kernel.
         base = _float_column(request.base_scores, n, "base_scores")
         if base is None:
             base = np.zeros(n)
-        elif not np.isfinite(base).all():
-            raise ValidationError("base_scores: NaN or infinite values")
         profile = None
         key = (tenant, snapshot.user_id, id(table))
         if cache is not None and snapshot.exists:
@@ -741,6 +775,11 @@ def _candidates(
     item_list = items if isinstance(items, list) else list(items) if isinstance(items, Iterable) else None
     if item_list is None:
         raise ValidationError(f"items must be a list of items, an ItemBatch or a Catalog, got {type(items).__name__}")
+    # The items are read with what every source's filters name, before they are resolved.
+    resolve_filters = snapshot.hard
+    for rules in (content.config_filters, request.filters):
+        merged = merge_filters(resolve_filters, rules)
+        resolve_filters = merged if merged is not None else resolve_filters
     # Only features that the profile, the filters or the query name can matter (diversity's
     # capped features are interned too), as in rank_items.
     names = list(snapshot.weights)
@@ -763,78 +802,91 @@ def _rank(
 ) -> list[RankedItem]:
     """The body of every retrieval: candidates, filters, factors, the kernel, explanations."""
     config = engine.config
-    query_features = expanded.features if expanded is not None else {}
-    # The filters a list of items must be read with: every source's, before resolution.
-    reading_filters = snapshot.hard
-    for extra in (content.config_filters, request.filters):
-        merged = merge_filters(reading_filters, extra)
-        reading_filters = merged if merged is not None else reading_filters
-    candidates = _candidates(request, snapshot, reading_filters, query_features, config.diversity, cache, tenant)
+    query_features = expanded.features if expanded is not None else _NO_FEATURES
+    candidates = _candidates(request, snapshot, content, query_features, config.diversity, cache, tenant)
     n = candidates.n
     if n == 0:
         return []
     resolved = _resolved_filters(candidates, content, snapshot, request.filters)
-    if resolved.spec is None:
+    spec = resolved.spec
+    if spec is None:
         return []
     now = request.now
+    explain = request.explain
     profile = candidates.profile
-    spec = resolved.spec
     window = content.exclude_seen_within
     if window is not None and len(profile.seen_rows):
         recent = profile.seen_rows[profile.seen_times >= now - window]
         if len(recent):
             spec = (spec[0], spec[1], spec[2], spec[3] + recent.tolist(), spec[4])
-
-    weights, lam = engine.factor_weights(snapshot.confidence, request.strength)
-    if weights["novelty"] != 0 and len(profile.seen_rows):
+    plan = snapshot.plan(engine, request.strength)
+    # Extra factors with nothing to add are left out, except for an explanation, whose
+    # contributions always name every factor.
+    extra: list[tuple[npt.NDArray[np.float64], float, str]] = []
+    extra_names: tuple[str, ...] = ()
+    if plan.novelty and len(profile.seen_rows):
         novelty = _core.seen_penalties(
             candidates.rows, n, profile.seen_rows, profile.seen_times, now, config.seen_half_life
         )
-    else:
-        novelty = np.zeros(n)
-    query = np.zeros(n)
-    if weights["query"] != 0 and query_features:
-        names = list(query_features)
-        ids = candidates.table.feature_ids(names)
-        pairs = [(fid, query_features[name]) for fid, name in zip(ids, names, strict=True) if fid is not None]
-        if pairs:
-            query = candidates.table.affinity(
-                candidates.candidate_rows(),
-                np.fromiter((p[0] for p in pairs), dtype=np.uint32, count=len(pairs)),
-                np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs)),
-            )
-    if not query.any():
-        weights["query"] = 0.0
-    only_relevance = all(weights[name] == 0 for name in RETRIEVAL_FACTORS if name != "relevance")
+        extra.append((novelty, plan.novelty, "none"))
+        extra_names = ("novelty",)
+    elif explain:
+        extra.append((np.zeros(n), 0.0, "none"))
+        extra_names = ("novelty",)
+    query = _query_values(candidates, query_features) if plan.query and query_features else None
     norm = config.normalization
-    normalization = ("none" if only_relevance else norm, norm, norm, norm, norm)
-    k = n if request.k is None else min(request.k, n)
-    interests = (profile.interest_ids, profile.interest_weights)
+    if query is not None:
+        extra.append((query, plan.query, norm))
+        extra_names += ("query",)
+    elif explain:
+        extra.append((np.zeros(n), 0.0, norm))
+        extra_names += ("query",)
+    only_relevance = plan.only_relevance and query is None
     ranked, chosen_rows = rank_prepared(
         candidates.table,
         candidates.rows,
         candidates.base,
-        interests,
+        (profile.interest_ids, profile.interest_weights),
         snapshot.taste,
-        weights=tuple(weights[name] for name in FACTORS),
-        normalization=normalization,
+        weights=plan.weights,
+        normalization=("none", norm, norm, norm, norm) if only_relevance else (norm, norm, norm, norm, norm),
         now=now,
         recency_half_life=config.recency_half_life,
-        extra_names=("novelty", "query"),
-        extra=((novelty, weights["novelty"], "none"), (query, weights["query"], norm)),
+        extra_names=extra_names,
+        extra=extra,
         spec=spec,
-        k=k,
+        k=n if request.k is None else min(request.k, n),
         diversity=_diversity_args(candidates.table, config.diversity, candidates.filter_cache),
         items=candidates.items,
-        explain=request.explain,
+        explain=explain,
     )
-    if not request.explain:
+    if not explain:
         return ranked
     rules = _describe(resolved.sources, window)
     return [
-        item._replace(explanation=_explain(item, row, candidates, snapshot, query_features, rules, lam, now))
+        item._replace(explanation=_explain(item, row, candidates, snapshot, query_features, rules, plan.lam, now))
         for item, row in zip(ranked, chosen_rows, strict=True)
     ]
+
+
+_NO_FEATURES: Mapping[str, float] = MappingProxyType({})
+
+
+def _query_values(candidates: _Candidates, features: Mapping[str, float]) -> npt.NDArray[np.float64] | None:
+    """The query factor's raw values (affinity with the expansion's features), or ``None``
+    when no candidate carries any of them."""
+    names = list(features)
+    pairs = [
+        (fid, features[n]) for fid, n in zip(candidates.table.feature_ids(names), names, strict=True) if fid is not None
+    ]
+    if not pairs:
+        return None
+    values = candidates.table.affinity(
+        candidates.candidate_rows(),
+        np.fromiter((p[0] for p in pairs), dtype=np.uint32, count=len(pairs)),
+        np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs)),
+    )
+    return values if values.any() else None
 
 
 def _resolved_filters(
@@ -1115,7 +1167,6 @@ class PersonalizedRetriever:
             base_scores,
             strength,
             to_epoch(now, "now"),
-            self.ranking.config,
         )
 
     def retrieve_op(
@@ -1259,11 +1310,7 @@ class PersonalizedRetriever:
 def _exclusions(
     content: ContentFilter, snapshot: _Snapshot, request: _Request, cache: _LRU | None, tenant: str
 ) -> list[Exclusion]:
-    reading = snapshot.hard
-    for extra in (content.config_filters, request.filters):
-        merged = merge_filters(reading, extra)
-        reading = merged if merged is not None else reading
-    candidates = _candidates(request, snapshot, reading, (), None, cache, tenant)
+    candidates = _candidates(request, snapshot, content, (), None, cache, tenant)
     rows = candidates.candidate_rows()
     if not len(rows):
         return []

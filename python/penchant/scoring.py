@@ -546,6 +546,8 @@ def rank_prepared(
     chosen = positions.tolist()
     chosen_rows = chosen if rows is None else rows[positions].tolist()
     ids = table.ids(chosen_rows)
+    if not explain and items is None:  # the hot path: no per-item lists to build
+        return list(map(RankedItem, ids, scores.tolist())), chosen_rows
     explained: list[Mapping[str, float] | None]
     if explain:
         names = FACTORS + extra_names
