@@ -104,14 +104,7 @@ impl Table {
         let (table, scores) = match &known {
             Some((dict, names)) => {
                 let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
-                let mut seen = rustc_hash::FxHashMap::default();
-                seen.reserve(4096);
-                let features = FeatureIds::Known {
-                    ids: dict,
-                    vocabulary,
-                    seen,
-                    intern_prefixes,
-                };
+                let features = FeatureIds::known(dict, vocabulary, intern_prefixes)?;
                 items::table_from_items(items, features, attributes)?
             }
             None => items::table_from_items(
