@@ -30,6 +30,7 @@ __all__ = [
     "periodic_histogram",
     "read_history",
     "rebase_factor",
+    "seen_penalties",
     "set_num_threads",
     "set_parallel_min_rows",
     "top_k",
@@ -83,6 +84,13 @@ class Table:
     def row_features(self, row: int) -> list[tuple[str, float]]: ...
     def interest_ids(self, interests: dict[str, float]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]]: ...
     def column(self, name: str, rows: Sequence[int]) -> npt.NDArray[Any] | None: ...
+    def find_rows(self, ids: Iterable[Any]) -> npt.NDArray[np.int64]: ...
+    def affinity(
+        self,
+        rows: npt.NDArray[np.uint32],
+        feature_ids: npt.NDArray[np.uint32],
+        weights: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]: ...
     def rank(
         self,
         rows: npt.NDArray[np.uint32] | None,
@@ -167,6 +175,14 @@ def build_signals(
 def interest_evidence(
     interests: dict[str, Any], now: float, landmark: float
 ) -> tuple[list[str], list[float], list[float]]: ...
+def seen_penalties(
+    rows: npt.NDArray[np.uint32] | None,
+    n_rows: int,
+    seen_rows: npt.NDArray[np.uint32],
+    seen_times: npt.NDArray[np.float64],
+    now: float,
+    half_life: float,
+) -> npt.NDArray[np.float64]: ...
 def read_history(
     interactions: list[Any],
 ) -> tuple[

@@ -5,6 +5,7 @@ mod history;
 mod interests;
 mod items;
 mod names;
+mod retrieval;
 mod signals;
 
 use crate::diversify::Diversity;
@@ -103,14 +104,7 @@ impl Table {
         let (table, scores) = match &known {
             Some((dict, names)) => {
                 let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
-                let mut seen = rustc_hash::FxHashMap::default();
-                seen.reserve(4096);
-                let features = FeatureIds::Known {
-                    ids: dict,
-                    vocabulary,
-                    seen,
-                    intern_prefixes,
-                };
+                let features = FeatureIds::known(dict, vocabulary, intern_prefixes)?;
                 items::table_from_items(items, features, attributes)?
             }
             None => items::table_from_items(
@@ -415,6 +409,27 @@ impl Table {
             .collect())
     }
 
+    /// The row of each id, or -1 where the table does not have it (see `retrieval::find_rows`).
+    fn find_rows<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        Ok(retrieval::find_rows(&self.table, ids)?.into_pyarray(py))
+    }
+
+    /// The affinity of `rows` with a sparse vector (feature ids, weights) over this table.
+    fn affinity<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'py, u32>,
+        feature_ids: PyReadonlyArray1<'py, u32>,
+        weights: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let (rows, ids, weights) = (to_vec(&rows)?, to_vec(&feature_ids)?, to_vec(&weights)?);
+        Ok(retrieval::affinity(py, &self.table, &rows, &ids, &weights)?.into_pyarray(py))
+    }
+
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
@@ -591,7 +606,9 @@ impl Table {
     }
 }
 
-fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
+pub(crate) fn to_vec<T: numpy::Element + Copy>(
+    array: &PyReadonlyArray1<'_, T>,
+) -> PyResult<Vec<T>> {
     Ok(match array.as_slice() {
         Ok(slice) => slice.to_vec(),
         Err(_) => array.as_array().iter().copied().collect(),
@@ -945,6 +962,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(build_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(retrieval::seen_penalties, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;
