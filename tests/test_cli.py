@@ -70,7 +70,7 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 
 def round_rows(output: str) -> list[str]:
-    return [line for line in output.splitlines() if re.match(r"^│\s+\d+ │", line)]
+    return [line for line in output.splitlines() if re.match(r"^│\s+\d+ │\s+\d\.\d{3} │", line)]
 
 
 def test_demo_prints_rounds_latencies_and_writes_the_plot(tmp_path: Path) -> None:
@@ -83,6 +83,7 @@ def test_demo_prints_rounds_latencies_and_writes_the_plot(tmp_path: Path) -> Non
     assert "rank (one request)" in result.output
     assert "record (one request's events)" in result.output
     assert "After 3 rounds" in result.output
+    assert "What user-00000 sees from one more search, and why" in result.output
     plot = tmp_path / "plots" / PLOT_NAME
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"written to {plot}" in result.output

@@ -13,14 +13,17 @@ import numpy as np
 import pytest
 
 from penchant import ValidationError
-from penchant._engine_standin import Engine
+from penchant.engine import Engine
 from penchant.simulation import (
+    DAY,
     SimulationConfig,
+    explain_next_request,
     make_world,
     ndcg_at_k,
     plot_learning_curve,
     precision_at_k,
     run_simulation,
+    simulation_start,
     summarize_latencies,
 )
 
@@ -133,6 +136,19 @@ def test_personalization_beats_the_base_order(engine: Engine) -> None:
     assert len(result.record_seconds) <= SMALL.users * SMALL.rounds
 
 
+def test_explain_next_request_shows_the_hidden_grade_and_why(engine: Engine) -> None:
+    world = make_world(SMALL)
+    result = run_simulation(engine, SMALL, world=world)
+    explained = explain_next_request(engine, world, result, user=2, k=3)
+    assert len(explained) == 3
+    row_of = {item_id: row for row, item_id in enumerate(world.item_ids)}
+    for item in explained:
+        assert item.grade == world.grades(2, np.asarray([row_of[item.item_id]]))[0]
+        assert item.features == world.item_records[row_of[item.item_id]]["features"]
+        assert item.why
+    assert "likes category:c" in world.hidden_tastes(2)
+
+
 def test_a_run_is_deterministic_for_a_seed() -> None:
     config = replace(SMALL, rounds=3, users=8)
     runs = []
@@ -140,6 +156,24 @@ def test_a_run_is_deterministic_for_a_seed() -> None:
         with Engine(database_url="sqlite:///:memory:") as engine:
             runs.append(run_simulation(engine, config).rounds)
     assert runs[0] == runs[1]
+
+
+def test_a_run_does_not_depend_on_the_day_it_starts() -> None:
+    """Rounds are simulated days from a start; forward decay depends only on differences of
+    times, so a demo run today and one a month ago agree."""
+    config = replace(SMALL, rounds=3, users=8)
+    runs = []
+    for start in (simulation_start(3), simulation_start(3) - 37 * DAY):
+        with Engine(database_url="sqlite:///:memory:") as engine:
+            runs.append(run_simulation(engine, config, start=start).rounds)
+    assert runs[0] == runs[1]
+
+
+def test_simulation_start_leaves_every_event_in_the_past() -> None:
+    now = 1_800_000_000.5
+    start = simulation_start(10, now=now)
+    assert start % DAY == 0
+    assert start + 10 * DAY <= now < start + 11 * DAY
 
 
 def test_round_callbacks(engine: Engine) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import penchant
-from penchant._engine_standin import Engine
+from penchant.engine import Engine
 from penchant.errors import ValidationError
 from penchant.feedback_collector import FeedbackProcessor
 from penchant.profile_store import open_database, open_store
@@ -339,7 +339,10 @@ def run_bench(
                 )
             )
             if redis_url is not None:
-                with Engine(store=open_store(redis_url, db_url, tenant, cache=False), tenant=tenant) as redis_engine:
+                with (
+                    open_store(redis_url, db_url, tenant, cache=False) as no_cache,
+                    Engine(store=no_cache) as redis_engine,
+                ):
                     results.append(
                         _case(
                             "retrieval ranking",

@@ -23,15 +23,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import penchant
-from penchant._engine_standin import Engine
 from penchant.bench import BenchConfig, CaseResult, Target, format_bound, format_seconds, redacted, run_bench
+from penchant.engine import Engine
 from penchant.errors import PenchantError
-from penchant.profile_store import DEFAULT_DATABASE_URL, DEFAULT_TENANT, open_store
+from penchant.profile_store import DEFAULT_TENANT, default_database_url, open_store
 from penchant.profile_store import rebuild as rebuild_redis
 from penchant.simulation import (
+    ExplainedItem,
     RoundMetrics,
     SimulationConfig,
     SimulationResult,
+    World,
+    explain_next_request,
     make_world,
     plot_learning_curve,
     run_simulation,
@@ -75,8 +78,8 @@ def _store_options(function: F) -> F:
         "--database-url",
         envvar="PENCHANT_DATABASE_URL",
         metavar="URL",
-        help=f"The durable store: sqlite:///path.db or postgresql://... [env PENCHANT_DATABASE_URL; "
-        f"default {DEFAULT_DATABASE_URL}]",
+        help="The durable store: sqlite:///path.db or postgresql://... [env PENCHANT_DATABASE_URL; "
+        "default: penchant.db in the user's data directory, $XDG_DATA_HOME/penchant or ~/.local/share/penchant]",
     )(function)
     function = click.option(
         "--redis-url",
@@ -91,7 +94,7 @@ def _existing_database(database_url: str | None) -> str:
     """The database URL to open for a command that reads stored profiles: a SQLite file must
     already exist, since opening a missing one would create an empty database and report
     nothing found."""
-    url = database_url or DEFAULT_DATABASE_URL
+    url = database_url or default_database_url()
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "sqlite" and not parts.netloc:
         path = urllib.parse.unquote(parts.path[1:])
@@ -141,6 +144,22 @@ def _latency_table(result: SimulationResult) -> Table:
             format_seconds(s.p99),
             format_seconds(s.max),
         )
+    return table
+
+
+def _example_table(world: World, example: list[ExplainedItem]) -> Table:
+    user_id = world.user_ids[0]
+    table = Table(
+        title=f"What {user_id} sees from one more search, and why; hidden tastes: {world.hidden_tastes(0)}",
+        title_justify="left",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("features")
+    table.add_column("hidden grade", justify="right")
+    table.add_column("penchant's explanation")
+    for position, item in enumerate(example, 1):
+        table.add_row(str(position), item.item_id, " ".join(item.features), str(item.grade), item.why)
     return table
 
 
@@ -305,6 +324,7 @@ def demo(
                 on_request=lambda: progress.advance(task),
                 on_round=lambda m: _add_round(table, m),
             )
+        example = explain_next_request(engine, world, result)
     first, last = result.rounds[0], result.rounds[-1]
     console.print()
     console.print(
@@ -314,6 +334,8 @@ def demo(
         f"click-through {last.penchant_ctr:.3f} against {last.base_ctr:.3f}; "
         f"in round 1 (cold start) NDCG@{config.k} was {first.penchant_ndcg:.3f}."
     )
+    console.print()
+    console.print(_example_table(world, example))
     console.print()
     console.print(_latency_table(result))
     if plot:

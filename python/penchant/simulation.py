@@ -43,21 +43,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from penchant._engine_standin import Engine
+from penchant.engine import Engine
 from penchant.errors import ValidationError
 from penchant.items import Catalog, ItemBatch
 
 __all__ = [
+    "ExplainedItem",
     "LatencySummary",
     "RoundMetrics",
     "SimulationConfig",
     "SimulationResult",
     "World",
+    "explain_next_request",
     "make_world",
     "ndcg_at_k",
     "plot_learning_curve",
     "precision_at_k",
     "run_simulation",
+    "simulation_start",
     "summarize_latencies",
 ]
 
@@ -70,6 +73,9 @@ QUALITY_IN_UTILITY = 0.4
 QUALITY_IN_SEARCH = 0.5
 RATING_SHARE = 0.2
 SKIP_SHARE = 0.5
+DAY = 86_400
+SECONDS_PER_POSITION = 2
+"""A user reacts to the item at position p of a list p·2 + 2 seconds after the request."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class World:
     """(users,) the standard deviation of each user's utility over the catalog."""
     item_records: list[dict[str, Any]] = field(default_factory=list)
     """What a feedback event carries about each item: its id and features."""
+    _catalog: Catalog | None = field(default=None, repr=False)
 
     def utility(self, user: int, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """The hidden utility of items ``rows`` for ``user``."""
@@ -146,14 +153,29 @@ class World:
         return np.asarray((utility[:, None] >= self.grade_thresholds[user][None, :]).sum(axis=1), dtype=np.int64)
 
     def catalog(self) -> Catalog:
-        """The items registered in penchant: ids, features (category and tags) and embeddings."""
-        return Catalog(
-            ItemBatch(
-                self.item_ids,
-                features=[record["features"] for record in self.item_records],
-                embeddings=self.embeddings,
+        """The items registered in penchant: ids, features (category and tags) and embeddings
+        (built once)."""
+        if self._catalog is None:
+            self._catalog = Catalog(
+                ItemBatch(
+                    self.item_ids,
+                    features=[record["features"] for record in self.item_records],
+                    embeddings=self.embeddings,
+                )
             )
-        )
+        return self._catalog
+
+    def hidden_tastes(self, user: int) -> str:
+        """The user's strongest hidden category weights, for people to read."""
+        weights = self.category_taste[user]
+        liked = [c for c in np.argsort(-weights) if weights[c] >= 1.0]
+        disliked = [c for c in np.argsort(weights) if weights[c] <= -0.5]
+        parts = []
+        if liked:
+            parts.append("likes " + ", ".join(f"category:c{c} ({weights[c]:+.1f})" for c in liked))
+        if disliked:
+            parts.append("dislikes " + ", ".join(f"category:c{c} ({weights[c]:+.1f})" for c in disliked))
+        return "; ".join(parts) or "no strong category tastes"
 
 
 def _unit_rows(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -290,9 +312,10 @@ def _clicks(world: World, user: int, shown: npt.NDArray[np.int64], draws: _Draws
 
 
 def _feedback_events(
-    world: World, user: int, shown: npt.NDArray[np.int64], draws: _Draws, round_number: int
+    world: World, user: int, shown: npt.NDArray[np.int64], draws: _Draws, round_number: int, moment: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """The events of one request on the shown items, and the number of clicks."""
+    """The events of one request on the shown items, made from ``moment`` (epoch seconds) on,
+    and the number of clicks."""
     k = len(shown)
     examined = draws.examine < EXAMINATION[:k]
     interest = _interest(world, user, shown)
@@ -304,9 +327,12 @@ def _feedback_events(
             continue
         item = world.item_records[shown[position]]
         event_id = f"{user_id}/r{round_number}/p{position}"
+        at = {"timestamp": moment + SECONDS_PER_POSITION * (position + 1)}
         if clicked[position]:
             dwell = (4.0 + 80.0 * interest[position]) * math.exp(0.4 * draws.dwell_noise[position])
-            events.append({"user_id": user_id, "item": item, "feedback_type": "click", "event_id": event_id + "/click"})
+            events.append(
+                {"user_id": user_id, "item": item, "feedback_type": "click", "event_id": event_id + "/click", **at}
+            )
             events.append(
                 {
                     "user_id": user_id,
@@ -314,6 +340,7 @@ def _feedback_events(
                     "feedback_type": "dwell",
                     "value": round(dwell, 1),
                     "event_id": event_id + "/dwell",
+                    **at,
                 }
             )
             if draws.rate[position] < RATING_SHARE:
@@ -327,11 +354,30 @@ def _feedback_events(
                         "feedback_type": "rating",
                         "value": min(5, max(1, rating)),
                         "event_id": event_id + "/rating",
+                        **at,
                     }
                 )
         elif draws.skip[position] < SKIP_SHARE:
-            events.append({"user_id": user_id, "item": item, "feedback_type": "skip", "event_id": event_id + "/skip"})
+            events.append(
+                {"user_id": user_id, "item": item, "feedback_type": "skip", "event_id": event_id + "/skip", **at}
+            )
     return events, int(clicked.sum())
+
+
+def _search(world: World, rng: np.random.Generator) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """One request's candidates and their search scores (which ignore the user), in the search's
+    order: best score first."""
+    candidates = rng.choice(world.config.items, world.config.candidates, replace=False)
+    scores = QUALITY_IN_SEARCH * world.quality[candidates] + rng.normal(size=len(candidates))
+    order = np.argsort(-scores, kind="stable")
+    return candidates[order], scores[order]
+
+
+def simulation_start(rounds: int, *, now: float | None = None) -> int:
+    """Midnight (UTC) ``rounds`` days before the current day: a simulation of ``rounds`` days
+    from there ends before now, so that no event lies in the future."""
+    today = int((time.time() if now is None else now) // DAY) * DAY
+    return today - rounds * DAY
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -376,6 +422,8 @@ def summarize_latencies(step: str, samples: Sequence[float]) -> LatencySummary:
 @dataclass
 class SimulationResult:
     config: SimulationConfig
+    start: int
+    """Epoch seconds of the simulated first day."""
     rounds: list[RoundMetrics] = field(default_factory=list)
     rank_seconds: list[float] = field(default_factory=list)
     """The latency of each ``engine.rank`` call."""
@@ -396,25 +444,30 @@ def run_simulation(
     world: World | None = None,
     on_request: Callable[[], None] | None = None,
     on_round: Callable[[RoundMetrics], None] | None = None,
+    start: int | None = None,
 ) -> SimulationResult:
     """Runs ``config.rounds`` rounds: in each, every user searches, is shown penchant's top k,
     and gives feedback that ``engine`` records before the user's next request. The first round
     is penchant's cold start. Returns the metrics of every round and the latencies of the
-    engine's calls."""
+    engine's calls.
+
+    Time is simulated: round r is day r from ``start`` (epoch seconds, whole; by default
+    :func:`simulation_start`), the users' requests spread over the day, so that interests decay
+    between rounds as they would between days. Forward decay depends only on differences of
+    times, so the results do not depend on ``start``."""
     world = world or make_world(config)
+    start = simulation_start(config.rounds) if start is None else int(start)
+    spacing = DAY // config.users
     catalog = world.catalog()
     row_of: dict[str | int, int] = {item_id: row for row, item_id in enumerate(world.item_ids)}
-    result = SimulationResult(config)
+    result = SimulationResult(config, start)
     k = config.k
     for round_number in range(1, config.rounds + 1):
         sums = np.zeros(6)
         events_in_round = 0
         for user in range(config.users):
-            request_rng = np.random.default_rng([config.seed, 1, round_number, user])
-            candidates = request_rng.choice(config.items, config.candidates, replace=False)
-            search_scores = QUALITY_IN_SEARCH * world.quality[candidates] + request_rng.normal(size=len(candidates))
-            order = np.argsort(-search_scores, kind="stable")
-            candidates, search_scores = candidates[order], search_scores[order]
+            moment = start + (round_number - 1) * DAY + user * spacing
+            candidates, search_scores = _search(world, np.random.default_rng([config.seed, 1, round_number, user]))
 
             started = time.perf_counter()
             ranked = engine.rank(
@@ -423,6 +476,7 @@ def run_simulation(
                 k=k,
                 candidate_ids=[world.item_ids[row] for row in candidates],
                 base_scores=search_scores,
+                now=moment,
             )
             result.rank_seconds.append(time.perf_counter() - started)
             shown = np.asarray([row_of[r.id] for r in ranked], dtype=np.int64)
@@ -432,7 +486,7 @@ def run_simulation(
             penchant_grades = world.grades(user, shown)
             base_grades = candidate_grades[:k]
             draws = _Draws.draw(np.random.default_rng([config.seed, 2, round_number, user]), k)
-            events, clicks = _feedback_events(world, user, shown, draws, round_number)
+            events, clicks = _feedback_events(world, user, shown, draws, round_number, moment)
             base_clicks = int(_clicks(world, user, base_shown, draws).sum())
             sums += (
                 precision_at_k(base_grades, k),
@@ -464,6 +518,44 @@ def run_simulation(
         if on_round is not None:
             on_round(metrics)
     return result
+
+
+@dataclass(frozen=True)
+class ExplainedItem:
+    """One item of :func:`explain_next_request`: what penchant showed, the simulation's hidden
+    grade of it for the user (0-3), and penchant's one-line explanation."""
+
+    item_id: str
+    features: list[str]
+    grade: int
+    why: str
+
+
+def explain_next_request(
+    engine: Engine, world: World, result: SimulationResult, *, user: int = 0, k: int = 3
+) -> list[ExplainedItem]:
+    """The top ``k`` of one more search by ``user`` the day after the last round, with
+    penchant's explanations: what a reader of the demo can check against the user's hidden
+    tastes."""
+    config = world.config
+    candidates, scores = _search(world, np.random.default_rng([config.seed, 3, user]))
+    ranked = engine.rank(
+        world.user_ids[user],
+        world.catalog(),
+        k=k,
+        explain=True,
+        candidate_ids=[world.item_ids[row] for row in candidates],
+        base_scores=scores,
+        now=result.start + config.rounds * DAY,
+    )
+    row_of = {world.item_ids[row]: row for row in candidates}
+    explained = []
+    for r in ranked:
+        row = row_of[str(r.id)]
+        why = r.explanation.why if r.explanation is not None else ""
+        grade = int(world.grades(user, np.asarray([row]))[0])
+        explained.append(ExplainedItem(str(r.id), list(world.item_records[row]["features"]), grade, why))
+    return explained
 
 
 def plot_learning_curve(result: SimulationResult, path: str | Path) -> Path:
