@@ -210,14 +210,14 @@ def _demo_engine(
 @main.command()
 @click.option(
     "--users",
-    type=click.IntRange(1, 100_000),
+    type=click.IntRange(1, 10_000),
     default=SimulationConfig.users,
     show_default=True,
     help="Simulated users.",
 )
 @click.option(
     "--items",
-    type=click.IntRange(10, 1_000_000),
+    type=click.IntRange(10, 200_000),
     default=SimulationConfig.items,
     show_default=True,
     help="Items in the synthetic catalog.",
@@ -231,7 +231,7 @@ def _demo_engine(
 )
 @click.option(
     "--candidates",
-    type=click.IntRange(10, 1_000_000),
+    type=click.IntRange(10, 200_000),
     default=SimulationConfig.candidates,
     show_default=True,
     help="Items the simulated search returns per request (penchant re-ranks them).",
@@ -277,7 +277,8 @@ def demo(
     searches, is shown penchant's top 10 of the search's candidates, and clicks, dwells, rates and
     skips according to their tastes (with noise and position bias); penchant learns from each
     event. Prints precision@10, NDCG@10 and click-through per round for penchant's order and for
-    the search's own order, the latency of each step, and writes a plot of the learning curve.
+    the search's own order, one more search explained, the latency of each step, and writes a
+    plot of the learning curve.
     Runs with no servers; --redis-url and --database-url run the same against real ones.
     """
     if candidates > items:
@@ -303,7 +304,8 @@ def demo(
     with _demo_engine(redis_url, database_url, tenant, world.user_ids, keep_profiles) as (engine, store_described):
         console.print(f"Store: {store_described}; tenant {tenant}.")
         console.print(
-            "Round 1 is the cold start; from round 2 penchant ranks with what it learned from earlier rounds.\n"
+            "Each round is a simulated day. Round 1 is the cold start; from round 2 penchant ranks with what "
+            "it learned in the rounds before.\n"
         )
         table = _demo_round_table(config.k)
         progress = Progress(
