@@ -575,11 +575,12 @@ def _describe(sources: Sequence[tuple[str, Filters]], window: float | None) -> t
 
 
 def _duration(seconds: float) -> str:
+    """``seconds`` for people: ``"45 s"``, ``"12 min"``, ``"3.5 h"``, ``"2 d"``."""
     seconds = max(0.0, seconds)
     for unit, size in (("d", 86_400.0), ("h", 3_600.0), ("min", 60.0)):
         if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.3g} s"
+            return f"{seconds / size:.2g} {unit}"
+    return f"{seconds:.0f} s"
 
 
 # -- the ranking engine -----------------------------------------------------------------------
@@ -972,7 +973,12 @@ def _why(
             via = ", ".join(n for n, _ in query_matched[:3])
             phrase = f"fits the query via {via}" if via else "the query"
         elif name == "novelty":
-            phrase = f"seen {_duration(now - seen_at)} ago" if seen_at is not None else "seen before"
+            if seen_at is None:
+                phrase = "seen before"
+            elif now - seen_at < 60:
+                phrase = "seen just now"
+            else:
+                phrase = f"seen {_duration(now - seen_at)} ago"
         elif name == "taste":
             phrase = "close to your taste" if value > 0 else "far from your taste"
         else:
