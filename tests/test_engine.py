@@ -15,6 +15,8 @@ import pytest
 import penchant
 from penchant.profile_store import default_database_url
 
+from .store_support import cluster_url, new_tenant, postgres_url, redis_url
+
 NOW = float(int(time.time()))
 HOUR = 3_600.0
 
@@ -324,3 +326,34 @@ def test_personalization_beats_the_base_order_in_a_simulation() -> None:
         final, final_base = evaluate(engine, start + rounds * HOUR)
     assert final > final_base + 0.3, (final, final_base)
     assert final > 0.75
+
+
+# -- on the real servers --------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+@pytest.mark.parametrize("redis", ["standalone", "cluster"])
+def test_two_engines_on_shared_servers_see_each_others_feedback(redis: str) -> None:
+    """Two engines (two processes' worth: each with its own in-process tier and compiled
+    profiles) on one Redis and one PostgreSQL: what one records, the other ranks with."""
+    url = redis_url() if redis == "standalone" else cluster_url()
+    tenant = new_tenant()
+    catalog = penchant.Catalog(ITEMS)
+    with (
+        penchant.Engine(redis_url=url, database_url=postgres_url(), tenant=tenant) as first,
+        penchant.Engine(redis_url=url, database_url=postgres_url(), tenant=tenant) as second,
+    ):
+        assert second.store.wait_until_listening()  # type: ignore[attr-defined]
+        assert [r.id for r in second.rank("u", catalog, now=NOW)] == ["a", "b", "c", "d"]
+        for n in range(30):
+            first.record("u", {"id": f"x{n}", "features": ["genre:horror"]}, "click", timestamp=NOW - n)
+        deadline = time.monotonic() + 10
+        while second.rank("u", catalog, now=NOW)[0].id != "d" and time.monotonic() < deadline:
+            time.sleep(0.05)  # the invalidation travels by pub/sub
+        assert second.rank("u", catalog, now=NOW)[0].id == "d"
+        first.profiles.delete("u")
+        deadline = time.monotonic() + 10
+        while second.rank("u", catalog, now=NOW)[0].id != "a" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r.id for r in second.rank("u", catalog, now=NOW)] == ["a", "b", "c", "d"]

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import penchant
-from penchant import _core
 
 NOW = float(int(time.time()))
 ITEMS: list[dict[str, Any]] = [
@@ -153,17 +152,36 @@ def test_retrieval_kernels_refuse_bad_arguments_without_panicking() -> None:
         table.affinity(rows, np.array([0, 0], np.uint32), np.array([1e308, 1e308]))
     assert table.affinity(rows, np.array([99], np.uint32), np.ones(1)).tolist() == [0.0, 0.0]  # unknown feature
     seen, times = np.array([0, 1], np.uint32), np.array([NOW, NOW])
-    for args in (
-        (None, 2, np.array([1, 0], np.uint32), times, NOW, 1.0),  # not ascending
-        (None, 2, np.array([0, 0], np.uint32), times, NOW, 1.0),  # repeated
-        (None, 2, seen, np.array([NOW]), NOW, 1.0),  # lengths differ
-        (None, 2, seen, np.array([NOW, math.nan]), NOW, 1.0),
-        (None, 2, seen, times, math.inf, 1.0),
-        (None, 2, seen, times, NOW, 0.0),
-        (None, 2, seen, times, NOW, -math.inf),
-        (None, 10**12, seen, times, NOW, 1.0),
+
+    def rank(novelty: Any) -> list[int]:
+        positions, _, _, _ = table.rank(
+            rows,
+            np.array([1.0, 0.5]),
+            *([np.zeros(0, np.uint32), np.zeros(0)]),
+            None,
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            ["minmax"] * 5,
+            NOW,
+            1.0,
+            [],
+            ([], [], [], [], []),
+            2,
+            novelty=novelty,
+        )
+        return positions.tolist()
+
+    for bad in (
+        (np.array([1, 0], np.uint32), times, 1.0, 1.0),  # not ascending
+        (np.array([0, 0], np.uint32), times, 1.0, 1.0),  # repeated
+        (seen, np.array([NOW]), 1.0, 1.0),  # lengths differ
+        (seen, np.array([NOW, math.nan]), 1.0, 1.0),
+        (seen, times, 0.0, 1.0),
+        (seen, times, -math.inf, 1.0),
+        (seen, times, 1.0, math.nan),
+        (seen, times, 1.0, math.inf),
     ):
         with pytest.raises(penchant.ValidationError):
-            _core.seen_penalties(*args)
-    assert _core.seen_penalties(None, 1, seen, times, NOW, 1.0).tolist() == [-1.0]  # row 1 is outside
-    assert _core.seen_penalties(np.array([1, 7], np.uint32), 0, seen, times, NOW, 1.0).tolist() == [-1.0, 0.0]
+            rank(bad)
+    # Row 0, seen just now, loses 2 of its relevance 1; a row past the table is ignored.
+    assert rank((np.array([0, 7], np.uint32), times, 1.0, 2.0)) == [1, 0]
+    assert rank((seen, times, 1.0, 0.0)) == [0, 1]

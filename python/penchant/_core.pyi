@@ -30,7 +30,6 @@ __all__ = [
     "periodic_histogram",
     "read_history",
     "rebase_factor",
-    "seen_penalties",
     "set_num_threads",
     "set_parallel_min_rows",
     "top_k",
@@ -108,6 +107,7 @@ class Table:
         mmr_lambda: float | None = None,
         feature_cap: tuple[int, Sequence[int]] | None = None,
         pool: int = 0,
+        novelty: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], float, float] | None = None,
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], npt.NDArray[np.float64], int]: ...
 
 def normalize(values: npt.NDArray[np.float64], method: str) -> npt.NDArray[np.float64]: ...
@@ -175,14 +175,6 @@ def build_signals(
 def interest_evidence(
     interests: dict[str, Any], now: float, landmark: float
 ) -> tuple[list[str], list[float], list[float]]: ...
-def seen_penalties(
-    rows: npt.NDArray[np.uint32] | None,
-    n_rows: int,
-    seen_rows: npt.NDArray[np.uint32],
-    seen_times: npt.NDArray[np.float64],
-    now: float,
-    half_life: float,
-) -> npt.NDArray[np.float64]: ...
 def read_history(
     interactions: list[Any],
 ) -> tuple[

@@ -101,7 +101,7 @@ __all__ = [
     "rank_items",
 ]
 
-RETRIEVAL_FACTORS: tuple[str, ...] = (*FACTORS, "novelty", "query")
+RETRIEVAL_FACTORS: tuple[str, ...] = (*FACTORS, "query", "novelty")
 """The factors of a retrieval, in the order explanations list them."""
 
 DEFAULT_RETRIEVAL_WEIGHTS: Mapping[str, float] = MappingProxyType(
@@ -111,8 +111,8 @@ DEFAULT_RETRIEVAL_WEIGHTS: Mapping[str, float] = MappingProxyType(
         "taste": 1.0,
         "recency": 0.0,
         "popularity": 0.0,
-        "novelty": 0.5,
         "query": 1.0,
+        "novelty": 0.5,
     }
 )
 """The fully personalized weights (``W``) for factors a :class:`RankingConfig` does not name."""
@@ -575,11 +575,12 @@ def _describe(sources: Sequence[tuple[str, Filters]], window: float | None) -> t
 
 
 def _duration(seconds: float) -> str:
+    """``seconds`` for people: ``"45 s"``, ``"12 min"``, ``"3.5 h"``, ``"2 d"``."""
     seconds = max(0.0, seconds)
     for unit, size in (("d", 86_400.0), ("h", 3_600.0), ("min", 60.0)):
         if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.3g} s"
+            return f"{seconds / size:.2g} {unit}"
+    return f"{seconds:.0f} s"
 
 
 # -- the ranking engine -----------------------------------------------------------------------
@@ -820,27 +821,19 @@ def _rank(
         if len(recent):
             spec = (spec[0], spec[1], spec[2], spec[3] + recent.tolist(), spec[4])
     plan = snapshot.plan(engine, request.strength)
-    # Extra factors with nothing to add are left out, except for an explanation, whose
-    # contributions always name every factor.
-    extra: list[tuple[npt.NDArray[np.float64], float, str]] = []
-    extra_names: tuple[str, ...] = ()
-    if plan.novelty and len(profile.seen_rows):
-        novelty = _core.seen_penalties(
-            candidates.rows, n, profile.seen_rows, profile.seen_times, now, config.seen_half_life
-        )
-        extra.append((novelty, plan.novelty, "none"))
-        extra_names = ("novelty",)
-    elif explain:
-        extra.append((np.zeros(n), 0.0, "none"))
-        extra_names = ("novelty",)
+    # The query factor is left out when it has nothing to add, except for an explanation,
+    # whose contributions always name every factor; novelty is computed in the kernel.
     query = _query_values(candidates, query_features) if plan.query and query_features else None
     norm = config.normalization
     if query is not None:
-        extra.append((query, plan.query, norm))
-        extra_names += ("query",)
+        extra = [(query, plan.query, norm)]
     elif explain:
-        extra.append((np.zeros(n), 0.0, norm))
-        extra_names += ("query",)
+        extra = [(np.zeros(n), 0.0, norm)]
+    else:
+        extra = []
+    seen = (profile.seen_rows, profile.seen_times, config.seen_half_life, plan.novelty)
+    novelty = seen if explain or (plan.novelty and len(profile.seen_rows)) else None
+    extra_names = ("query",) * len(extra) + ("novelty",) * (novelty is not None)
     only_relevance = plan.only_relevance and query is None
     ranked, chosen_rows = rank_prepared(
         candidates.table,
@@ -859,6 +852,7 @@ def _rank(
         diversity=_diversity_args(candidates.table, config.diversity, candidates.filter_cache),
         items=candidates.items,
         explain=explain,
+        novelty=novelty,
     )
     if not explain:
         return ranked
@@ -972,7 +966,12 @@ def _why(
             via = ", ".join(n for n, _ in query_matched[:3])
             phrase = f"fits the query via {via}" if via else "the query"
         elif name == "novelty":
-            phrase = f"seen {_duration(now - seen_at)} ago" if seen_at is not None else "seen before"
+            if seen_at is None:
+                phrase = "seen before"
+            elif now - seen_at < 60:
+                phrase = "seen just now"
+            else:
+                phrase = f"seen {_duration(now - seen_at)} ago"
         elif name == "taste":
             phrase = "close to your taste" if value > 0 else "far from your taste"
         else:

@@ -524,10 +524,13 @@ def rank_prepared(
     diversity: tuple[float | None, tuple[int, list[int]] | None, int],
     items: Sequence[Any] | None,
     explain: bool,
+    novelty: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], float, float] | None = None,
 ) -> tuple[list[RankedItem], list[int]]:
     """The kernel call and its results, for options already checked (one weight and one
     normalization per built-in factor, extra factors as values): the ranked items and the table
-    rows they came from. Shared by :func:`rank_table` and the retriever's ranking engine."""
+    rows they came from. ``novelty`` (seen rows ascending, their times, half-life, weight) adds
+    the novelty factor after the extras; ``extra_names`` then ends with its name. Shared by
+    :func:`rank_table` and the retriever's ranking engine."""
     positions, scores, contributions, _passed = table.rank(
         rows,
         base_scores,
@@ -542,6 +545,7 @@ def rank_prepared(
         spec,
         k,
         *diversity,
+        novelty,
     )
     chosen = positions.tolist()
     chosen_rows = chosen if rows is None else rows[positions].tolist()

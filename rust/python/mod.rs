@@ -433,7 +433,7 @@ impl Table {
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0))]
+    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0, novelty=None))]
     fn rank<'py>(
         &self,
         py: Python<'py>,
@@ -452,6 +452,7 @@ impl Table {
         mmr_lambda: Option<f64>,
         feature_cap: Option<(usize, Vec<u32>)>,
         pool: usize,
+        novelty: Option<retrieval::NoveltyArgs<'py>>,
     ) -> PyResult<RankOutput<'py>> {
         // Copies: a caller's thread could write to its arrays while the GIL is released.
         let rows = match rows {
@@ -505,6 +506,7 @@ impl Table {
                 ))
             }
         };
+        let seen = novelty.map(retrieval::novelty_columns).transpose()?;
         let table = &self.table;
         let ranking = py
             .detach(|| {
@@ -516,6 +518,7 @@ impl Table {
                         profile: &profile,
                         scoring: &scoring,
                         extra,
+                        novelty: seen.as_ref().map(|s| s.factor()),
                         filters: &filters,
                         k,
                         diversity: &diversity,
@@ -962,7 +965,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(build_signals, m)?)?;
-    m.add_function(wrap_pyfunction!(retrieval::seen_penalties, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;

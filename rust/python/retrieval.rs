@@ -1,14 +1,15 @@
 //! Bindings the retriever needs beyond ranking: where known ids sit in a table (for a profile's
-//! history), the affinity kernel on its own (for a query's learned features), and the novelty
-//! penalties of seen items.
+//! history), the affinity kernel on its own (for a query's learned features), and the seen
+//! items that `Table.rank` turns into the novelty factor.
 
 use super::items::{id_ref, IdRef};
 use super::{kernel_error, validation_error};
 use crate::error::{check_finite, check_len, KernelError};
-use crate::novelty::{self, Seen};
+use crate::novelty::Seen;
+use crate::rank::Novelty;
 use crate::scoring;
 use crate::table::ItemTable;
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
 /// The row of each id in `ids`, or −1 for an id the table does not have. Unlike `rows_of`,
@@ -59,32 +60,47 @@ pub fn affinity(
     Ok(out)
 }
 
-/// Novelty penalties of the candidates `rows` (every row below `n_rows` when `None`); see
-/// `novelty::seen_penalties`.
-#[pyfunction]
-#[pyo3(signature = (rows, n_rows, seen_rows, seen_times, now, half_life))]
-pub fn seen_penalties<'py>(
-    py: Python<'py>,
-    rows: Option<PyReadonlyArray1<'py, u32>>,
-    n_rows: usize,
-    seen_rows: PyReadonlyArray1<'py, u32>,
-    seen_times: PyReadonlyArray1<'py, f64>,
-    now: f64,
+/// `Table.rank`'s `novelty` argument: (seen rows ascending, their times, half-life, weight).
+pub type NoveltyArgs<'py> = (
+    PyReadonlyArray1<'py, u32>,
+    PyReadonlyArray1<'py, f64>,
+    f64,
+    f64,
+);
+
+/// The novelty columns, copied (a caller's thread could write to its arrays while the GIL is
+/// released).
+pub struct NoveltyColumns {
+    rows: Vec<u32>,
+    times: Vec<f64>,
     half_life: f64,
-) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    if rows.is_none() && n_rows > super::LIMITS.max_items {
-        return Err(validation_error(format!("n_rows {n_rows} is too large")));
+    weight: f64,
+}
+
+impl NoveltyColumns {
+    pub fn factor(&self) -> Novelty<'_> {
+        Novelty {
+            seen: Seen {
+                rows: &self.rows,
+                times: &self.times,
+            },
+            half_life: self.half_life,
+            weight: self.weight,
+        }
     }
-    let rows = rows.map(|r| super::to_vec(&r)).transpose()?;
-    let (seen_rows, seen_times) = (super::to_vec(&seen_rows)?, super::to_vec(&seen_times)?);
-    let out = py
-        .detach(|| {
-            let seen = Seen {
-                rows: &seen_rows,
-                times: &seen_times,
-            };
-            novelty::seen_penalties(&seen, rows.as_deref(), n_rows, now, half_life)
-        })
-        .map_err(kernel_error)?;
-    Ok(out.into_pyarray(py))
+}
+
+pub fn novelty_columns(args: NoveltyArgs<'_>) -> PyResult<NoveltyColumns> {
+    let (rows, times, half_life, weight) = args;
+    if !weight.is_finite() {
+        return Err(validation_error(format!(
+            "the novelty weight must be finite, got {weight}"
+        )));
+    }
+    Ok(NoveltyColumns {
+        rows: super::to_vec(&rows)?,
+        times: super::to_vec(&times)?,
+        half_life,
+        weight,
+    })
 }
