@@ -405,7 +405,8 @@ class _Plan(NamedTuple):
     only_relevance: bool
 
 
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+"""How feedback writes an int item id (str(int)): only such ids are looked up as ints."""
 
 
 class _TableProfile:
