@@ -13,12 +13,13 @@
 **Factors.** The five built-in factors (``relevance``, ``affinity``, ``taste``, ``recency``,
 ``popularity``) and two of retrieval:
 
-- ``novelty``: ``−2^(−age/seen_half_life)`` for an item the user interacted with ``age``
-  seconds ago (any feedback in the profile's history), 0 for the rest; not normalised, so with
-  weight ``w`` a just-seen item loses ``w`` and one seen a half-life ago ``w/2``.
 - ``query``: how well an item's features match the features the query expansion added
   (:class:`~penchant.query_expansion.ExpandedQuery` ``.features``), as the affinity factor
   computes it; normalised like the others. 0 without a query.
+- ``novelty``: ``−2^(−age/seen_half_life)`` for an item the user interacted with ``age``
+  seconds ago (any feedback in the profile's history), 0 for the rest; not normalised, so with
+  weight ``w`` a just-seen item loses ``w`` and one seen a half-life ago ``w/2``. The kernel
+  computes it for the candidates that pass the filters.
 
 **Personalization strength and confidence.** With ``s`` the strength (in [0, 1]), ``c`` the
 profile's confidence (:meth:`~penchant.UserProfile.profile_confidence`: ``M/(M + k)``, ``M``
@@ -405,7 +406,8 @@ class _Plan(NamedTuple):
     only_relevance: bool
 
 
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+"""How feedback writes an int item id (str(int)): only such ids are looked up as ints."""
 
 
 class _TableProfile:

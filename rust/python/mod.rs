@@ -214,7 +214,7 @@ impl Table {
         if let Ok(array) = ids.cast::<PyArray1<i64>>() {
             let ids = to_vec(&array.readonly())?;
             let index = &self.table.index;
-            let rows = py.detach(|| rows_of_ints(index, &ids, missing_ok));
+            let rows = detach_if_long(py, ids.len(), || rows_of_ints(index, &ids, missing_ok));
             return Ok(rows.map_err(validation_error)?.into_pyarray(py));
         }
         let mut rows = Vec::new();
@@ -538,6 +538,20 @@ impl Table {
             contributions.into_pyarray(py),
             ranking.passed,
         ))
+    }
+}
+
+/// Work on fewer items than this keeps the GIL: releasing and taking it back costs more than
+/// a few microseconds of work saves, and under threads each release hands the GIL to another
+/// thread that then holds it for its whole Python step (a convoy).
+const DETACH_MIN_ITEMS: usize = 16_384;
+
+/// `work()`, with the GIL released only when `items` make it long enough to gain from it.
+pub fn detach_if_long<T: Send>(py: Python<'_>, items: usize, work: impl FnOnce() -> T + Send) -> T {
+    if items < DETACH_MIN_ITEMS {
+        work()
+    } else {
+        py.detach(work)
     }
 }
 

@@ -51,7 +51,7 @@ pub fn affinity(
         .copied()
         .zip(weights.iter().copied())
         .collect();
-    let out = py.detach(|| scoring::affinity(table, rows, &pairs));
+    let out = super::detach_if_long(py, rows.len(), || scoring::affinity(table, rows, &pairs));
     if out.iter().any(|v| !v.is_finite()) {
         return Err(validation_error(
             "affinity overflowed: feature weights too large".into(),
