@@ -178,6 +178,13 @@ def test_record_many_learns_queries_and_returns_event_ids() -> None:
         assert engine.record_many([]) == []
 
 
+def test_a_bad_associations_file_is_refused_before_anything_opens(tmp_path: Path) -> None:
+    path = tmp_path / "associations.json"
+    path.write_text('{"version": 1, "terms": {"t": {"features": {"f": "NaN?"}}}}')
+    with pytest.raises(penchant.ValidationError, match="association"):
+        memory_engine(config=penchant.EngineConfig(query_associations_path=path))
+
+
 def test_query_associations_are_kept_in_the_configured_file(tmp_path: Path) -> None:
     path = tmp_path / "associations.json"
     config = penchant.EngineConfig(query_associations_path=path)

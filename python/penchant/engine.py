@@ -136,6 +136,11 @@ class Engine:
             raise ValidationError(f"config must be an EngineConfig, got {type(config).__name__}")
         self.config = config = config or EngineConfig()
         check_id(tenant, "tenant")
+        # Everything that can fail on bad input happens before a store is opened.
+        self.expander = QueryExpander(config.query_expansion)
+        path = config.query_associations_path
+        if path is not None and os.path.exists(path):
+            self.expander.load(path)
         if store is not None:
             if not isinstance(store, ProfileStore):
                 raise ValidationError(f"store must be a ProfileStore, got {type(store).__name__}")
@@ -158,11 +163,12 @@ class Engine:
         self.store = store
         self.tenant = store.tenant
         self.profiles = ProfileManager(store)
-        self.feedback = FeedbackCollector(store, config.feedback.processor(store.model))
-        self.expander = QueryExpander(config.query_expansion)
-        path = config.query_associations_path
-        if path is not None and os.path.exists(path):
-            self.expander.load(path)
+        try:
+            self.feedback = FeedbackCollector(store, config.feedback.processor(store.model))
+        except ValidationError:
+            if self._owns_store:
+                store.close()
+            raise
         self.retriever = PersonalizedRetriever(
             store,
             ranking=RankingEngine(config.ranking),
