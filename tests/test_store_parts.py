@@ -236,14 +236,18 @@ def test_embedded_default_is_a_cache_and_a_sqlite_file(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PENCHANT_REDIS_URL", raising=False)
     monkeypatch.delenv("PENCHANT_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     with open_store() as store:
         assert isinstance(store, TieredProfileStore)
         assert store.redis is None
         assert store.cache is not None
         assert isinstance(store.database, SQLiteProfileStore)
         store.apply_feedback("alice", mixed_signals("alice", 2))
-    assert (tmp_path / "penchant.db").exists()
-    with sqlite3.connect(tmp_path / "penchant.db") as connection:
+    # In the user's data directory, not in the working directory.
+    default = tmp_path / "data" / "penchant" / "penchant.db"
+    assert default.exists()
+    assert not (tmp_path / "penchant.db").exists()
+    with sqlite3.connect(default) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert connection.execute("SELECT version FROM penchant_schema").fetchone()[0] == 1
     monkeypatch.setenv("PENCHANT_DATABASE_URL", f"sqlite:///{tmp_path}/from-env.db")

@@ -49,6 +49,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from penchant import _core, _gc
+from penchant._io import ApplyFeedback, ApplyFeedbackMany, Op, run_async, run_sync
 from penchant._time import TimeLike, to_datetime, utcnow
 from penchant._validate import MAX_NAME_BYTES, check_finite, check_id, check_name
 from penchant.errors import ValidationError
@@ -564,24 +565,68 @@ class FeedbackCollector:
         with ``id`` and ``features`` (and optional ``attributes``), as ``rank_items`` takes;
         ``feedback_type`` a :class:`FeedbackType` or its name; ``value`` the rating, the dwell in
         seconds, the scroll depth in [0, 1] or a count (see :class:`FeedbackProcessor`)."""
+        op = self.record_op(
+            user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
+        )
+        return run_sync(op)[0]
+
+    async def arecord(
+        self,
+        user_id: str,
+        item: Any,
+        feedback_type: FeedbackType | str,
+        value: float | None = None,
+        *,
+        timestamp: TimeLike | None = None,
+        event_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Feedback:
+        """:meth:`record`, awaiting the store (its ``aapply_feedback``)."""
+        op = self.record_op(
+            user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
+        )
+        return (await run_async(op))[0]
+
+    def record_op(
+        self,
+        user_id: str,
+        item: Any,
+        feedback_type: FeedbackType | str,
+        value: float | None = None,
+        *,
+        timestamp: TimeLike | None = None,
+        event_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Op[tuple[Feedback, Signal]]:
+        """The body of :meth:`record` and :meth:`arecord`, as an operation (see ``penchant._io``):
+        validates, then yields the store call; returns the event and its signal."""
         feedback = self.processor.feedback(
             user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
         )
         signal = self.processor.signal(feedback)
-        self.store.apply_feedback(feedback.user_id, [signal])
-        return feedback
+        yield ApplyFeedback(self.store, feedback.user_id, [signal])
+        return feedback, signal
 
     def record_many(self, events: Iterable[Feedback | Mapping[str, Any]]) -> list[str]:
         """Records many events, each a :class:`Feedback` (with features) or a mapping with the
         arguments of :meth:`record` (``user_id``, ``item``, ``feedback_type``, and optionally
         ``value``, ``timestamp``, ``event_id``, ``context``). All are validated before any is
-        stored; then each user's events are applied in one step. Returns the event ids, in
-        order."""
+        stored; then every user's events are applied in one batch (atomic per user). Returns the
+        event ids, in order."""
         batch = events if isinstance(events, list) else list(events)
         with _gc.paused(len(batch)):
-            return self._record_many(batch)
+            feedbacks, _ = run_sync(self.record_many_op(batch))
+        return [f.event_id for f in feedbacks]
 
-    def _record_many(self, events: list[Feedback | Mapping[str, Any]]) -> list[str]:
+    async def arecord_many(self, events: Iterable[Feedback | Mapping[str, Any]]) -> list[str]:
+        """:meth:`record_many`, awaiting the store (its ``aapply_feedback_many``)."""
+        batch = events if isinstance(events, list) else list(events)
+        with _gc.paused(len(batch)):
+            feedbacks, _ = await run_async(self.record_many_op(batch))
+        return [f.event_id for f in feedbacks]
+
+    def record_many_op(self, events: list[Feedback | Mapping[str, Any]]) -> Op[tuple[list[Feedback], list[Signal]]]:
+        """The body of :meth:`record_many` and :meth:`arecord_many`, as an operation."""
         feedbacks: list[Feedback] = []
         for position, event in enumerate(events):
             if isinstance(event, Feedback):
@@ -605,9 +650,6 @@ class FeedbackCollector:
             except ValidationError as e:
                 raise ValidationError(f"event {position}: {e}") from None
         signals = self.processor.signals(feedbacks)
-        by_user: dict[str, list[Signal]] = {}
-        for signal in signals:
-            by_user.setdefault(signal.user_id, []).append(signal)
-        for user_id, user_signals in by_user.items():
-            self.store.apply_feedback(user_id, user_signals)
-        return [f.event_id for f in feedbacks]
+        if signals:
+            yield ApplyFeedbackMany(self.store, signals)
+        return feedbacks, signals

@@ -5,6 +5,7 @@ mod history;
 mod interests;
 mod items;
 mod names;
+mod retrieval;
 mod signals;
 mod stored;
 
@@ -104,14 +105,7 @@ impl Table {
         let (table, scores) = match &known {
             Some((dict, names)) => {
                 let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
-                let mut seen = rustc_hash::FxHashMap::default();
-                seen.reserve(4096);
-                let features = FeatureIds::Known {
-                    ids: dict,
-                    vocabulary,
-                    seen,
-                    intern_prefixes,
-                };
+                let features = FeatureIds::known(dict, vocabulary, intern_prefixes)?;
                 items::table_from_items(items, features, attributes)?
             }
             None => items::table_from_items(
@@ -221,7 +215,7 @@ impl Table {
         if let Ok(array) = ids.cast::<PyArray1<i64>>() {
             let ids = to_vec(&array.readonly())?;
             let index = &self.table.index;
-            let rows = py.detach(|| rows_of_ints(index, &ids, missing_ok));
+            let rows = detach_if_long(py, ids.len(), || rows_of_ints(index, &ids, missing_ok));
             return Ok(rows.map_err(validation_error)?.into_pyarray(py));
         }
         let mut rows = Vec::new();
@@ -416,10 +410,31 @@ impl Table {
             .collect())
     }
 
+    /// The row of each id, or -1 where the table does not have it (see `retrieval::find_rows`).
+    fn find_rows<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        Ok(retrieval::find_rows(&self.table, ids)?.into_pyarray(py))
+    }
+
+    /// The affinity of `rows` with a sparse vector (feature ids, weights) over this table.
+    fn affinity<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'py, u32>,
+        feature_ids: PyReadonlyArray1<'py, u32>,
+        weights: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let (rows, ids, weights) = (to_vec(&rows)?, to_vec(&feature_ids)?, to_vec(&weights)?);
+        Ok(retrieval::affinity(py, &self.table, &rows, &ids, &weights)?.into_pyarray(py))
+    }
+
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0))]
+    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0, novelty=None))]
     fn rank<'py>(
         &self,
         py: Python<'py>,
@@ -438,6 +453,7 @@ impl Table {
         mmr_lambda: Option<f64>,
         feature_cap: Option<(usize, Vec<u32>)>,
         pool: usize,
+        novelty: Option<retrieval::NoveltyArgs<'py>>,
     ) -> PyResult<RankOutput<'py>> {
         // Copies: a caller's thread could write to its arrays while the GIL is released.
         let rows = match rows {
@@ -491,6 +507,7 @@ impl Table {
                 ))
             }
         };
+        let seen = novelty.map(retrieval::novelty_columns).transpose()?;
         let table = &self.table;
         let ranking = py
             .detach(|| {
@@ -502,6 +519,7 @@ impl Table {
                         profile: &profile,
                         scoring: &scoring,
                         extra,
+                        novelty: seen.as_ref().map(|s| s.factor()),
                         filters: &filters,
                         k,
                         diversity: &diversity,
@@ -521,6 +539,20 @@ impl Table {
             contributions.into_pyarray(py),
             ranking.passed,
         ))
+    }
+}
+
+/// Work on fewer items than this keeps the GIL: releasing and taking it back costs more than
+/// a few microseconds of work saves, and under threads each release hands the GIL to another
+/// thread that then holds it for its whole Python step (a convoy).
+const DETACH_MIN_ITEMS: usize = 16_384;
+
+/// `work()`, with the GIL released only when `items` make it long enough to gain from it.
+pub fn detach_if_long<T: Send>(py: Python<'_>, items: usize, work: impl FnOnce() -> T + Send) -> T {
+    if items < DETACH_MIN_ITEMS {
+        work()
+    } else {
+        py.detach(work)
     }
 }
 
@@ -592,7 +624,9 @@ impl Table {
     }
 }
 
-fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
+pub(crate) fn to_vec<T: numpy::Element + Copy>(
+    array: &PyReadonlyArray1<'_, T>,
+) -> PyResult<Vec<T>> {
     Ok(match array.as_slice() {
         Ok(slice) => slice.to_vec(),
         Err(_) => array.as_array().iter().copied().collect(),

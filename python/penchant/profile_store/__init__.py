@@ -13,7 +13,14 @@
 from __future__ import annotations
 
 from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
-from penchant.profile_store.factory import DEFAULT_DATABASE_URL, open_database, open_store, rebuild
+from penchant.profile_store.factory import (
+    DEFAULT_DATABASE_FILE,
+    DEFAULT_DATABASE_URL,
+    default_database_url,
+    open_database,
+    open_store,
+    rebuild,
+)
 from penchant.profile_store.memory import InMemoryProfileStore
 from penchant.profile_store.redis_store import KeyTTL, RedisProfileStore, user_keys
 from penchant.profile_store.serializer import ProfileSerializer
@@ -21,6 +28,7 @@ from penchant.profile_store.sql_store import PostgresProfileStore, SQLiteProfile
 from penchant.profile_store.tiered import RebuildReport, TieredProfileStore, TierStats
 
 __all__ = [
+    "DEFAULT_DATABASE_FILE",
     "DEFAULT_DATABASE_URL",
     "DEFAULT_TENANT",
     "InMemoryProfileStore",
@@ -34,6 +42,7 @@ __all__ = [
     "SQLiteProfileStore",
     "TierStats",
     "TieredProfileStore",
+    "default_database_url",
     "open_database",
     "open_store",
     "rebuild",

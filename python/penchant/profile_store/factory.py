@@ -17,10 +17,41 @@ from penchant.profile_store.sql_store import PostgresProfileStore, SQLiteProfile
 from penchant.profile_store.tiered import RebuildReport, TieredProfileStore
 from penchant.user_profile import InterestModel
 
-__all__ = ["DEFAULT_DATABASE_URL", "open_database", "open_store", "rebuild"]
+__all__ = [
+    "DEFAULT_DATABASE_FILE",
+    "DEFAULT_DATABASE_URL",
+    "default_database_url",
+    "open_database",
+    "open_store",
+    "rebuild",
+]
 
-DEFAULT_DATABASE_URL = "sqlite:///penchant.db"
-"""The embedded default: a SQLite file ``penchant.db`` in the working directory."""
+DEFAULT_DATABASE_FILE = "penchant.db"
+
+
+def _data_directory() -> str:
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(os.path.abspath(data_home), "penchant")
+
+
+def default_database_url(*, create: bool = False) -> str:
+    """The durable tier when none is named: ``$PENCHANT_DATABASE_URL`` if set, else the SQLite
+    file ``penchant.db`` in the user's data directory, ``$XDG_DATA_HOME/penchant`` (by default
+    ``~/.local/share/penchant``); with ``create``, that directory is made if missing. One file
+    per user account rather than one per working directory, so that a program finds its
+    profiles wherever it is started from."""
+    configured = os.environ.get("PENCHANT_DATABASE_URL")
+    if configured:
+        return configured
+    directory = _data_directory()
+    if create:
+        os.makedirs(directory, exist_ok=True)
+    return "sqlite:///" + urllib.parse.quote(os.path.join(directory, DEFAULT_DATABASE_FILE))
+
+
+DEFAULT_DATABASE_URL = "sqlite:///" + urllib.parse.quote(os.path.join(_data_directory(), DEFAULT_DATABASE_FILE))
+"""The embedded default's SQLite file as this process started (``default_database_url()``
+without ``$PENCHANT_DATABASE_URL``)."""
 
 
 def open_database(
@@ -74,15 +105,16 @@ def open_store(
     the SQL database ``database_url`` (:func:`open_database`).
 
     Without arguments this is the embedded default: the in-process cache and a SQLite file
-    (``penchant.db`` in the working directory). ``PENCHANT_REDIS_URL`` and
-    ``PENCHANT_DATABASE_URL`` from the environment stand in for missing arguments.
+    (:func:`default_database_url`: ``penchant.db`` in the user's data directory).
+    ``PENCHANT_REDIS_URL`` and ``PENCHANT_DATABASE_URL`` from the environment stand in for
+    missing arguments.
 
     Redis URLs: ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, and
     ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``) for a Redis Cluster.
     """
     check_id(tenant, "tenant")
     redis_url = redis_url or os.environ.get("PENCHANT_REDIS_URL") or None
-    database_url = database_url or os.environ.get("PENCHANT_DATABASE_URL") or DEFAULT_DATABASE_URL
+    database_url = database_url or default_database_url(create=True)
     model = model or InterestModel()
     serializer = serializer or ProfileSerializer()
     database = open_database(database_url, tenant=tenant, model=model, serializer=serializer)
