@@ -90,6 +90,23 @@ def test_serializer_round_trip_through_redis_parts() -> None:
     assert serializer.decode_snapshot(serializer.encode_snapshot(empty), **meta).interaction_history == []
 
 
+def test_decoding_leaves_the_history_encoded_until_it_is_read() -> None:
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    decoded = serializer.decode(serializer.encode(profile))
+    assert "interaction_history" not in vars(decoded)
+    assert decoded.interaction_history == profile.interaction_history
+    assert all(type(i) is Interaction for i in decoded.interaction_history)
+    assert "interaction_history" in vars(decoded)
+    # An empty history needs no decoding later; a stored profile without the field (not
+    # written by penchant) gets the default.
+    empty = serializer.decode(serializer.encode(UserProfile(user_id="bob")))
+    assert vars(empty)["interaction_history"] == []
+    raw = msgspec.msgpack.decode(serializer.encode(profile))
+    del raw["profile"]["interaction_history"]
+    assert serializer.decode(msgspec.msgpack.encode(raw)).interaction_history == []
+
+
 def test_snapshot_frames_its_doc_and_history_as_bytes() -> None:
     """A reader skips the doc and the history without walking them; the frames hold what
     encode_document and the history entries encode."""

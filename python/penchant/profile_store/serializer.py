@@ -10,7 +10,10 @@ Decoding trusts what penchant stored: the profile classes validate their fields 
 Re-running those checks on every read would cost more than the read itself (a profile with 50
 history entries takes ~0.4 ms to validate and ~0.1 ms to decode), so stored data is decoded into
 subclasses whose ``__post_init__`` does nothing and the objects get their public class back
-afterwards. Sizes are checked before any decoding, so a hostile or corrupt value cannot make the
+afterwards. A profile's history (up to thousands of entries) is skipped as raw bytes and
+decoded when ``interaction_history`` is first read: ranking never reads it, so a read for
+ranking and an owned copy from the in-process cache cost the same whatever the history's
+length. Sizes are checked before any decoding, so a hostile or corrupt value cannot make the
 decoder allocate without bound.
 """
 
@@ -111,6 +114,29 @@ class _TrustedTypes:
             return origin[mapped] if len(mapped) > 1 else origin[mapped[0]]
         return hint
 
+    def with_raw_field(self, cls: type, name: str) -> type:
+        """The trusted subclass of ``cls`` whose field ``name`` decodes to ``msgspec.Raw``: the
+        bytes of the field are skipped (not made into objects) and kept for later."""
+        trusted = self.of(cls)
+        # msgspec cannot give a Raw field a default: the field becomes required here, and a
+        # stored profile without it (never written by penchant) is decoded the slow way.
+        fields = dict(trusted.__dataclass_fields__)  # type: ignore[attr-defined]
+        field = copy.copy(fields[name])
+        field.default = field.default_factory = dataclasses.MISSING
+        field.type = msgspec.Raw
+        fields[name] = field
+        namespace = {
+            "__post_init__": None,
+            "__dataclass_fields__": fields,
+            "__annotations__": {name: msgspec.Raw},
+            "__module__": cls.__module__,
+            "__qualname__": f"{cls.__qualname__}[stored, {name} raw]",
+        }
+        raw = type(cls.__name__, (trusted,), namespace)
+        self._public[raw] = cls
+        self._nested[raw] = tuple(n for n in self._nested[trusted] if n != name)
+        return raw
+
     def restore(self, value: Any) -> None:
         """Gives every decoded object in ``value`` its public class back (objects without
         nested ones in a loop: a profile holds dozens)."""
@@ -176,7 +202,9 @@ class ProfileSerializer:
             raise ValidationError(f"max_profile_bytes must be an int of at least 1024, got {max_profile_bytes!r}")
         self.max_profile_bytes = max_profile_bytes
         self._encoder = msgspec.msgpack.Encoder()
-        envelope = msgspec.defstruct("StoredProfile", [("schema", int), ("profile", _TRUSTED.of(UserProfile))])
+        # The history is skipped and decoded when first read (a read for ranking never reads it).
+        stored = _TRUSTED.with_raw_field(UserProfile, "interaction_history")
+        envelope = msgspec.defstruct("StoredProfile", [("schema", int), ("profile", stored)])
         self._profile_decoder = msgspec.msgpack.Decoder(envelope)
         checked = msgspec.defstruct("CheckedProfile", [("schema", int), ("profile", UserProfile)])
         self._checking_decoder = msgspec.msgpack.Decoder(checked)
@@ -212,6 +240,11 @@ class ProfileSerializer:
             return self._decode_other_schema(data, None)
         profile: UserProfile = envelope.profile
         _TRUSTED.restore(profile)
+        history = profile.__dict__["interaction_history"]
+        if len(history) > len(_EMPTY_ARRAY):
+            self._leave_history_encoded(profile, history)
+        else:
+            profile.interaction_history = []
         return profile
 
     def checked_copy(self, profile: UserProfile) -> tuple[UserProfile, bytes]:
@@ -348,7 +381,7 @@ class ProfileSerializer:
             profile.event_count = int(event_count)
         return profile
 
-    def _leave_history_encoded(self, profile: UserProfile, packed: bytes) -> None:
+    def _leave_history_encoded(self, profile: UserProfile, packed: bytes | msgspec.Raw) -> None:
         state = profile.__dict__
         del state["interaction_history"]
         state["_history_source"] = _LazyHistory(self._history_decoder, packed)
@@ -428,7 +461,7 @@ class _LazyHistory:
 
     __slots__ = ("decoder", "packed")
 
-    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], packed: bytes) -> None:
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], packed: bytes | msgspec.Raw) -> None:
         self.decoder = decoder
         self.packed = packed
 
