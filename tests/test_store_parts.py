@@ -4,9 +4,11 @@ serializer, URLs, TTLs and LRU bounds, the SQLite file, the schema, the sans-I/O
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -365,6 +367,35 @@ def test_redis_keys_expire_per_kind_and_slide() -> None:
         forever.apply_feedback("carol", mixed_signals("carol", 1))
         assert client.pttl(user_keys(tenant, "carol")[0]) == -1
         assert forever.ttl("carol") is None
+    client.close()
+
+
+def test_redis_reads_from_a_snapshot_slide_every_key_and_survive_a_bad_snapshot() -> None:
+    """Reads served from the snapshot (no script) slide each kind of key as a script would;
+    a snapshot that cannot be decoded is passed over for the parts and stored again."""
+    url = redis_url()
+    tenant = new_tenant()
+    client = redis.Redis.from_url(url)
+    ttl = KeyTTL(profile=60, history=120, events=600)
+    with RedisProfileStore(url, tenant=tenant, ttl=ttl) as store:
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        keys = user_keys(tenant, "alice")
+        first = store.get("alice")  # from the parts: stores the snapshot
+        assert first is not None
+        assert client.hget(keys[0], "snap_version") == b"1"
+        for key in keys:
+            client.pexpire(key, 5_000)
+        assert store.get("alice") == first  # from the snapshot
+        for key, full in zip(keys, (60_000, 60_000, 120_000, 600_000), strict=True):
+            assert full - 1_000 < client.pttl(key) <= full
+        client.hset(keys[0], "snap", b"\x93\xc4\x01")  # current, but not decodable
+        assert store.get("alice") == first
+        assert store.get_many(["alice", "nobody"]) == {"alice": first}
+        assert store.serializer.decode_snapshot(
+            client.hget(keys[0], "snap"), version=1, landmark=first.landmark, updated_at=0, event_count=3
+        ) == dataclasses.replace(first, updated_at=datetime.fromtimestamp(0, tz=UTC))
+        assert store.get("nobody") is None
+        assert client.exists(*user_keys(tenant, "nobody")) == 0
     client.close()
 
 
