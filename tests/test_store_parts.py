@@ -34,7 +34,7 @@ from penchant.profile_store._effects import Effect, run_async, run_sync
 from penchant.profile_store.redis_store import parse_cluster_url
 from penchant.user_profile import SCHEMA_VERSION, Interaction, Interest, InterestModel, Preference, UserProfile
 
-from .store_support import mixed_signals, new_tenant, redis_url, signal
+from .store_support import mixed_signals, new_tenant, postgres_url, redis_url, signal
 
 
 def rich_profile() -> UserProfile:
@@ -504,3 +504,33 @@ def test_redis_snapshots_serve_reads_while_current() -> None:
         store.put(third)
         assert snapshot_version() == 3  # a put writes it
     client.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sql_store_starts_from_its_last_write_only_while_the_row_holds_it(kind: str, tmp_path: Path) -> None:
+    """An SQL store keeps the profile it wrote for the user's next event; another writer in
+    between (here, a delete and a new profile at the same version) must be seen."""
+    tenant = new_tenant()
+
+    def opened() -> profile_store.SQLProfileStore:
+        url = f"sqlite:///{tmp_path}/shared.db" if kind == "sqlite" else postgres_url()
+        return open_database(url, tenant=tenant)
+
+    with opened() as first, opened() as second:
+        a = first.apply_feedback("alice", [signal(1, features={"genre:a": 1.0})])
+        assert a.version == 1
+        second.delete("alice")
+        b = second.apply_feedback("alice", [signal(2, features={"genre:b": 1.0})])
+        assert b.version == 1  # the same version as first's write, with other contents
+        c = first.apply_feedback("alice", [signal(3, features={"genre:c": 1.0})])
+        assert c.version == 2
+        assert set(c.interests) == {"genre:b", "genre:c"}
+        assert [i.event_id for i in c.interaction_history] == ["alice-e2", "alice-e3"]
+        second.apply_feedback("alice", [signal(4, features={"genre:d": 1.0})])
+        d = first.apply_feedback("alice", [signal(5, features={"genre:e": 1.0})])
+        assert set(d.interests) == {"genre:b", "genre:c", "genre:d", "genre:e"}
+        # The profile returned is the caller's: changing it changes nothing stored.
+        d.interests.clear()
+        e = first.apply_feedback("alice", [signal(6, features={"genre:f": 1.0})])
+        assert set(e.interests) == {"genre:b", "genre:c", "genre:d", "genre:e", "genre:f"}
+        assert first.get("alice") == e

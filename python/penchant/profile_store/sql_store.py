@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
@@ -69,6 +70,11 @@ class AppliedChange:
     data: bytes
     fresh: list[Signal]
 
+
+WRITTEN_PROFILES = 1_000
+"""Profiles an SQL store keeps decoded after writing them, so that the next event of the same
+user need not decode (and, above all, need not decode its history): most recently written
+first out of the map last."""
 
 _CHUNK = 200
 """Rows per multi-row statement (well under SQLite's limit of 32,766 parameters)."""
@@ -521,6 +527,10 @@ class SQLProfileStore(ProfileStore):
         super().__init__(tenant=tenant, model=model, serializer=serializer)
         self._db = database
         self._schema_ready = False
+        # user -> (the snapshot this store last wrote, that profile decoded): the next apply
+        # starts from the object when the row still holds exactly those bytes (see _start_from).
+        self._written: OrderedDict[str, tuple[bytes, UserProfile]] = OrderedDict()
+        self._written_lock = threading.Lock()
 
     @property
     def schema_version(self) -> int:
@@ -628,23 +638,51 @@ class SQLProfileStore(ProfileStore):
             for rows in results[len(results) - len(selects) - len(inserts) : len(results) - len(selects)]
             for row in rows
         }
-        snapshots = self._decode_rows(results[len(results) - len(selects) :])
+        selected = results[len(results) - len(selects) :]
+        stored = {user_id: (version, body) for rows in selected for user_id, version, body in rows}
         changes: dict[str, AppliedChange] = {}
         written: list[tuple[UserProfile, bytes]] = []
         for user_id in users:
-            profile = snapshots.get(user_id) or UserProfile(user_id=user_id)
-            old_version, old_landmark = profile.version, profile.landmark
             fresh = [s for s in by_user[user_id] if s.event_id in fresh_ids]
-            data = b""
-            if fresh:
-                self.model.apply(profile, fresh)
-                profile.version = old_version + 1
-                data = self.serializer.encode(profile)
-                written.append((profile, data))
-            changes[user_id] = AppliedChange(old_version, old_landmark, profile, data, fresh)
+            row = stored.get(user_id)
+            if not fresh:
+                profile = self._decode_row(*row) if row is not None else UserProfile(user_id=user_id)
+                changes[user_id] = AppliedChange(profile.version, profile.landmark, profile, b"", fresh)
+                continue
+            work = self._start_from(user_id, *row) if row is not None else UserProfile(user_id=user_id)
+            old_version, old_landmark = work.version, work.landmark
+            self.model.apply(work, fresh)
+            work.version = old_version + 1
+            data = self.serializer.encode(work)
+            written.append((work, data))
+            # The caller gets its own copy (the history stays encoded until read); this store
+            # keeps `work` for the user's next apply.
+            changes[user_id] = AppliedChange(old_version, old_landmark, self.serializer.decode(data), data, fresh)
         if written:
             yield self._upsert_many(written)
+            with self._written_lock:
+                for profile, data in written:
+                    self._written[profile.user_id] = (data, profile)
+                    self._written.move_to_end(profile.user_id)
+                while len(self._written) > WRITTEN_PROFILES:
+                    self._written.popitem(last=False)
         return changes
+
+    def _decode_row(self, version: Any, body: Any) -> UserProfile:
+        profile = self.serializer.decode(body)
+        profile.version = int(version)
+        return profile
+
+    def _start_from(self, user_id: str, version: Any, body: Any) -> UserProfile:
+        """The stored profile, to be changed: the object this store wrote last if the row holds
+        exactly the bytes it wrote (another writer, a deletion or a failed commit since then
+        leaves other bytes, or a newer version), else decoded from the row. Taken out of the
+        map, so that a failure after the change leaves nothing half-changed behind."""
+        with self._written_lock:
+            kept = self._written.pop(user_id, None)
+        if kept is not None and kept[1].version == int(version) and kept[0] == body:
+            return kept[1]
+        return self._decode_row(version, body)
 
     def _delete_body(self, user_id: str) -> TransactionBody[bool]:
         yield from self._lock(user_id)
