@@ -117,6 +117,23 @@ def test_get_owned_copy_from_the_in_process_tier(benchmark: Any, tenant: str) ->
         assert result is not None
 
 
+def heavy_events(user_id: str) -> list[Signal]:
+    """500 events: a full history of 500 entries, as penchant bench's stored user."""
+    return [event(user_id, n) for n in range(500)]
+
+
+def test_get_owned_copy_of_a_heavy_profile_from_the_in_process_tier(benchmark: Any, tenant: str, tmp_path: Any) -> None:
+    """get() of a profile with 500 history entries (the history is decoded only when read)."""
+    store = open_store(None, f"sqlite:///{tmp_path}/heavy.db", tenant, model=InterestModel(max_history=500))
+    try:
+        store.apply_feedback("alice", heavy_events("alice"))
+        result = benchmark(store.get, "alice")
+        assert result is not None
+        assert len(result.interaction_history) == 500
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("kind", ["redis", "cluster"])
 def test_get_from_redis(benchmark: Any, tenant: str, kind: str) -> None:
     """One profile from Redis (one EVALSHA round trip, decode): target p99 under 1 ms."""
@@ -177,6 +194,19 @@ def test_apply_feedback_through_every_tier_sqlite(benchmark: Any, tiered_sqlite:
     result = benchmark.pedantic(apply_one_event(tiered_sqlite), rounds=1000, iterations=1, warmup_rounds=20)
     assert result.version > 1
     p99(benchmark)
+
+
+def test_apply_feedback_durable_sqlite_heavy_profile(benchmark: Any, tenant: str, tmp_path: Any) -> None:
+    """What a durable engine.record does in the embedded default: one event into a profile of
+    500 history entries, in-process cache over SQLite with synchronous=full (one fsync)."""
+    store = open_store(None, f"sqlite:///{tmp_path}/durable.db", tenant, model=InterestModel(max_history=500))
+    try:
+        store.apply_feedback("alice", heavy_events("alice"))
+        result = benchmark.pedantic(apply_one_event(store), rounds=300, iterations=1, warmup_rounds=10)
+        assert result.version > 1
+        p99(benchmark)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("kind", ["redis", "cluster"])
