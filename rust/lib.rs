@@ -7,6 +7,7 @@ pub mod diversify;
 pub mod error;
 pub mod filter;
 pub mod parallel;
+pub mod profile;
 pub mod rank;
 pub mod scoring;
 pub mod table;

@@ -16,11 +16,16 @@ __all__ = [
     "MAX_NAME_BYTES",
     "PARALLEL_MIN_ROWS",
     "Table",
+    "accumulate_signals",
     "aggregate_interests",
+    "attribute_quantiles",
     "decay_factor",
+    "decayed_weights",
     "forward_increments",
     "normalize",
     "num_threads",
+    "periodic_histogram",
+    "read_history",
     "rebase_factor",
     "set_num_threads",
     "set_parallel_min_rows",
@@ -114,3 +119,41 @@ def aggregate_interests(
 def set_num_threads(n: int) -> bool: ...
 def num_threads() -> int: ...
 def set_parallel_min_rows(n: int) -> int: ...
+
+# Profile kernels (rust/profile.rs) and the history reader.
+
+def accumulate_signals(
+    times: Sequence[float],
+    weights: Sequence[float],
+    channels: Sequence[int],
+    half_lives: Sequence[float],
+    indptr: Sequence[int],
+    feature_ids: Sequence[int],
+    feature_weights: Sequence[float],
+    landmark: float,
+    n_features: int,
+) -> tuple[list[int], list[int], list[bool], list[float], list[int], list[float]]: ...
+def decayed_weights(
+    times: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], half_lives: npt.NDArray[np.float64], now: float
+) -> npt.NDArray[np.float64]: ...
+def attribute_quantiles(
+    attribute_ids: npt.NDArray[np.uint32],
+    values: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    n_attributes: int,
+    quantiles: Sequence[float],
+) -> tuple[list[float], list[float], list[float], list[int]]: ...
+def periodic_histogram(
+    times: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], period: float, bins: int, offset: float
+) -> list[float]: ...
+def read_history(
+    interactions: list[Any],
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.float64],
+    list[str],
+]: ...

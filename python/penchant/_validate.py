@@ -4,6 +4,7 @@ parameters or feature names."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from penchant.errors import ValidationError
@@ -16,16 +17,24 @@ MAX_USER_ID_BYTES = 256
 MAX_NAME_BYTES = 1024
 """Feature and preference names: at most this many bytes of UTF-8 (the Rust limit too)."""
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 def _check_text(value: Any, what: str, limit: int) -> str:
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a str, got {type(value).__name__}")
     if not value:
         raise ValidationError(f"{what} must not be empty")
+    # Fast path for the common case, since ids and feature names are checked once per event:
+    # printable ASCII has no control characters and one byte per character.
+    if value.isascii() and value.isprintable():
+        if len(value) > limit:
+            raise ValidationError(f"{what} is {len(value)} bytes long; the limit is {limit}")
+        return value
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise ValidationError(f"{what} is {size} bytes long; the limit is {limit}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise ValidationError(f"{what} must not contain control characters: {value[:40]!r}")
     return value
 

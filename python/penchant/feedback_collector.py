@@ -1,19 +1,75 @@
-"""Feedback (seed module 4): what users tell penchant, explicitly or by their behaviour."""
+"""Feedback (seed module 4): what users tell penchant, explicitly or by their behaviour.
+
+:class:`FeedbackCollector` validates an event, :class:`FeedbackProcessor` turns it into a
+:class:`Signal` (a signed weight, a half-life and the item's features), and the profile store
+applies the signal with an :class:`~penchant.user_profile.InterestModel`.
+
+Weights. One table, :data:`DEFAULT_FEEDBACK_RULES`, gives each feedback type a weight and a
+half-life; every entry can be changed per processor. The signed weight of an event is the
+type's weight times a factor read from its value:
+
+==================  =====================================  =======  ==========
+type                factor from ``value``                  weight   half-life
+==================  =====================================  =======  ==========
+rating              ``(value − mid)/(half range)`` of the     2.0   90 days
+                    scale, in [−1, 1] (neutral: 0)
+thumbs_up / _down   1 (``value`` ignored but must be 1)    ±2.0     90 days
+like / dislike      1                                      ±2.0     90 days
+bookmark            1                                       1.5     90 days
+click               ``value`` (a count, default 1)          1.0     14 days
+dwell               dwell score in [−1, 1], below           1.0     14 days
+scroll_depth        ``value`` in [0, 1]                     0.5     14 days
+purchase            ``value`` (a quantity, default 1)       3.0     60 days
+conversion          ``value`` (default 1)                   3.0     60 days
+skip                ``value`` (default 1)                  −0.5      7 days
+dismiss             ``value`` (default 1)                  −1.0     30 days
+impression          ``value`` (default 1)                  −0.1      3 days
+==================  =====================================  =======  ==========
+
+An impression means "shown and not clicked": send it only for items the user did not open.
+
+Dwell. With ``d`` the dwell in seconds, ``x`` the expected dwell (the item's ``expected_dwell``
+attribute when it has one, else the processor's ``expected_dwell``, 30 s) and
+``b = min(bounce_dwell, x/2)`` (``bounce_dwell`` 5 s): a bounce (``d < b``) scores
+``−(1 − d/b)``, from −1 at 0 s to 0 at ``b``; a longer stay scores ``1 − e^(−(d − b)/x)``, which
+saturates towards 1, so an hour on a page counts little more than a few minutes.
+"""
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from numbers import Real
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
-from penchant._time import to_datetime, utcnow
-from penchant._validate import check_finite, check_id
+from penchant import _core
+from penchant._time import TimeLike, to_datetime, utcnow
+from penchant._validate import check_finite, check_id, check_name
 from penchant.errors import ValidationError
+from penchant.user_profile import InterestModel, UserProfile
 
-__all__ = ["Feedback", "FeedbackType", "Signal"]
+if TYPE_CHECKING:
+    from penchant.profile_store import ProfileStore
+
+__all__ = [
+    "DEFAULT_FEEDBACK_RULES",
+    "ExplicitFeedback",
+    "Feedback",
+    "FeedbackCollector",
+    "FeedbackProcessor",
+    "FeedbackRule",
+    "FeedbackType",
+    "ImplicitFeedback",
+    "Signal",
+]
+
+DAY = 86_400.0
 
 
 class FeedbackType(StrEnum):
@@ -46,6 +102,9 @@ class FeedbackType(StrEnum):
         if isinstance(value, FeedbackType):
             return value
         if isinstance(value, str):
+            found = _BY_NAME.get(value)
+            if found is not None:
+                return found
             try:
                 return cls(value.strip().lower())
             except ValueError:
@@ -53,6 +112,8 @@ class FeedbackType(StrEnum):
         names = ", ".join(t.value for t in cls)
         raise ValidationError(f"unknown feedback type {value!r}; expected one of: {names}")
 
+
+_BY_NAME = {t.value: t for t in FeedbackType}
 
 _EXPLICIT = frozenset(
     {
@@ -65,11 +126,105 @@ _EXPLICIT = frozenset(
     }
 )
 
+# Types whose value is a flag: the event happened. A value other than 1 is a caller's mistake.
+_FLAGS = _EXPLICIT - {FeedbackType.RATING}
+# Types whose value must be given, and is checked against its own range.
+_MEASURED = frozenset({FeedbackType.RATING, FeedbackType.DWELL, FeedbackType.SCROLL_DEPTH})
+
+
+@dataclass(frozen=True)
+class FeedbackRule:
+    """How one feedback type teaches a profile: its ``weight`` (negative for negative feedback)
+    and the ``half_life`` (seconds) of the evidence."""
+
+    weight: float
+    half_life: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", check_finite(self.weight, "feedback weight"))
+        half_life = check_finite(self.half_life, "feedback half_life")
+        if half_life <= 0:
+            raise ValidationError(f"a feedback half_life must be positive seconds, got {half_life}")
+        object.__setattr__(self, "half_life", half_life)
+
+
+DEFAULT_FEEDBACK_RULES: Mapping[FeedbackType, FeedbackRule] = MappingProxyType(
+    {
+        FeedbackType.RATING: FeedbackRule(2.0, 90 * DAY),
+        FeedbackType.THUMBS_UP: FeedbackRule(2.0, 90 * DAY),
+        FeedbackType.THUMBS_DOWN: FeedbackRule(-2.0, 90 * DAY),
+        FeedbackType.LIKE: FeedbackRule(2.0, 90 * DAY),
+        FeedbackType.DISLIKE: FeedbackRule(-2.0, 90 * DAY),
+        FeedbackType.BOOKMARK: FeedbackRule(1.5, 90 * DAY),
+        FeedbackType.CLICK: FeedbackRule(1.0, 14 * DAY),
+        FeedbackType.DWELL: FeedbackRule(1.0, 14 * DAY),
+        FeedbackType.SCROLL_DEPTH: FeedbackRule(0.5, 14 * DAY),
+        FeedbackType.PURCHASE: FeedbackRule(3.0, 60 * DAY),
+        FeedbackType.CONVERSION: FeedbackRule(3.0, 60 * DAY),
+        FeedbackType.SKIP: FeedbackRule(-0.5, 7 * DAY),
+        FeedbackType.DISMISS: FeedbackRule(-1.0, 30 * DAY),
+        FeedbackType.IMPRESSION: FeedbackRule(-0.1, 3 * DAY),
+    }
+)
+"""The default weight and half-life of every feedback type (see the module documentation)."""
+
+
+def _check_features(features: Any, what: str) -> dict[str, float]:
+    """Item features as a dict name → weight: names valid, weights finite and non-negative, at
+    least one positive (a profile learns nothing from an item without features)."""
+    if isinstance(features, str):
+        raise ValidationError(f"{what}: features must be a list of names or a mapping name -> weight, got a str")
+    checked: dict[str, float] = {}
+    pairs: Iterable[tuple[Any, Any]]
+    if type(features) is list:  # the common cases first: the ABC checks cost more than the rest
+        pairs = ((name, 1.0) for name in features)
+    elif type(features) is dict or isinstance(features, Mapping):
+        pairs = features.items()
+    else:
+        try:
+            pairs = ((name, 1.0) for name in features)
+        except TypeError:
+            raise ValidationError(
+                f"{what}: features must be a list of names or a mapping name -> weight, got {type(features).__name__}"
+            ) from None
+    total = 0.0
+    for name, weight in pairs:
+        check_name(name, f"{what}: feature name")
+        w = weight if type(weight) is float and math.isfinite(weight) else check_finite(weight, f"{what}: weight")
+        if w < 0:
+            raise ValidationError(f"{what}: feature {name!r} has a negative weight ({w})")
+        checked[name] = w
+        total += w
+    if len(checked) > _core.MAX_FEATURES_PER_ITEM:
+        raise ValidationError(f"{what}: more than {_core.MAX_FEATURES_PER_ITEM} features")
+    if total <= 0:
+        raise ValidationError(
+            f"{what}: the item has no features (or only zero weights), so a profile cannot learn from it"
+        )
+    return checked
+
+
+def _check_attributes(attributes: Any, what: str) -> dict[str, float]:
+    """The numeric attributes of an item (others are ignored, as ranking ignores them)."""
+    if not attributes:
+        return {}
+    if type(attributes) is not dict and not isinstance(attributes, Mapping):
+        raise ValidationError(f"{what}: attributes must be a mapping, got {type(attributes).__name__}")
+    numeric: dict[str, float] = {}
+    for name, value in attributes.items():
+        kind = type(value)
+        if kind is float or kind is int or (kind is not bool and isinstance(value, Real)):
+            check_name(name, f"{what}: attribute name")
+            numeric[name] = check_finite(value, f"{what}: attribute {name!r}")
+    return numeric
+
 
 @dataclass
 class Feedback:
-    """One feedback event, as the seed defines it, plus an ``event_id`` that makes recording it
-    idempotent (generated when not given)."""
+    """One feedback event, as the seed defines it, plus penchant's own fields: an
+    ``event_id`` that makes recording it idempotent (generated when not given), and the
+    ``features`` and numeric ``attributes`` of the item, which are what a profile learns from
+    (an event carries them so that it can be replayed from a log)."""
 
     user_id: str
     item_id: str
@@ -78,6 +233,8 @@ class Feedback:
     context: dict[str, Any] = field(default_factory=dict)
     timestamp: datetime = field(default_factory=utcnow)
     event_id: str = ""
+    features: dict[str, float] = field(default_factory=dict)
+    attributes: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_id(self.user_id, "user_id")
@@ -90,6 +247,30 @@ class Feedback:
             raise ValidationError(f"context must be a dict, got {type(self.context).__name__}")
         self.timestamp = to_datetime(self.timestamp, "timestamp")
         self.event_id = check_id(self.event_id, "event_id") if self.event_id else uuid.uuid4().hex
+        if self.features:
+            self.features = _check_features(self.features, f"item {self.item_id!r}")
+        self.attributes = _check_attributes(self.attributes, f"item {self.item_id!r}")
+
+
+@dataclass
+class ExplicitFeedback(Feedback):
+    """Feedback the user states: a rating, thumbs up or down, like or dislike, bookmark."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.feedback_type.is_explicit:
+            raise ValidationError(f"{self.feedback_type.value!r} is implicit feedback; use ImplicitFeedback")
+
+
+@dataclass
+class ImplicitFeedback(Feedback):
+    """Feedback read from behaviour: click, dwell time, scroll depth, purchase or conversion,
+    skip, dismiss, impression without a click."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.feedback_type.is_explicit:
+            raise ValidationError(f"{self.feedback_type.value!r} is explicit feedback; use ExplicitFeedback")
 
 
 @dataclass(frozen=True)
@@ -99,8 +280,8 @@ class Signal:
     profile stores apply them.
 
     ``weight`` is signed (negative for a dislike or a skip) and is spread over ``features`` in
-    proportion to their weights; ``half_life`` (seconds) is how fast this event's evidence fades;
-    ``timestamp`` is epoch seconds.
+    proportion to their weights (the processor scales them to sum to 1); ``half_life``
+    (seconds) is how fast this event's evidence fades; ``timestamp`` is epoch seconds.
     """
 
     event_id: str
@@ -114,3 +295,293 @@ class Signal:
     features: Mapping[str, float] = field(default_factory=dict)
     attributes: Mapping[str, float] = field(default_factory=dict)
     context: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _item_field(item: Any, name: str) -> Any:
+    if type(item) is dict or isinstance(item, Mapping):
+        return item.get(name)
+    return getattr(item, name, None)
+
+
+class FeedbackProcessor:
+    """Turns validated feedback into :class:`Signal` s, by one table of rules.
+
+    ``weights`` and ``half_lives`` override :data:`DEFAULT_FEEDBACK_RULES` per type (keys are
+    types or their names). ``rating_scale`` is the inclusive (low, high) of ratings.
+    ``expected_dwell`` and ``bounce_dwell`` (seconds) shape the dwell score (module
+    documentation). ``max_count`` bounds the value of count-like types (click, purchase, ...).
+    ``max_clock_skew`` (seconds) is how far in the future a timestamp may lie. ``model``
+    applies signals to in-memory profiles in :meth:`apply`.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: Mapping[FeedbackType | str, float] | None = None,
+        half_lives: Mapping[FeedbackType | str, float] | None = None,
+        rating_scale: tuple[float, float] = (1.0, 5.0),
+        expected_dwell: float = 30.0,
+        bounce_dwell: float = 5.0,
+        max_count: float = 1000.0,
+        max_clock_skew: float = 300.0,
+        model: InterestModel | None = None,
+    ) -> None:
+        rules = dict(DEFAULT_FEEDBACK_RULES)
+        for key, weight in (weights or {}).items():
+            kind = FeedbackType.parse(key)
+            rules[kind] = FeedbackRule(weight, rules[kind].half_life)
+        for key, half_life in (half_lives or {}).items():
+            kind = FeedbackType.parse(key)
+            rules[kind] = FeedbackRule(rules[kind].weight, half_life)
+        self.rules: Mapping[FeedbackType, FeedbackRule] = MappingProxyType(rules)
+        try:
+            low, high = (check_finite(v, "rating_scale") for v in rating_scale)
+        except (TypeError, ValueError):
+            raise ValidationError(f"rating_scale must be a pair (low, high), got {rating_scale!r}") from None
+        if not low < high:
+            raise ValidationError(f"rating_scale must have low < high, got {rating_scale!r}")
+        self.rating_scale = (low, high)
+        self.expected_dwell = self._positive(expected_dwell, "expected_dwell")
+        self.bounce_dwell = self._positive(bounce_dwell, "bounce_dwell")
+        self.max_count = self._positive(max_count, "max_count")
+        self.max_clock_skew = check_finite(max_clock_skew, "max_clock_skew")
+        if self.max_clock_skew < 0:
+            raise ValidationError("max_clock_skew must not be negative")
+        self.model = model or InterestModel()
+
+    @staticmethod
+    def _positive(value: float, what: str) -> float:
+        number = check_finite(value, what)
+        if number <= 0:
+            raise ValidationError(f"{what} must be positive, got {number}")
+        return number
+
+    # -- events --
+
+    def feedback(
+        self,
+        user_id: str,
+        item: Any,
+        feedback_type: FeedbackType | str,
+        value: float | None = None,
+        *,
+        timestamp: TimeLike | None = None,
+        event_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Feedback:
+        """A validated :class:`ExplicitFeedback` or :class:`ImplicitFeedback` for ``item``, in
+        any form :func:`penchant.rank_items` accepts: a dict or an object with ``id``,
+        ``features`` (a list of names or a mapping name → weight) and optional ``attributes``."""
+        kind = FeedbackType.parse(feedback_type)
+        if item is None or isinstance(item, str | int | float | bool):
+            raise ValidationError(
+                f"item must be a dict or an object with id and features, got {type(item).__name__}; "
+                "a profile learns from the item's features"
+            )
+        item_id = _item_field(item, "id")
+        if item_id is None:
+            raise ValidationError("item has no id")
+        if isinstance(item_id, int) and not isinstance(item_id, bool):
+            item_id = str(item_id)
+        features = _item_field(item, "features")
+        if features is None:
+            raise ValidationError(f"item {item_id!r} has no features, so a profile cannot learn from it")
+        if value is None:
+            if kind in _MEASURED:
+                raise ValidationError(f"{kind.value} feedback needs a value")
+            value = 1.0
+        if context is not None and not isinstance(context, Mapping):
+            raise ValidationError(f"context must be a mapping, got {type(context).__name__}")
+        kwargs: dict[str, Any] = {
+            "user_id": user_id,
+            "item_id": item_id,
+            "feedback_type": kind,
+            "value": value,
+            "context": dict(context or {}),
+            "event_id": event_id or "",
+            "features": features if features else {},
+            "attributes": _item_field(item, "attributes"),
+        }
+        if timestamp is not None:
+            kwargs["timestamp"] = to_datetime(timestamp, "timestamp")
+        made: Feedback = ExplicitFeedback(**kwargs) if kind.is_explicit else ImplicitFeedback(**kwargs)
+        if not made.features:
+            raise ValidationError(f"item {item_id!r} has no features, so a profile cannot learn from it")
+        self.event_weight(made.feedback_type, made.value, made.attributes)
+        return made
+
+    def event_weight(
+        self, feedback_type: FeedbackType | str, value: float, attributes: Mapping[str, float] | None = None
+    ) -> float:
+        """The signed weight of one event: the type's weight times the factor read from
+        ``value`` (module documentation). Raises ``ValidationError`` for a value outside the
+        type's range."""
+        kind = FeedbackType.parse(feedback_type)
+        rule = self.rules[kind]
+        v = value if type(value) is float else check_finite(value, "feedback value")
+        if not math.isfinite(v):
+            raise ValidationError(f"{kind.value} value must be finite, got {v}")
+        if kind is FeedbackType.RATING:
+            low, high = self.rating_scale
+            if not low <= v <= high:
+                raise ValidationError(f"rating {v} lies outside the scale [{low:g}, {high:g}]")
+            middle, half = (low + high) / 2, (high - low) / 2
+            return rule.weight * (v - middle) / half
+        if kind is FeedbackType.DWELL:
+            if v < 0:
+                raise ValidationError(f"dwell time must not be negative, got {v} s")
+            expected = (attributes or {}).get("expected_dwell", self.expected_dwell)
+            if not expected > 0:
+                raise ValidationError(f"expected_dwell must be positive, got {expected}")
+            bounce = min(self.bounce_dwell, expected / 2)
+            score = -(1.0 - v / bounce) if v < bounce else 1.0 - math.exp(-(v - bounce) / expected)
+            return rule.weight * score
+        if kind is FeedbackType.SCROLL_DEPTH:
+            if not 0.0 <= v <= 1.0:
+                raise ValidationError(f"scroll depth must lie in [0, 1], got {v}")
+            return rule.weight * v
+        if kind in _FLAGS:
+            if v != 1.0:
+                raise ValidationError(f"{kind.value} feedback takes no value (or 1), got {v}")
+            return rule.weight
+        if not 0.0 <= v <= self.max_count:
+            raise ValidationError(f"{kind.value} value must lie in [0, {self.max_count:g}], got {v}")
+        return rule.weight * v
+
+    def signal(self, feedback: Feedback, *, now: float | None = None) -> Signal:
+        """The :class:`Signal` of one validated event. ``now`` (epoch seconds, default the
+        current time) bounds its timestamp: at most ``max_clock_skew`` seconds later."""
+        return self.signals([feedback], now=now)[0]
+
+    def signals(self, feedbacks: Iterable[Feedback], *, now: float | None = None) -> list[Signal]:
+        """The signals of many events, all validated before any is returned; an error names the
+        position of the bad event."""
+        latest = (time.time() if now is None else now) + self.max_clock_skew
+        rules = self.rules
+        out: list[Signal] = []
+        for position, feedback in enumerate(feedbacks):
+            try:
+                if not isinstance(feedback, Feedback):
+                    raise ValidationError(f"expected a Feedback, got {type(feedback).__name__}")
+                features = feedback.features
+                if not features:
+                    raise ValidationError(
+                        f"feedback on item {feedback.item_id!r} carries no features, so a profile cannot "
+                        "learn from it; record it with the item (its id and features)"
+                    )
+                t = feedback.timestamp.timestamp()
+                if t > latest:
+                    raise ValidationError(
+                        f"timestamp {feedback.timestamp.isoformat()} lies in the future "
+                        f"(more than {self.max_clock_skew:g} s ahead)"
+                    )
+                kind = feedback.feedback_type
+                weight = self.event_weight(kind, feedback.value, feedback.attributes)
+                total = math.fsum(features.values())
+                if not total > 0:
+                    raise ValidationError(f"feedback on item {feedback.item_id!r}: feature weights sum to 0")
+                out.append(
+                    Signal(
+                        event_id=feedback.event_id,
+                        user_id=feedback.user_id,
+                        item_id=feedback.item_id,
+                        feedback_type=kind,
+                        value=feedback.value,
+                        weight=weight,
+                        half_life=rules[kind].half_life,
+                        timestamp=t,
+                        features={name: w / total for name, w in features.items()},
+                        attributes=dict(feedback.attributes),
+                        context=dict(feedback.context),
+                    )
+                )
+            except ValidationError as e:
+                raise ValidationError(f"event {position}: {e}") from None
+        return out
+
+    def apply(self, profile: UserProfile, feedbacks: Iterable[Feedback]) -> None:
+        """Processes ``feedbacks`` and applies them to ``profile`` in memory (no store)."""
+        signals = self.signals(feedbacks)
+        for signal in signals:
+            if signal.user_id != profile.user_id:
+                raise ValidationError(f"feedback for user {signal.user_id!r} applied to profile {profile.user_id!r}")
+        self.model.apply(profile, signals)
+
+
+_RECORD_FIELDS = frozenset({"user_id", "item", "feedback_type", "value", "timestamp", "event_id", "context"})
+
+
+class FeedbackCollector:
+    """Records feedback into profiles kept by a :class:`~penchant.profile_store.ProfileStore`
+    (in memory by default). Every event is validated first; a ``ValidationError`` leaves every
+    stored profile as it was. Recording an event id a second time has no effect.
+
+    The store applies signals with its own :class:`~penchant.user_profile.InterestModel`; the
+    default in-memory store is given ``processor.model``.
+    """
+
+    def __init__(self, store: ProfileStore | None = None, processor: FeedbackProcessor | None = None) -> None:
+        self.processor = processor or FeedbackProcessor()
+        if store is None:
+            from penchant.profile_store import InMemoryProfileStore
+
+            store = InMemoryProfileStore(model=self.processor.model)
+        self.store = store
+
+    def record(
+        self,
+        user_id: str,
+        item: Any,
+        feedback_type: FeedbackType | str,
+        value: float | None = None,
+        *,
+        timestamp: TimeLike | None = None,
+        event_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Feedback:
+        """Records one event and returns it (with its event id). ``item`` is a dict or object
+        with ``id`` and ``features`` (and optional ``attributes``), as ``rank_items`` takes;
+        ``feedback_type`` a :class:`FeedbackType` or its name; ``value`` the rating, the dwell in
+        seconds, the scroll depth in [0, 1] or a count (see :class:`FeedbackProcessor`)."""
+        feedback = self.processor.feedback(
+            user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
+        )
+        signal = self.processor.signal(feedback)
+        self.store.apply_feedback(feedback.user_id, [signal])
+        return feedback
+
+    def record_many(self, events: Iterable[Feedback | Mapping[str, Any]]) -> list[str]:
+        """Records many events, each a :class:`Feedback` (with features) or a mapping with the
+        arguments of :meth:`record` (``user_id``, ``item``, ``feedback_type``, and optionally
+        ``value``, ``timestamp``, ``event_id``, ``context``). All are validated before any is
+        stored; then each user's events are applied in one step. Returns the event ids, in
+        order."""
+        feedbacks: list[Feedback] = []
+        for position, event in enumerate(events):
+            if isinstance(event, Feedback):
+                feedbacks.append(event)
+                continue
+            if not isinstance(event, Mapping):
+                raise ValidationError(f"event {position}: expected a Feedback or a mapping, got {type(event).__name__}")
+            unknown = set(event) - _RECORD_FIELDS
+            missing = {"user_id", "item", "feedback_type"} - set(event)
+            if unknown or missing:
+                raise ValidationError(
+                    f"event {position}: unknown field(s) {sorted(unknown)}, missing field(s) {sorted(missing)}"
+                )
+            fields = dict(event)
+            try:
+                feedbacks.append(
+                    self.processor.feedback(
+                        fields.pop("user_id"), fields.pop("item"), fields.pop("feedback_type"), **fields
+                    )
+                )
+            except ValidationError as e:
+                raise ValidationError(f"event {position}: {e}") from None
+        signals = self.processor.signals(feedbacks)
+        by_user: dict[str, list[Signal]] = {}
+        for signal in signals:
+            by_user.setdefault(signal.user_id, []).append(signal)
+        for user_id, user_signals in by_user.items():
+            self.store.apply_feedback(user_id, user_signals)
+        return [f.event_id for f in feedbacks]

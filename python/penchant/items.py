@@ -22,6 +22,7 @@ from penchant.scoring import (
     ProfileLike,
     RankedItem,
     Scorer,
+    profile_filters,
     profile_interests,
     rank_table,
 )
@@ -216,6 +217,13 @@ class Catalog:
         compiled = profile if isinstance(profile, CompiledProfile) else self.compile(profile, now=moment)
         if compiled.catalog is not self:
             raise ValidationError("this CompiledProfile was compiled for another catalog")
+        # A user's stated hard rules ("never horror", "max price 20") always apply.
+        # (A CompiledProfile carries no explicit preferences: only the caller's filters apply.)
+        rules = Filters.coerce(filters)
+        if not isinstance(profile, CompiledProfile):
+            rules = profile_filters(profile, rules)
+        if rules is None:
+            return []
         if isinstance(candidate_ids, np.ndarray) and candidate_ids.dtype.kind in "iu":
             if candidate_ids.dtype.kind == "u" and candidate_ids.size and candidate_ids.max() > np.iinfo(np.int64).max:
                 raise ValidationError("candidate ids do not fit in 64-bit signed integers")
@@ -234,7 +242,7 @@ class Catalog:
             items=None,
             k=k,
             weights=weights,
-            filters=Filters.coerce(filters),
+            filters=rules,
             now=moment,
             explain=explain,
             normalization=normalization,

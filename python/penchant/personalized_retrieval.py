@@ -23,6 +23,7 @@ from penchant.scoring import (
     RankedItem,
     Scorer,
     interest_arrays,
+    profile_filters,
     profile_interests,
     rank_table,
 )
@@ -50,7 +51,8 @@ def rank_items(
     ``profile``: a :class:`~penchant.UserProfile` or a mapping feature name → weight.
     ``items``: dicts or objects with ``id``, ``score``, ``features`` and optional ``embedding``,
     ``timestamp``, ``popularity``, ``attributes``; an :class:`~penchant.ItemBatch`; or a
-    :class:`~penchant.Catalog` (every item ranked, base score 0).
+    :class:`~penchant.Catalog` (every item ranked, base score 0). A ``UserProfile``'s explicit
+    hard rules (``never``, ``min``, ``max``) are added to ``filters``.
 
     Each factor (``relevance``, ``affinity``, ``taste``, ``recency``, ``popularity``, and each
     custom scorer) is normalised across the candidates that pass ``filters``
@@ -77,7 +79,10 @@ def rank_items(
         )
     moment = to_epoch(now, "now")
     interests, taste = profile_interests(profile, moment)
-    rules = Filters.coerce(filters)
+    # A user's stated hard rules ("never horror", "max price 20") always apply.
+    rules = profile_filters(profile, Filters.coerce(filters))
+    if rules is None:
+        return []
     if isinstance(items, ItemBatch):
         table = items._table
         return rank_table(

@@ -31,6 +31,7 @@ __all__ = [
     "ProfileLike",
     "RankedItem",
     "Scorer",
+    "profile_filters",
 ]
 
 FACTORS: tuple[str, ...] = tuple(_core.FACTORS)
@@ -260,6 +261,34 @@ def interest_arrays(interests: Mapping[str, float]) -> tuple[list[str], npt.NDAr
         name = names[int(np.flatnonzero(~np.isfinite(weights))[0])]
         raise ValidationError(f"interest weight of {name!r} must be a finite number, got {interests[name]}")
     return names, weights
+
+
+def profile_filters(profile: ProfileLike, filters: Filters) -> Filters | None:
+    """The caller's ``filters`` plus the hard rules the user stated (``never`` a feature, ``min``
+    / ``max`` of an attribute), or ``None`` when together they let no item through."""
+    from penchant.user_profile import UserProfile
+
+    if not isinstance(profile, UserProfile) or not profile.explicit_preferences:
+        return filters
+    own = profile.hard_filters()
+    if not own:
+        return filters
+    ranges = dict(filters.attribute_ranges)
+    for name, (low, high) in own.attribute_ranges.items():
+        if name in ranges:
+            other_low, other_high = ranges[name]
+            low = other_low if low is None else low if other_low is None else max(low, other_low)
+            high = other_high if high is None else high if other_high is None else min(high, other_high)
+            if low is not None and high is not None and low > high:
+                return None
+        ranges[name] = (low, high)
+    return Filters(
+        blocked_features=filters.blocked_features | own.blocked_features,
+        required_features=filters.required_features,
+        any_features=filters.any_features,
+        excluded_ids=filters.excluded_ids,
+        attribute_ranges=ranges,
+    )
 
 
 @dataclass(frozen=True)

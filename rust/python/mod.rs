@@ -2,6 +2,7 @@
 //! pure kernel and converts the result; the algorithms live in the parent modules.
 
 mod covisit;
+mod history;
 mod items;
 
 use crate::diversify::Diversity;
@@ -10,7 +11,7 @@ use crate::filter::{AttributeRange, Exclusion, Filters};
 use crate::rank::{self, ExtraFactor, ProfileVectors, Request, Scoring};
 use crate::scoring::Normalization;
 use crate::table::{Embeddings, FeatureMatrix, IdIndex, ItemTable, Vocabulary};
-use crate::{decay, parallel, scoring, topk};
+use crate::{decay, parallel, profile, scoring, topk};
 use items::{id_ref, item_key, key_to_py, FeatureIds, IdRef};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -725,6 +726,140 @@ fn num_threads(py: Python<'_>) -> usize {
     py.detach(parallel::num_threads)
 }
 
+// Profile kernels (rust/profile.rs) and the history reader (history.rs). Lists in and out for
+// the signal accumulation: its callers build Python lists anyway, and for a single event the
+// NumPy round trip would cost more than the kernel.
+
+/// (feature ids, channels, positive, amounts, counts per feature, latest time per feature).
+type AccumulationOutput = (Vec<u32>, Vec<u32>, Vec<bool>, Vec<f64>, Vec<u64>, Vec<f64>);
+
+fn indices(values: Vec<i64>, what: &str) -> PyResult<Vec<usize>> {
+    values
+        .into_iter()
+        .map(|p| {
+            usize::try_from(p).map_err(|_| validation_error(format!("{what} must not be negative")))
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+fn accumulate_signals(
+    py: Python<'_>,
+    times: Vec<f64>,
+    weights: Vec<f64>,
+    channels: Vec<u32>,
+    half_lives: Vec<f64>,
+    indptr: Vec<i64>,
+    feature_ids: Vec<u32>,
+    feature_weights: Vec<f64>,
+    landmark: f64,
+    n_features: usize,
+) -> PyResult<AccumulationOutput> {
+    // Feature ids are dense per batch, so there are rarely more features than entries; the
+    // bound keeps a bad argument from asking for a huge allocation.
+    if n_features > feature_ids.len().max(1_024) {
+        return Err(validation_error(format!(
+            "n_features ({n_features}) exceeds the number of feature ids ({})",
+            feature_ids.len()
+        )));
+    }
+    let indptr = indices(indptr, "indptr")?;
+    let out = py
+        .detach(|| {
+            let batch = profile::SignalBatch {
+                times: &times,
+                weights: &weights,
+                channels: &channels,
+                half_lives: &half_lives,
+                indptr: &indptr,
+                feature_ids: &feature_ids,
+                feature_weights: &feature_weights,
+            };
+            profile::accumulate_signals(&batch, landmark, n_features)
+        })
+        .map_err(kernel_error)?;
+    Ok((
+        out.feature_ids,
+        out.channels,
+        out.positive,
+        out.amounts,
+        out.counts,
+        out.latest,
+    ))
+}
+
+#[pyfunction]
+fn decayed_weights<'py>(
+    py: Python<'py>,
+    times: PyReadonlyArray1<'py, f64>,
+    weights: PyReadonlyArray1<'py, f64>,
+    half_lives: PyReadonlyArray1<'py, f64>,
+    now: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let (times, weights, half_lives) = (to_vec(&times)?, to_vec(&weights)?, to_vec(&half_lives)?);
+    let out = py
+        .detach(|| profile::decayed_weights(&times, &weights, &half_lives, now))
+        .map_err(kernel_error)?;
+    Ok(out.into_pyarray(py))
+}
+
+/// (quantiles row-major, total weight, sum of squared weights, counts), per attribute.
+type QuantileOutput = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>);
+
+#[pyfunction]
+fn attribute_quantiles(
+    py: Python<'_>,
+    attribute_ids: PyReadonlyArray1<'_, u32>,
+    values: PyReadonlyArray1<'_, f64>,
+    weights: PyReadonlyArray1<'_, f64>,
+    n_attributes: usize,
+    quantiles: Vec<f64>,
+) -> PyResult<QuantileOutput> {
+    if n_attributes > values.len().max(1_024) || quantiles.len() > 1_000 {
+        return Err(validation_error(format!(
+            "n_attributes ({n_attributes}) must not exceed the number of values ({}), \
+             nor the quantiles 1000",
+            values.len()
+        )));
+    }
+    let (attribute_ids, values, weights) =
+        (to_vec(&attribute_ids)?, to_vec(&values)?, to_vec(&weights)?);
+    let out = py
+        .detach(|| {
+            let samples = profile::AttributeSamples {
+                attribute_ids: &attribute_ids,
+                values: &values,
+                weights: &weights,
+            };
+            profile::attribute_quantiles(&samples, n_attributes, &quantiles)
+        })
+        .map_err(kernel_error)?;
+    Ok((out.quantiles, out.total_weight, out.sum_squares, out.counts))
+}
+
+#[pyfunction]
+fn periodic_histogram(
+    py: Python<'_>,
+    times: PyReadonlyArray1<'_, f64>,
+    weights: PyReadonlyArray1<'_, f64>,
+    period: f64,
+    bins: usize,
+    offset: f64,
+) -> PyResult<Vec<f64>> {
+    if bins > 1 << 20 {
+        return Err(validation_error(format!("too many bins: {bins}")));
+    }
+    let (times, weights) = (to_vec(&times)?, to_vec(&weights)?);
+    py.detach(|| profile::periodic_histogram(&times, &weights, period, bins, offset))
+        .map_err(kernel_error)
+}
+
+#[pyfunction]
+fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::HistoryColumns<'py>> {
+    history::read_history(interactions)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Table>()?;
@@ -738,6 +873,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_parallel_min_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(accumulate_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(decayed_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(attribute_quantiles, m)?)?;
+    m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
+    m.add_function(wrap_pyfunction!(read_history, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;

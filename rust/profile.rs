@@ -1,0 +1,460 @@
+//! Kernels of the user profile: processed feedback into forward-decayed interest sums, and the
+//! statistics that preference extraction needs (decayed weights, weighted quantiles of item
+//! attributes, periodic activity histograms). Pure functions over slices; the Python layer
+//! gathers the columns.
+
+use crate::decay::{decay_factor, forward_weight};
+use crate::error::{check_finite, check_len, KernelError, Result};
+use rustc_hash::FxHashMap;
+
+/// A batch of processed feedback events (signals) in columns. Signal `i` happened at
+/// `times[i]` with signed `weights[i]`, decays with half-life `half_lives[channels[i]]`, and
+/// carries the weighted features `feature_ids[indptr[i]..indptr[i+1]]`.
+pub struct SignalBatch<'a> {
+    pub times: &'a [f64],
+    pub weights: &'a [f64],
+    pub channels: &'a [u32],
+    pub half_lives: &'a [f64],
+    pub indptr: &'a [usize],
+    pub feature_ids: &'a [u32],
+    pub feature_weights: &'a [f64],
+}
+
+/// What a batch adds to a profile's interests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accumulation {
+    /// One entry per (feature, half-life, sign) that received evidence, sorted by feature, then
+    /// half-life index, then sign (positive first). `amounts` are absolute values: positive and
+    /// negative evidence go to separate sums.
+    pub feature_ids: Vec<u32>,
+    pub channels: Vec<u32>,
+    pub positive: Vec<bool>,
+    pub amounts: Vec<f64>,
+    /// Per feature id: how many signals added to it, and the latest time among them
+    /// (`-inf` for none).
+    pub counts: Vec<u64>,
+    pub latest: Vec<f64>,
+}
+
+fn check_csr(indptr: &[usize], n_rows: usize, nnz: usize) -> Result<()> {
+    check_len("indptr", n_rows + 1, indptr.len())?;
+    if indptr[0] != 0 || indptr[n_rows] != nnz || indptr.windows(2).any(|w| w[0] > w[1]) {
+        return Err(KernelError::Invalid(
+            "indptr must rise from 0 to the number of feature ids".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_half_lives(half_lives: &[f64]) -> Result<()> {
+    match half_lives.iter().position(|h| !(h.is_finite() && *h > 0.0)) {
+        Some(i) => Err(KernelError::Invalid(format!(
+            "half_lives[{i}] must be a positive finite number of seconds, got {}",
+            half_lives[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Sums the forward-decayed evidence of a batch against `landmark`: signal `i` adds
+/// `|wᵢ·vᵢf|·2^((tᵢ − L)/h)` to the positive or the negative sum of feature `f` (by the sign of
+/// `wᵢ·vᵢf`) in its half-life's channel. This is the batch form of the Python
+/// `InterestModel.increments`, with the same arithmetic in the same order per term, so that a
+/// store adding the increments one by one reaches the same sums up to rounding.
+pub fn accumulate_signals(
+    batch: &SignalBatch<'_>,
+    landmark: f64,
+    n_features: usize,
+) -> Result<Accumulation> {
+    let n = batch.times.len();
+    check_len("weights", n, batch.weights.len())?;
+    check_len("channels", n, batch.channels.len())?;
+    check_len(
+        "feature_weights",
+        batch.feature_ids.len(),
+        batch.feature_weights.len(),
+    )?;
+    check_csr(batch.indptr, n, batch.feature_ids.len())?;
+    check_finite("times", batch.times)?;
+    check_finite("weights", batch.weights)?;
+    check_finite("feature_weights", batch.feature_weights)?;
+    check_half_lives(batch.half_lives)?;
+    if !landmark.is_finite() {
+        return Err(KernelError::Invalid("landmark must be finite".into()));
+    }
+    if let Some(&c) = batch
+        .channels
+        .iter()
+        .find(|&&c| c as usize >= batch.half_lives.len())
+    {
+        return Err(KernelError::OutOfRange {
+            what: "channels",
+            index: c as usize,
+            len: batch.half_lives.len(),
+        });
+    }
+    if let Some(&f) = batch
+        .feature_ids
+        .iter()
+        .find(|&&f| f as usize >= n_features)
+    {
+        return Err(KernelError::OutOfRange {
+            what: "feature_ids",
+            index: f as usize,
+            len: n_features,
+        });
+    }
+
+    let n_channels = batch.half_lives.len() as u64;
+    // Key: (feature · channels + channel) · 2 + is_negative, so that sorting the keys gives the
+    // documented order.
+    let mut sums: FxHashMap<u64, f64> = FxHashMap::default();
+    let mut counts = vec![0u64; n_features];
+    let mut latest = vec![f64::NEG_INFINITY; n_features];
+    for i in 0..n {
+        let (t, w, c) = (batch.times[i], batch.weights[i], batch.channels[i]);
+        let scale = forward_weight(t, landmark, batch.half_lives[c as usize])?;
+        for j in batch.indptr[i]..batch.indptr[i + 1] {
+            let f = batch.feature_ids[j];
+            let amount = (w * batch.feature_weights[j]) * scale;
+            if amount == 0.0 {
+                continue;
+            }
+            if !amount.is_finite() {
+                return Err(KernelError::Invalid(format!(
+                    "the evidence of signal {i} overflows; rebase the landmark first"
+                )));
+            }
+            let key = (f as u64 * n_channels + c as u64) * 2 + u64::from(amount < 0.0);
+            *sums.entry(key).or_insert(0.0) += amount.abs();
+            counts[f as usize] += 1;
+            latest[f as usize] = latest[f as usize].max(t);
+        }
+    }
+    let mut keys: Vec<u64> = sums.keys().copied().collect();
+    keys.sort_unstable();
+    let mut out = Accumulation {
+        counts,
+        latest,
+        ..Default::default()
+    };
+    for key in keys {
+        let feature_channel = key / 2;
+        out.feature_ids.push((feature_channel / n_channels) as u32);
+        out.channels.push((feature_channel % n_channels) as u32);
+        out.positive.push(key % 2 == 0);
+        out.amounts.push(sums[&key]);
+    }
+    Ok(out)
+}
+
+/// `wᵢ·2^(−max(now − tᵢ, 0)/hᵢ)`: each event's weight as it stands at `now`.
+pub fn decayed_weights(
+    times: &[f64],
+    weights: &[f64],
+    half_lives: &[f64],
+    now: f64,
+) -> Result<Vec<f64>> {
+    check_len("weights", times.len(), weights.len())?;
+    check_len("half_lives", times.len(), half_lives.len())?;
+    check_finite("times", times)?;
+    check_finite("weights", weights)?;
+    check_half_lives(half_lives)?;
+    if !now.is_finite() {
+        return Err(KernelError::Invalid("now must be finite".into()));
+    }
+    Ok(times
+        .iter()
+        .zip(weights)
+        .zip(half_lives)
+        .map(|((&t, &w), &h)| w * decay_factor(now - t, h))
+        .collect())
+}
+
+/// Values of numeric attributes with a weight each: sample `i` says attribute
+/// `attribute_ids[i]` had `values[i]` in an event of weight `weights[i]`.
+pub struct AttributeSamples<'a> {
+    pub attribute_ids: &'a [u32],
+    pub values: &'a [f64],
+    pub weights: &'a [f64],
+}
+
+/// Per attribute: the weighted quantiles (row-major, one row per attribute, `NaN` where an
+/// attribute has no weight), the total weight, the sum of squared weights (for the effective
+/// sample size `(Σw)²/Σw²`) and the number of samples with positive weight.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttributeSummary {
+    pub quantiles: Vec<f64>,
+    pub total_weight: Vec<f64>,
+    pub sum_squares: Vec<f64>,
+    pub counts: Vec<u64>,
+}
+
+/// Weighted quantiles of each attribute by the inverted CDF: quantile `q` is the smallest value
+/// whose cumulative weight (values in ascending order, ties in input order) reaches
+/// `q · total`. Samples with zero weight are ignored; negative weights are refused.
+pub fn attribute_quantiles(
+    samples: &AttributeSamples<'_>,
+    n_attributes: usize,
+    quantiles: &[f64],
+) -> Result<AttributeSummary> {
+    let n = samples.values.len();
+    check_len("attribute_ids", n, samples.attribute_ids.len())?;
+    check_len("weights", n, samples.weights.len())?;
+    check_finite("values", samples.values)?;
+    check_finite("weights", samples.weights)?;
+    if let Some(i) = samples.weights.iter().position(|&w| w < 0.0) {
+        return Err(KernelError::Invalid(format!(
+            "weights[{i}] is negative; quantiles need non-negative weights"
+        )));
+    }
+    if let Some(q) = quantiles.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        return Err(KernelError::Invalid(format!(
+            "quantiles must lie in [0, 1], got {q}"
+        )));
+    }
+    if let Some(&a) = samples
+        .attribute_ids
+        .iter()
+        .find(|&&a| a as usize >= n_attributes)
+    {
+        return Err(KernelError::OutOfRange {
+            what: "attribute_ids",
+            index: a as usize,
+            len: n_attributes,
+        });
+    }
+    let mut order: Vec<usize> = (0..n).filter(|&i| samples.weights[i] > 0.0).collect();
+    // Ties broken by position, so that equal values keep their input order and the cumulative
+    // sums are reproducible by any reference that sorts stably.
+    order.sort_unstable_by(|&a, &b| {
+        samples.attribute_ids[a]
+            .cmp(&samples.attribute_ids[b])
+            // Values are finite (checked above), so this is a total order, with −0 = +0 as
+            // NumPy sorts them.
+            .then(
+                samples.values[a]
+                    .partial_cmp(&samples.values[b])
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
+            .then(a.cmp(&b))
+    });
+    let n_q = quantiles.len();
+    let mut out = AttributeSummary {
+        quantiles: vec![f64::NAN; n_attributes * n_q],
+        total_weight: vec![0.0; n_attributes],
+        sum_squares: vec![0.0; n_attributes],
+        counts: vec![0; n_attributes],
+    };
+    let mut cumulative: Vec<f64> = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let attribute = samples.attribute_ids[order[start]] as usize;
+        let end = start
+            + order[start..]
+                .iter()
+                .take_while(|&&i| samples.attribute_ids[i] as usize == attribute)
+                .count();
+        let group = &order[start..end];
+        cumulative.clear();
+        let (mut total, mut squares) = (0.0, 0.0);
+        for &i in group {
+            let w = samples.weights[i];
+            total += w;
+            squares += w * w;
+            cumulative.push(total);
+        }
+        for (k, &q) in quantiles.iter().enumerate() {
+            let target = q * total;
+            let at = cumulative
+                .partition_point(|&c| c < target)
+                .min(group.len() - 1);
+            out.quantiles[attribute * n_q + k] = samples.values[group[at]];
+        }
+        out.total_weight[attribute] = total;
+        out.sum_squares[attribute] = squares;
+        out.counts[attribute] = group.len() as u64;
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Sums `weights` into `bins` equal slices of a repeating period: the bin of time `t` is
+/// `⌊((t + offset) mod period) / period · bins⌋`. With `period` = 86 400 s and 24 bins this is
+/// the hour of day; with 7 days, an offset of 3 days (1970-01-01 was a Thursday) and 7 bins,
+/// the day of the week from Monday.
+pub fn periodic_histogram(
+    times: &[f64],
+    weights: &[f64],
+    period: f64,
+    bins: usize,
+    offset: f64,
+) -> Result<Vec<f64>> {
+    check_len("weights", times.len(), weights.len())?;
+    check_finite("times", times)?;
+    check_finite("weights", weights)?;
+    if !(period.is_finite() && period > 0.0 && offset.is_finite()) || bins == 0 {
+        return Err(KernelError::Invalid(format!(
+            "a histogram needs a positive finite period, at least one bin and a finite offset \
+             (got period {period}, {bins} bins, offset {offset})"
+        )));
+    }
+    let mut histogram = vec![0.0; bins];
+    for (&t, &w) in times.iter().zip(weights) {
+        let phase = (t + offset).rem_euclid(period);
+        // Rounding can put a phase just below the period into bin `bins`: clamp it.
+        let bin = ((phase / period * bins as f64) as usize).min(bins - 1);
+        histogram[bin] += w;
+    }
+    Ok(histogram)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decay::forward_increments;
+
+    const DAY: f64 = 86_400.0;
+
+    fn batch<'a>(
+        times: &'a [f64],
+        weights: &'a [f64],
+        channels: &'a [u32],
+        half_lives: &'a [f64],
+        indptr: &'a [usize],
+        feature_ids: &'a [u32],
+        feature_weights: &'a [f64],
+    ) -> SignalBatch<'a> {
+        SignalBatch {
+            times,
+            weights,
+            channels,
+            half_lives,
+            indptr,
+            feature_ids,
+            feature_weights,
+        }
+    }
+
+    #[test]
+    fn accumulation_matches_forward_increments() {
+        let (landmark, week) = (1_000.0, 7.0 * DAY);
+        let half_lives = [week, DAY];
+        let b = batch(
+            &[2_000.0, 5_000.0, 9_000.0],
+            &[1.0, -2.0, 0.5],
+            &[0, 0, 1],
+            &half_lives,
+            &[0, 2, 3, 4],
+            &[0, 1, 0, 1],
+            &[0.5, 0.5, 1.0, 1.0],
+        );
+        let got = accumulate_signals(&b, landmark, 3).unwrap();
+        let inc = |t: f64, w: f64, h: f64| forward_increments(&[t], &[w], landmark, h).unwrap()[0];
+        assert_eq!(got.feature_ids, vec![0, 0, 1, 1]);
+        assert_eq!(got.channels, vec![0, 0, 0, 1]);
+        assert_eq!(got.positive, vec![true, false, true, true]);
+        let expected = [
+            inc(2_000.0, 0.5, week),
+            inc(5_000.0, 2.0, week),
+            inc(2_000.0, 0.5, week),
+            inc(9_000.0, 0.5, DAY),
+        ];
+        for (g, e) in got.amounts.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-12, "{g} vs {e}");
+        }
+        assert_eq!(got.counts, vec![2, 2, 0]);
+        assert_eq!(got.latest[..2], [5_000.0, 9_000.0]);
+        assert_eq!(got.latest[2], f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn zero_evidence_is_skipped() {
+        let b = batch(&[0.0], &[0.0], &[0], &[DAY], &[0, 1], &[0], &[1.0]);
+        let got = accumulate_signals(&b, 0.0, 1).unwrap();
+        assert!(got.amounts.is_empty());
+        assert_eq!(got.counts, vec![0]);
+    }
+
+    #[test]
+    fn accumulation_refuses_bad_input() {
+        let ok = |b: &SignalBatch<'_>| accumulate_signals(b, 0.0, 2);
+        // CSR that runs past the features.
+        assert!(ok(&batch(&[0.0], &[1.0], &[0], &[DAY], &[0, 3], &[0], &[1.0])).is_err());
+        // A channel with no half-life, and a bad half-life.
+        assert!(ok(&batch(&[0.0], &[1.0], &[1], &[DAY], &[0, 1], &[0], &[1.0])).is_err());
+        assert!(ok(&batch(&[0.0], &[1.0], &[0], &[0.0], &[0, 1], &[0], &[1.0])).is_err());
+        // A feature id out of range, NaN weight, an event too far past the landmark.
+        assert!(ok(&batch(&[0.0], &[1.0], &[0], &[DAY], &[0, 1], &[2], &[1.0])).is_err());
+        assert!(ok(&batch(
+            &[0.0],
+            &[f64::NAN],
+            &[0],
+            &[DAY],
+            &[0, 1],
+            &[0],
+            &[1.0]
+        ))
+        .is_err());
+        assert!(ok(&batch(&[1e12], &[1.0], &[0], &[1.0], &[0, 1], &[0], &[1.0])).is_err());
+        assert!(accumulate_signals(&batch(&[], &[], &[], &[], &[0], &[], &[]), 0.0, 0).is_ok());
+    }
+
+    #[test]
+    fn decayed_weights_halve_per_half_life() {
+        let got = decayed_weights(
+            &[0.0, DAY, 3.0 * DAY],
+            &[2.0, -1.0, 1.0],
+            &[DAY; 3],
+            2.0 * DAY,
+        )
+        .unwrap();
+        assert_eq!(got, vec![0.5, -0.5, 1.0]);
+        assert!(decayed_weights(&[0.0], &[1.0], &[-1.0], 0.0).is_err());
+    }
+
+    #[test]
+    fn quantiles_by_inverted_cdf() {
+        let samples = AttributeSamples {
+            attribute_ids: &[0, 0, 0, 0, 1, 0],
+            values: &[4.0, 1.0, 3.0, 2.0, 7.0, 100.0],
+            weights: &[1.0, 1.0, 1.0, 1.0, 2.0, 0.0],
+        };
+        let got = attribute_quantiles(&samples, 3, &[0.0, 0.5, 0.75, 1.0]).unwrap();
+        assert_eq!(got.quantiles[..4], [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(got.quantiles[4..8], [7.0; 4]);
+        assert!(got.quantiles[8..].iter().all(|v| v.is_nan()));
+        assert_eq!(got.total_weight, vec![4.0, 2.0, 0.0]);
+        assert_eq!(got.sum_squares, vec![4.0, 4.0, 0.0]);
+        assert_eq!(got.counts, vec![4, 1, 0]);
+    }
+
+    #[test]
+    fn quantiles_refuse_bad_input() {
+        let samples = AttributeSamples {
+            attribute_ids: &[0],
+            values: &[1.0],
+            weights: &[-1.0],
+        };
+        assert!(attribute_quantiles(&samples, 1, &[0.5]).is_err());
+        let samples = AttributeSamples {
+            weights: &[1.0],
+            ..samples
+        };
+        assert!(attribute_quantiles(&samples, 1, &[1.5]).is_err());
+        assert!(attribute_quantiles(&samples, 0, &[0.5]).is_err());
+    }
+
+    #[test]
+    fn hours_and_weekdays() {
+        // 1970-01-05 was a Monday; 13:30 UTC on it.
+        let t = 4.0 * DAY + 13.5 * 3_600.0;
+        let hours = periodic_histogram(&[t, -1.0], &[1.0, 2.0], DAY, 24, 0.0).unwrap();
+        assert_eq!(hours[13], 1.0);
+        assert_eq!(hours[23], 2.0);
+        let days = periodic_histogram(&[t], &[1.0], 7.0 * DAY, 7, 3.0 * DAY).unwrap();
+        assert_eq!(days[0], 1.0);
+        assert!(periodic_histogram(&[t], &[1.0], 0.0, 7, 0.0).is_err());
+        assert!(periodic_histogram(&[t], &[1.0], DAY, 0, 0.0).is_err());
+    }
+}

@@ -1,0 +1,175 @@
+"""The profile kernels (rust/profile.rs) against plain NumPy references, and their refusals."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import penchant
+from penchant import _core
+from penchant.user_profile import Interaction
+
+from . import profile_reference as ref
+
+finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False)
+HALF_LIVES = [3_600.0, 86_400.0, 604_800.0]
+
+
+@st.composite
+def signal_batches(draw: st.DrawFn) -> tuple[list[float], list[float], list[int], list[int], list[int], list[float]]:
+    n = draw(st.integers(0, 30))
+    times = draw(st.lists(st.floats(0, 10 * 86_400.0), min_size=n, max_size=n))
+    weights = draw(st.lists(finite, min_size=n, max_size=n))
+    channels = draw(st.lists(st.integers(0, len(HALF_LIVES) - 1), min_size=n, max_size=n))
+    sizes = draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    indptr = [0, *np.cumsum(sizes, dtype=int).tolist()]
+    nnz = indptr[-1]
+    drawn = draw(st.lists(st.integers(0, 7), min_size=nnz, max_size=nnz))
+    # Feature ids are dense per batch (the binding refuses more features than entries).
+    dense = {f: i for i, f in enumerate(sorted(set(drawn)))}
+    feature_ids = [dense[f] for f in drawn]
+    feature_weights = draw(st.lists(st.floats(0, 5), min_size=nnz, max_size=nnz))
+    return times, weights, channels, indptr, feature_ids, feature_weights
+
+
+@given(signal_batches(), st.floats(0, 10 * 86_400.0))
+@settings(max_examples=200, deadline=None)
+def test_accumulate_signals_matches_reference(batch: tuple, landmark: float) -> None:  # type: ignore[type-arg]
+    times, weights, channels, indptr, feature_ids, feature_weights = batch
+    n_features = max(feature_ids, default=-1) + 1
+    got = _core.accumulate_signals(
+        times, weights, channels, HALF_LIVES, indptr, feature_ids, feature_weights, landmark, n_features
+    )
+    fids, chans, positive, amounts, counts, latest = got
+    expected = ref.accumulate_signals(
+        times, weights, channels, HALF_LIVES, indptr, feature_ids, feature_weights, landmark, n_features
+    )
+    keys = list(zip(fids, chans, positive, strict=True))
+    assert keys == sorted(expected, key=lambda k: (k[0], k[1], not k[2]))
+    for key, amount in zip(keys, amounts, strict=True):
+        assert amount == pytest.approx(expected[key], rel=1e-12, abs=1e-300)
+
+    # Counts and latest times per feature, by brute force (evidence that underflows to 0 adds
+    # nothing, as in InterestModel.increments).
+    def amount(i: int, j: int) -> float:
+        return (weights[i] * feature_weights[j]) * 2.0 ** ((times[i] - landmark) / HALF_LIVES[channels[i]])
+
+    for f in range(n_features):
+        touching = [
+            times[i]
+            for i in range(len(times))
+            for j in range(indptr[i], indptr[i + 1])
+            if feature_ids[j] == f and amount(i, j) != 0
+        ]
+        assert counts[f] == len(touching)
+        assert latest[f] == (max(touching) if touching else -math.inf)
+
+
+@given(
+    st.lists(st.tuples(st.floats(0, 1e6), finite, st.sampled_from(HALF_LIVES)), max_size=50),
+    st.floats(0, 2e6),
+)
+def test_decayed_weights_match_reference(rows: list[tuple[float, float, float]], now: float) -> None:
+    times, weights, half_lives = (np.array([r[i] for r in rows], dtype=np.float64) for i in range(3))
+    got = _core.decayed_weights(times, weights, half_lives, now)
+    np.testing.assert_allclose(got, ref.decayed_weights(times, weights, half_lives, now), rtol=1e-12, atol=0)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.floats(-1e6, 1e6), st.floats(0, 10)), max_size=60),
+    st.lists(st.floats(0, 1), min_size=1, max_size=5),
+)
+@settings(max_examples=200)
+def test_attribute_quantiles_match_reference(samples: list[tuple[int, float, float]], quantiles: list[float]) -> None:
+    ids = np.array([s[0] for s in samples], dtype=np.uint32)
+    values = np.array([s[1] for s in samples], dtype=np.float64)
+    weights = np.array([s[2] for s in samples], dtype=np.float64)
+    n_attributes = 4
+    got_q, totals, squares, counts = _core.attribute_quantiles(ids, values, weights, n_attributes, quantiles)
+    exp_q, exp_totals, exp_counts = ref.attribute_quantiles(ids, values, weights, n_attributes, quantiles)
+    np.testing.assert_array_equal(np.array(got_q).reshape(n_attributes, len(quantiles)), exp_q)
+    np.testing.assert_array_equal(totals, exp_totals)
+    assert list(counts) == exp_counts
+    for a in range(n_attributes):
+        w = weights[(ids == a) & (weights > 0)]
+        assert squares[a] == pytest.approx(float((w * w).sum()), rel=1e-12)
+
+
+@given(
+    st.lists(st.tuples(st.floats(-1e9, 1e10), st.floats(0, 10)), max_size=60),
+    st.sampled_from([(86_400.0, 24, 0.0), (7 * 86_400.0, 7, 3 * 86_400.0), (3_600.0, 5, -120.5)]),
+)
+def test_periodic_histogram_matches_reference(rows: list[tuple[float, float]], shape: tuple[float, int, float]) -> None:
+    period, bins, offset = shape
+    times = np.array([r[0] for r in rows], dtype=np.float64)
+    weights = np.array([r[1] for r in rows], dtype=np.float64)
+    got = _core.periodic_histogram(times, weights, period, bins, offset)
+    np.testing.assert_allclose(got, ref.periodic_histogram(times, weights, period, bins, offset), rtol=1e-12)
+
+
+def test_hours_and_weekdays_of_known_dates() -> None:
+    # 2024-03-04 was a Monday; 21:15 UTC.
+    t = 1_709_586_900.0
+    hours = _core.periodic_histogram(np.array([t]), np.array([1.0]), 86_400.0, 24, 0.0)
+    days = _core.periodic_histogram(np.array([t]), np.array([1.0]), 7 * 86_400.0, 7, 3 * 86_400.0)
+    assert hours.index(1.0) == 21
+    assert days.index(1.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: _core.accumulate_signals([0.0], [math.nan], [0], [1.0], [0, 1], [0], [1.0], 0.0, 1), "NaN"),
+        (lambda: _core.accumulate_signals([0.0], [1.0], [0], [0.0], [0, 1], [0], [1.0], 0.0, 1), "half_lives"),
+        (lambda: _core.accumulate_signals([0.0], [1.0], [3], [1.0], [0, 1], [0], [1.0], 0.0, 1), "channels"),
+        (lambda: _core.accumulate_signals([0.0], [1.0], [0], [1.0], [0, 2], [0], [1.0], 0.0, 1), "indptr"),
+        (lambda: _core.accumulate_signals([0.0], [1.0], [0], [1.0], [0, -1], [0], [1.0], 0.0, 1), "negative"),
+        (lambda: _core.accumulate_signals([0.0], [1.0], [0], [1.0], [0, 1], [5], [1.0], 0.0, 1), "feature_ids"),
+        (lambda: _core.accumulate_signals([0.0], [1.0], [0], [1.0], [0, 1], [0], [1.0], 0.0, 10**12), "n_features"),
+        (lambda: _core.accumulate_signals([1e9], [1.0], [0], [1.0], [0, 1], [0], [1.0], 0.0, 1), "rebase"),
+        (lambda: _core.accumulate_signals([0.0, 1.0], [1.0], [0], [1.0], [0, 1], [0], [1.0], 0.0, 1), "length"),
+        (
+            lambda: _core.attribute_quantiles(np.array([0], np.uint32), np.array([1.0]), np.array([-1.0]), 1, [0.5]),
+            "negative",
+        ),
+        (
+            lambda: _core.attribute_quantiles(np.array([0], np.uint32), np.array([1.0]), np.array([1.0]), 1, [2.0]),
+            "quantiles",
+        ),
+        (
+            lambda: _core.attribute_quantiles(np.array([0], np.uint32), np.array([1.0]), np.array([1.0]), 10**9, [0.5]),
+            "n_attributes",
+        ),
+        (lambda: _core.periodic_histogram(np.array([0.0]), np.array([1.0]), -1.0, 24, 0.0), "period"),
+        (lambda: _core.periodic_histogram(np.array([0.0]), np.array([1.0]), 1.0, 10**9, 0.0), "bins"),
+        (lambda: _core.decayed_weights(np.array([0.0]), np.array([1.0]), np.array([0.0]), 0.0), "half_lives"),
+        (lambda: _core.read_history([object()]), "timestamp"),
+    ],
+)
+def test_kernels_refuse_bad_input_with_validation_error(call: object, message: str) -> None:
+    with pytest.raises(penchant.ValidationError, match=message):
+        call()  # type: ignore[operator]
+
+
+def test_read_history_reads_columns_and_skips_non_numeric_attributes() -> None:
+    history = [
+        Interaction("a", "click", 1.0, 1.0, {"f": 1.0}, {"price": 5.0, "colour": "red"}, 86_400.0, "e1", 60.0),  # type: ignore[arg-type]
+        Interaction("b", "skip", 1.0, -0.5, {"f": 1.0}, {"price": 7, "length": 2.5}, 2 * 86_400.0, "e2"),  # type: ignore[arg-type]
+    ]
+    times, weights, half_lives, rows, ids, values, names = _core.read_history(history)
+    assert times.tolist() == [86_400.0, 172_800.0]
+    assert weights.tolist() == [1.0, -0.5]
+    assert half_lives.tolist() == [60.0, penchant.user_profile.DEFAULT_HALF_LIFE]
+    assert names == ["price", "length"]
+    assert list(zip(rows.tolist(), ids.tolist(), values.tolist(), strict=True)) == [
+        (0, 0, 5.0),
+        (1, 0, 7.0),
+        (1, 1, 2.5),
+    ]
+    history[0].attributes["price"] = math.nan
+    with pytest.raises(penchant.ValidationError, match="NaN"):
+        _core.read_history(history)
