@@ -219,9 +219,8 @@ class Catalog:
             raise ValidationError("this CompiledProfile was compiled for another catalog")
         # A user's stated hard rules ("never horror", "max price 20") always apply.
         # (A CompiledProfile carries no explicit preferences: only the caller's filters apply.)
-        rules = Filters.coerce(filters)
-        if not isinstance(profile, CompiledProfile):
-            rules = profile_filters(profile, rules)
+        coerced = Filters.coerce(filters)
+        rules = coerced if isinstance(profile, CompiledProfile) else profile_filters(profile, coerced)
         if rules is None:
             return []
         if isinstance(candidate_ids, np.ndarray) and candidate_ids.dtype.kind in "iu":
