@@ -104,7 +104,8 @@ impl Learning {
     }
 }
 
-/// How a user's recent items are turned into scores. May change from one request to the next.
+/// How a user's recent items are turned into scores. A model keeps defaults (saved with it);
+/// a request may pass others.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scoring {
     /// How many of the user's most recent items speak.
@@ -200,6 +201,7 @@ type Row = FxHashMap<u32, f32>;
 #[derive(Debug, Clone)]
 pub struct CoVisitation {
     learning: Learning,
+    scoring: Scoring,
     lag_weights: Vec<f64>,
     keys: Keys,
     /// Events per item (forward-decayed when there is a half-life).
@@ -214,6 +216,7 @@ pub struct CoVisitation {
 impl PartialEq for CoVisitation {
     fn eq(&self, other: &Self) -> bool {
         self.learning == other.learning
+            && self.scoring == other.scoring
             && self.keys == other.keys
             && self.counts == other.counts
             && self.rows == other.rows
@@ -224,10 +227,12 @@ impl PartialEq for CoVisitation {
 }
 
 impl CoVisitation {
-    pub fn new(learning: Learning) -> Result<Self> {
+    pub fn new(learning: Learning, scoring: Scoring) -> Result<Self> {
         learning.validate()?;
+        scoring.validate()?;
         Ok(Self {
             learning,
+            scoring,
             lag_weights: learning.lag_weights(),
             keys: Keys::default(),
             counts: Vec::new(),
@@ -240,6 +245,17 @@ impl CoVisitation {
 
     pub fn learning(&self) -> Learning {
         self.learning
+    }
+
+    /// The default scoring.
+    pub fn scoring(&self) -> Scoring {
+        self.scoring
+    }
+
+    pub fn set_scoring(&mut self, scoring: Scoring) -> Result<()> {
+        scoring.validate()?;
+        self.scoring = scoring;
+        Ok(())
     }
 
     /// Number of items known.
@@ -499,6 +515,11 @@ impl CoVisitation {
         put_f64(&mut out, l.lag_scale);
         put_u32(&mut out, l.max_neighbours as u32);
         put_f64(&mut out, l.half_life.unwrap_or(0.0));
+        let s = self.scoring;
+        put_u32(&mut out, s.recent as u32);
+        put_f64(&mut out, s.recency_scale);
+        put_f64(&mut out, s.alpha);
+        put_f64(&mut out, s.beta);
         put_f64(&mut out, self.landmark);
         put_f64(&mut out, self.latest);
         out.extend_from_slice(&self.events.to_le_bytes());
@@ -528,8 +549,8 @@ impl CoVisitation {
     /// inconsistent or out of range is an error, never a panic.
     ///
     /// Format: magic `PNCOVIS1`, u32 format version, u32 window, f64 lag_scale, u32
-    /// max_neighbours, f64 half_life (0 = none), f64 landmark, f64 latest, u64 events, u32
-    /// items, then per item a u32 length and its UTF-8 id, then per item an f64 count, then per
+    /// max_neighbours, f64 half_life (0 = none), u32 recent, f64 recency_scale, f64 alpha, f64
+    /// beta, f64 landmark, f64 latest, u64 events, u32 items, then per item a u32 length and its UTF-8 id, then per item an f64 count, then per
     /// item a u32 number of neighbours and that many (u32 id, f32 weight).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader { bytes, at: 0 };
@@ -553,6 +574,13 @@ impl CoVisitation {
             half_life: (half_life != 0.0).then_some(half_life),
         };
         learning.validate().map_err(|e| invalid(&e.to_string()))?;
+        let scoring = Scoring {
+            recent: r.u32()? as usize,
+            recency_scale: r.f64()?,
+            alpha: r.f64()?,
+            beta: r.f64()?,
+        };
+        scoring.validate().map_err(|e| invalid(&e.to_string()))?;
         let landmark = r.f64()?;
         let latest = r.f64()?;
         for (name, v) in [("landmark", landmark), ("latest", latest)] {
@@ -570,7 +598,7 @@ impl CoVisitation {
         if n.saturating_mul(17) > r.remaining() {
             return Err(invalid("truncated (fewer bytes than the item count needs)"));
         }
-        let mut model = Self::new(learning).map_err(|e| invalid(&e.to_string()))?;
+        let mut model = Self::new(learning, scoring).map_err(|e| invalid(&e.to_string()))?;
         model.landmark = landmark;
         model.latest = latest;
         model.events = events;
@@ -701,12 +729,15 @@ mod tests {
     use super::*;
 
     fn model(window: usize, lag_scale: f64, max_neighbours: usize) -> CoVisitation {
-        let mut m = CoVisitation::new(Learning {
-            window,
-            lag_scale,
-            max_neighbours,
-            half_life: None,
-        })
+        let mut m = CoVisitation::new(
+            Learning {
+                window,
+                lag_scale,
+                max_neighbours,
+                half_life: None,
+            },
+            Scoring::default(),
+        )
         .unwrap();
         for k in ["a", "b", "c", "d", "e"] {
             m.intern(k).unwrap();
@@ -784,12 +815,15 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        let mut m = CoVisitation::new(Learning {
-            window: 5,
-            lag_scale: 5.0,
-            max_neighbours: 3,
-            half_life: None,
-        })
+        let mut m = CoVisitation::new(
+            Learning {
+                window: 5,
+                lag_scale: 5.0,
+                max_neighbours: 3,
+                half_life: None,
+            },
+            Scoring::default(),
+        )
         .unwrap();
         for i in 0..50 {
             m.intern(&format!("i{i}")).unwrap();
@@ -836,12 +870,15 @@ mod tests {
 
     #[test]
     fn decay_weighs_recent_events_more_and_survives_rebasing() {
-        let mut m = CoVisitation::new(Learning {
-            window: 1,
-            lag_scale: 1.0,
-            max_neighbours: 0,
-            half_life: Some(10.0),
-        })
+        let mut m = CoVisitation::new(
+            Learning {
+                window: 1,
+                lag_scale: 1.0,
+                max_neighbours: 0,
+                half_life: Some(10.0),
+            },
+            Scoring::default(),
+        )
         .unwrap();
         for k in ["a", "b", "c"] {
             m.intern(k).unwrap();
@@ -906,15 +943,29 @@ mod tests {
         assert!(m.observe_many(&[1], &[0], &[0.0], &[vec![]]).is_err());
         assert!(m.observe_many(&[0], &[0, 1], &[0.0], &[vec![]]).is_err());
         assert!(m.intern("").is_err());
-        assert!(CoVisitation::new(Learning {
-            window: 0,
-            ..Learning::default()
-        })
+        assert!(CoVisitation::new(
+            Learning {
+                window: 0,
+                ..Learning::default()
+            },
+            Scoring::default()
+        )
         .is_err());
-        assert!(CoVisitation::new(Learning {
-            lag_scale: f64::NAN,
-            ..Learning::default()
-        })
+        assert!(CoVisitation::new(
+            Learning {
+                lag_scale: f64::NAN,
+                ..Learning::default()
+            },
+            Scoring::default()
+        )
+        .is_err());
+        assert!(CoVisitation::new(
+            Learning::default(),
+            Scoring {
+                recent: 0,
+                ..Scoring::default()
+            }
+        )
         .is_err());
         let s = Scoring {
             alpha: f64::NAN,

@@ -9,6 +9,7 @@ Hand penchant a user and candidate items; it re-ranks and filters them for that 
 from __future__ import annotations
 
 from penchant._core import num_threads, set_num_threads
+from penchant.covisitation import DEFAULT_COVISITATION_WEIGHTS, CoVisitation
 from penchant.errors import ConflictError, PenchantError, StoreUnavailableError, ValidationError
 from penchant.feedback_collector import (
     DEFAULT_FEEDBACK_RULES,
@@ -40,6 +41,7 @@ from penchant.user_profile import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_COVISITATION_WEIGHTS",
     "DEFAULT_FEEDBACK_RULES",
     "DEFAULT_WEIGHTS",
     "FACTORS",
@@ -47,6 +49,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Candidates",
     "Catalog",
+    "CoVisitation",
     "CompiledProfile",
     "ConflictError",
     "Diversity",

@@ -55,6 +55,7 @@ from penchant.errors import ValidationError
 from penchant.user_profile import InterestModel, UserProfile
 
 if TYPE_CHECKING:
+    from penchant.covisitation import CoVisitation
     from penchant.profile_store import ProfileStore
 
 __all__ = [
@@ -518,15 +519,25 @@ class FeedbackCollector:
 
     The store applies signals with its own :class:`~penchant.user_profile.InterestModel`; the
     default in-memory store is given ``processor.model``.
+
+    ``covisitation`` (a :class:`~penchant.CoVisitation`, shared by the whole tenant) learns from
+    every recorded event too, in the user's sequence as the stored profile's history holds it.
     """
 
-    def __init__(self, store: ProfileStore | None = None, processor: FeedbackProcessor | None = None) -> None:
+    def __init__(
+        self,
+        store: ProfileStore | None = None,
+        processor: FeedbackProcessor | None = None,
+        *,
+        covisitation: CoVisitation | None = None,
+    ) -> None:
         self.processor = processor or FeedbackProcessor()
         if store is None:
             from penchant.profile_store import InMemoryProfileStore
 
             store = InMemoryProfileStore(model=self.processor.model)
         self.store = store
+        self.covisitation = covisitation
 
     def record(
         self,
@@ -547,7 +558,9 @@ class FeedbackCollector:
             user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
         )
         signal = self.processor.signal(feedback)
-        self.store.apply_feedback(feedback.user_id, [signal])
+        profile = self.store.apply_feedback(feedback.user_id, [signal])
+        if self.covisitation is not None:
+            self.covisitation.observe_profile(profile, [signal])
         return feedback
 
     def record_many(self, events: Iterable[Feedback | Mapping[str, Any]]) -> list[str]:
@@ -583,5 +596,7 @@ class FeedbackCollector:
         for signal in signals:
             by_user.setdefault(signal.user_id, []).append(signal)
         for user_id, user_signals in by_user.items():
-            self.store.apply_feedback(user_id, user_signals)
+            profile = self.store.apply_feedback(user_id, user_signals)
+            if self.covisitation is not None:
+                self.covisitation.observe_profile(profile, user_signals)
         return [f.event_id for f in feedbacks]

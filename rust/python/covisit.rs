@@ -81,19 +81,32 @@ fn finite_time(t: f64) -> PyResult<f64> {
 #[pymethods]
 impl PyCoVisitation {
     #[new]
-    #[pyo3(signature = (window=20, lag_scale=5.0, max_neighbours=200, half_life=None))]
+    #[pyo3(signature = (window=20, lag_scale=5.0, max_neighbours=200, half_life=None, recent=20, recency_scale=4.0, alpha=0.3, beta=0.5))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         window: usize,
         lag_scale: f64,
         max_neighbours: usize,
         half_life: Option<f64>,
+        recent: usize,
+        recency_scale: f64,
+        alpha: f64,
+        beta: f64,
     ) -> PyResult<Self> {
-        let model = CoVisitation::new(Learning {
-            window,
-            lag_scale,
-            max_neighbours,
-            half_life,
-        })
+        let model = CoVisitation::new(
+            Learning {
+                window,
+                lag_scale,
+                max_neighbours,
+                half_life,
+            },
+            Scoring {
+                recent,
+                recency_scale,
+                alpha,
+                beta,
+            },
+        )
         .map_err(kernel_error)?;
         Ok(Self {
             model: RwLock::new(model),
@@ -118,6 +131,26 @@ impl PyCoVisitation {
     #[getter]
     fn half_life(&self) -> Option<f64> {
         self.read().learning().half_life
+    }
+
+    #[getter]
+    fn recent(&self) -> usize {
+        self.read().scoring().recent
+    }
+
+    #[getter]
+    fn recency_scale(&self) -> f64 {
+        self.read().scoring().recency_scale
+    }
+
+    #[getter]
+    fn alpha(&self) -> f64 {
+        self.read().scoring().alpha
+    }
+
+    #[getter]
+    fn beta(&self) -> f64 {
+        self.read().scoring().beta
     }
 
     #[getter]
@@ -240,29 +273,33 @@ impl PyCoVisitation {
     }
 
     /// Co-visitation scores of dense `candidates` for a user whose recent items are `history`
-    /// (dense ids, newest first).
-    #[pyo3(signature = (history, candidates, recent=20, recency_scale=4.0, alpha=0.3, beta=0.5))]
+    /// (dense ids, newest first). Scoring options left `None` take the model's defaults.
+    #[pyo3(signature = (history, candidates, recent=None, recency_scale=None, alpha=None, beta=None))]
     #[allow(clippy::too_many_arguments)]
     fn scores<'py>(
         &self,
         py: Python<'py>,
         history: PyReadonlyArray1<'py, u32>,
         candidates: PyReadonlyArray1<'py, u32>,
-        recent: usize,
-        recency_scale: f64,
-        alpha: f64,
-        beta: f64,
+        recent: Option<usize>,
+        recency_scale: Option<f64>,
+        alpha: Option<f64>,
+        beta: Option<f64>,
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let history = to_vec(&history)?;
         let candidates = to_vec(&candidates)?;
-        let scoring = Scoring {
-            recent,
-            recency_scale,
-            alpha,
-            beta,
-        };
         let out = py
-            .detach(|| self.read().scores(&history, &candidates, &scoring))
+            .detach(|| {
+                let model = self.read();
+                let d = model.scoring();
+                let scoring = Scoring {
+                    recent: recent.unwrap_or(d.recent),
+                    recency_scale: recency_scale.unwrap_or(d.recency_scale),
+                    alpha: alpha.unwrap_or(d.alpha),
+                    beta: beta.unwrap_or(d.beta),
+                };
+                model.scores(&history, &candidates, &scoring)
+            })
             .map_err(kernel_error)?;
         Ok(out.into_pyarray(py))
     }
