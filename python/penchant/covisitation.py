@@ -266,12 +266,12 @@ class CoVisitation:
 
     # -- scoring ----------------------------------------------------------------------------
 
-    def recent_items(self, profile: UserProfile) -> list[str]:
-        """The items of ``profile``'s engagement history, newest first, as many as scoring
-        reads."""
+    def recent_items(self, profile: UserProfile, limit: int | None = None) -> list[str]:
+        """The items of ``profile``'s engagement history, newest first: ``limit`` of them (by
+        default as many as scoring reads)."""
         if not isinstance(profile, UserProfile):
             raise ValidationError(f"expected a UserProfile, got {type(profile).__name__}")
-        limit = self._model.recent
+        limit = self._model.recent if limit is None else _check_int(limit, "limit", 1)
         out: list[str] = []
         history: list[Interaction] = profile.interaction_history
         for interaction in reversed(history):
@@ -281,21 +281,23 @@ class CoVisitation:
                     break
         return out
 
-    def _history(self, history: History) -> npt.NDArray[np.uint32]:
-        items = self.recent_items(history) if isinstance(history, UserProfile) else history
-        return self._model.lookup(items)
+    def _history(self, history: History, scoring: Mapping[str, Any]) -> npt.NDArray[np.uint32]:
+        if isinstance(history, UserProfile):
+            return self._model.lookup(self.recent_items(history, scoring.get("recent")))
+        return self._model.lookup(history)
 
     def scores(self, history: History, candidate_ids: Sequence[str | int], **scoring: Any) -> npt.NDArray[np.float64]:
         """The co-visitation score of each candidate for a user (their profile, or their recent
         item ids newest first). ``scoring`` may override ``recent``, ``recency_scale``,
         ``alpha`` and ``beta``. Unknown candidates score 0."""
-        return self._model.scores(self._history(history), self._model.lookup(candidate_ids), **_scoring(scoring))
+        options = _scoring(scoring)
+        return self._model.scores(self._history(history, options), self._model.lookup(candidate_ids), **options)
 
     def scorer(self, history: History, **scoring: Any) -> Scorer:
         """A custom factor for ``rank_items`` / ``Catalog.rank`` (``scorers=``): the candidates'
         co-visitation scores for this user."""
-        dense_history = self._history(history)
         options = _scoring(scoring)
+        dense_history = self._history(history, options)
 
         def covisitation(candidates: Candidates) -> npt.NDArray[np.float64]:
             return self._model.scores(dense_history, self._dense(candidates), **options)
