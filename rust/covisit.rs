@@ -478,7 +478,17 @@ impl CoVisitation {
         scoring: &Scoring,
     ) -> Result<Vec<f64>> {
         scoring.validate()?;
-        let mut acc: FxHashMap<u32, f64> = FxHashMap::default();
+        // Accumulate straight into the candidates' slots: the map from item to slot is as
+        // small as the request and stays in cache, while the history's rows (up to `recent` ×
+        // 2·max_neighbours entries) are only read. A repeated candidate shares its first slot.
+        let mut slot: FxHashMap<u32, u32> = FxHashMap::default();
+        slot.reserve(candidates.len());
+        let first: Vec<u32> = candidates
+            .iter()
+            .enumerate()
+            .map(|(k, &j)| *slot.entry(j).or_insert(k as u32))
+            .collect();
+        let mut acc = vec![0.0; candidates.len()];
         for (p, &h) in history.iter().take(scoring.recent).enumerate() {
             let Some(row) = self.rows.get(h as usize) else {
                 continue;
@@ -488,15 +498,19 @@ impl CoVisitation {
                 continue;
             }
             let weight = (-(p as f64) / scoring.recency_scale).exp() / n.powf(scoring.beta);
-            acc.reserve(row.len());
             for (&j, &c) in row {
-                *acc.entry(j).or_insert(0.0) += weight * c as f64;
+                if let Some(&k) = slot.get(&j) {
+                    acc[k as usize] += weight * c as f64;
+                }
             }
         }
         Ok(candidates
             .iter()
-            .map(|&j| match (acc.get(&j), self.counts.get(j as usize)) {
-                (Some(&a), Some(&n)) if n > 0.0 => a / n.powf(scoring.alpha),
+            .zip(&first)
+            .map(|(&j, &k)| match self.counts.get(j as usize) {
+                Some(&n) if n > 0.0 && acc[k as usize] != 0.0 => {
+                    acc[k as usize] / n.powf(scoring.alpha)
+                }
                 _ => 0.0,
             })
             .collect())
@@ -863,6 +877,9 @@ mod tests {
         assert!((got[0] - b).abs() < 1e-12, "{got:?}");
         assert!((got[1] - c).abs() < 1e-12, "{got:?}");
         assert_eq!(&got[2..], &[0.0, 0.0]);
+        // A repeated candidate scores the same each time.
+        let again = m.scores(&[3, 0], &[2, 1, 2], &s).unwrap();
+        assert_eq!(again, vec![got[1], got[0], got[1]]);
         // Only `recent` items speak.
         let got = m.scores(&[4, 4, 0], &[1], &s).unwrap();
         assert_eq!(got, vec![0.0]);

@@ -94,6 +94,22 @@ def test_the_split_takes_the_last_positive_after_enough_history() -> None:
     assert leave_last_out(data, positive_threshold=6).n_test == 0
 
 
+def test_the_validation_split_moves_back_one_positive() -> None:
+    data = tiny(
+        users=[0, 0, 0, 0, 0, 0, 0, 1, 1, 1],
+        items=[1, 2, 3, 5, 4, 6, 7, 1, 2, 3],
+        values=[5, 3, 4, 4, 1, 4, 2, 5, 5, 5],
+        times=[1, 2, 3, 5, 5, 6, 9, 1, 2, 3],
+    )
+    # With min_prior 2 both users are test users; without their test events and what followed,
+    # u0's previous positive (item 5, after 1, 2, 3) is its validation event; u1 has too little.
+    split = evaluation.validation_split(data, min_prior=2)
+    assert split.data.n_events == 7
+    assert split.test_users.tolist() == [0]
+    assert split.test_items.tolist() == [5]
+    assert split.histories[0].tolist() == [1, 2, 3]
+
+
 def test_the_test_item_stays_a_candidate_when_met_before() -> None:
     data = tiny(users=[0] * 7, items=[1, 2, 3, 4, 5, 1, 1], values=[3, 3, 3, 3, 3, 3, 5], times=range(7))
     split = leave_last_out(data)
@@ -318,6 +334,25 @@ def test_cli_table_markdown_and_plot(tmp_path: Path) -> None:
     assert md.exit_code == 0, md.output
     assert "| **penchant** | 1.0000" in md.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_weights_and_validation(tmp_path: Path) -> None:
+    path = str(sequential_csv(tmp_path))
+    by_popularity = CliRunner().invoke(
+        main, ["eval", "--data", path, "--json", "--weights", "covisitation=0, learned_popularity=1"]
+    )
+    assert by_popularity.exit_code == 0, by_popularity.output
+    assert json.loads(by_popularity.output)["ndcg@10"] == pytest.approx(0.5)
+    # Validation: each user's test is now s+6, after s..s+5; co-visitation still finds it.
+    validation = CliRunner().invoke(main, ["eval", "--data", path, "--json", "--validation"])
+    assert validation.exit_code == 0, validation.output
+    payload = json.loads(validation.output)
+    assert payload["users"] == 20
+    assert payload["ndcg@10"] == 1.0
+    for bad in ("covisitation", "covisitation=x", "mystery=1"):
+        result = CliRunner().invoke(main, ["eval", "--data", path, "--weights", bad])
+        assert result.exit_code == 1
+        assert "Traceback" not in result.output
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:

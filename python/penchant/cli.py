@@ -3,6 +3,7 @@ only wires them together."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -55,6 +56,17 @@ def main() -> None:
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=5_000, show_default=True, help="Events per record_many call."
 )
+@click.option(
+    "--validation",
+    is_flag=True,
+    help="Score each test user's previous positive instead, with their test event and later ones dropped "
+    "(for choosing options without looking at the test answers).",
+)
+@click.option(
+    "--weights",
+    default=None,
+    help="Factor weights of the model, e.g. covisitation=1,affinity=0.1,learned_popularity=0.02.",
+)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write a PNG plot here.")
 def eval_command(
     data_path: Path,
@@ -71,6 +83,8 @@ def eval_command(
     min_prior: int,
     feedback_type: str,
     batch_size: int,
+    validation: bool,
+    weights: str | None,
     plot_path: Path | None,
 ) -> None:
     """Replay a timestamped interaction file through the FeedbackCollector in time order and
@@ -96,10 +110,14 @@ def eval_command(
                     f"they have {data.feature_prefixes()}"
                 )
             data = data.with_features(kinds)
-        split = evaluation.leave_last_out(
+        protocol = evaluation.validation_split if validation else evaluation.leave_last_out
+        split = protocol(
             data, positive_threshold=positive_threshold, min_prior=min_prior, max_users=max_users, seed=seed
         )
-        rankers = [evaluation.PENCHANT]
+        model = evaluation.PENCHANT
+        if weights is not None:
+            model = dataclasses.replace(model, weights=_parse_weights(weights))
+        rankers = [model]
         if baselines:
             rankers.append(evaluation.MOST_POPULAR)
         if ablation:
@@ -138,6 +156,21 @@ def eval_command(
     )
     if plot_path is not None:
         print(f"plot written to {plot_path}", file=out)
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    from penchant.errors import ValidationError
+
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValidationError(f"--weights: expected name=number pairs separated by commas, got {part!r}") from None
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,6 +32,7 @@ from penchant.evaluation.protocol import (
     paired_difference,
     pessimistic_rank,
     sampled_negatives,
+    validation_split,
 )
 from penchant.evaluation.report import REFERENCE_NDCG, markdown, plot
 from penchant.evaluation.runner import (
@@ -73,4 +74,5 @@ __all__ = [
     "recent_interests",
     "replay",
     "sampled_negatives",
+    "validation_split",
 ]

@@ -76,6 +76,25 @@ class Interactions:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    def subset(self, events: npt.NDArray[np.bool_]) -> Interactions:
+        """The events where ``events`` is true, in the same order; users and catalog unchanged."""
+        mask = np.asarray(events, dtype=bool)
+        if mask.shape != self.users.shape:
+            raise ValidationError(f"subset: expected a mask of shape {self.users.shape}, got {mask.shape}")
+        return Interactions(
+            self.name,
+            self.user_ids,
+            self.item_ids,
+            self.users[mask],
+            self.items[mask],
+            self.values[mask],
+            self.timestamps[mask],
+            self.item_features,
+            self.feedback_type,
+            self.rating_scale,
+            self.titles,
+        )
+
     def feature_prefixes(self) -> list[str]:
         """The kinds of feature the items have (``genre``, ``tag``, ...)."""
         return sorted({name.partition(":")[0] for features in self.item_features for name in features})

@@ -43,6 +43,7 @@ __all__ = [
     "per_user",
     "pessimistic_rank",
     "sampled_negatives",
+    "validation_split",
 ]
 
 CUTOFF = 10
@@ -124,6 +125,27 @@ def leave_last_out(
         test_events=np.array([e for _, _, e in cases], dtype=np.int64),
         histories=histories,
         seen=seen,
+    )
+
+
+def validation_split(
+    data: Interactions,
+    *,
+    positive_threshold: float = 4.0,
+    min_prior: int = 5,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> Split:
+    """The protocol applied once more to what the test split trains on: every test user's test
+    event and what came after it are dropped, so each one's *previous* positive becomes their
+    test. Nothing of the test split's answers is seen: use it to choose options and weights."""
+    first = leave_last_out(data, positive_threshold=positive_threshold, min_prior=min_prior)
+    return leave_last_out(
+        data.subset(first.train),
+        positive_threshold=positive_threshold,
+        min_prior=min_prior,
+        max_users=max_users,
+        seed=seed,
     )
 
 

@@ -227,7 +227,8 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Replays the training events of ``split`` (default: :func:`leave_last_out` of ``data``
-    with ``max_users``) and measures each ranker; the first is the primary one."""
+    with ``max_users``; a given split's own data is used) and measures each ranker; the first
+    is the primary one."""
     if not rankers:
         raise ValidationError("at least one ranker is needed")
     # Millions of long-lived objects (profiles, their histories) make every cyclic collection
@@ -257,7 +258,9 @@ def _evaluate(
     progress: Callable[[str], None] | None,
 ) -> Evaluation:
     say = progress or (lambda _: None)
+    # A given split carries its own events (a validation split has fewer than ``data``).
     split = split or leave_last_out(data, max_users=max_users)
+    data = split.data
     if split.n_test == 0:
         raise ValidationError(f"{data.name}: no user has a test event under this protocol")
     primary_learning = _learning(rankers[0])
