@@ -5,7 +5,9 @@ each beside a NumPy (or plain Python) implementation of the same computation in 
 The workload is synthetic and shaped like MovieLens: 10,000 items with Zipf popularity and one
 to three of 20 genres, 100,000 events by 600 users whose next item is often close to their last
 one in a hidden order (so items have real neighbours), learned with the default options
-(window 20, at most 200 neighbours per item). The user has 30 events in their history.
+(window 20, at most 200 neighbours per item). The user has 30 events in their history; the
+request ranks with the profile's interests (affinity), co-visitation and the learned popularity,
+the configuration EVALUATION.md measures.
 
     pytest benches/bench_covisit.py --benchmark-columns=min,median,mean,rounds --benchmark-group-by=group
 """
@@ -22,13 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 import penchant
-from penchant.evaluation import recent_interests
 
 N_ITEMS = 10_000
 N_USERS = 600
 N_EVENTS = 100_000
 N_GENRES = 20
 CANDIDATES = 1_000
+NOW = 1_600_000_100.0
 WEIGHTS = {"covisitation": 1.0, "affinity": 0.1, "learned_popularity": 0.02, "relevance": 0.0, "taste": 0.0}
 OPTIONS = {"recent": 20, "recency_scale": 4.0, "alpha": 0.3, "beta": 0.5}
 
@@ -132,7 +134,7 @@ class NumpyRanker:
 
     def rank(self, profile: penchant.UserProfile, candidates: npt.NDArray[np.int64]) -> list[int]:
         history = [int(i.item_id) for i in reversed(profile.interaction_history)]
-        interests = recent_interests(profile)
+        interests = profile.interest_weights(NOW)  # the same profile work as penchant's path
         taste = np.zeros(N_GENRES)
         for name, w in interests.items():
             taste[int(name.removeprefix("genre:g"))] = w
@@ -156,9 +158,7 @@ def reference() -> NumpyRanker:
 
 def penchant_request(w: Workload) -> list[penchant.RankedItem]:
     """What a service does per request, once it holds the user's profile."""
-    return w.catalog.rank(
-        recent_interests(w.profile), w.candidates, scorers=w.model.scorers(w.profile), weights=WEIGHTS, k=10
-    )
+    return w.catalog.rank(w.profile, w.candidates, scorers=w.model.scorers(w.profile), weights=WEIGHTS, k=10, now=NOW)
 
 
 def test_rank_1000_candidates_with_covisitation(benchmark: Any) -> None:

@@ -53,15 +53,16 @@ class Ranker:
 
     ``weights``: factor → weight, for the built-in factors (``affinity``, ``popularity``, ...)
     and the co-visitation ones (``covisitation``, ``learned_popularity``); unnamed factors weigh
-    0. ``interests``: what the ``affinity`` factor reads: ``"recent"`` (the features of the
-    user's recent items, weighted by recency as co-visitation weighs them), ``"profile"`` (the
-    profile's learned, decayed interests) or ``"none"``. ``learning`` and ``scoring``: options
+    0. ``interests``: what the ``affinity`` factor reads: ``"profile"`` (the profile's learned,
+    decayed interests, as a service ranks), ``"recent"`` (the features of the user's recent
+    items, weighted by recency as co-visitation weighs them: see :func:`recent_interests`) or
+    ``"none"``. ``learning`` and ``scoring``: options
     of the :class:`~penchant.CoVisitation` it uses, over :data:`PENCHANT`'s.
     """
 
     name: str
     weights: Mapping[str, float]
-    interests: str = "recent"
+    interests: str = "profile"
     learning: Mapping[str, Any] = field(default_factory=dict)
     scoring: Mapping[str, Any] = field(default_factory=dict)
 
@@ -362,11 +363,13 @@ def _rank(
 PENCHANT = Ranker(
     "penchant",
     {"covisitation": 1.0, "affinity": 0.1, "learned_popularity": 0.02},
+    interests="profile",
     learning={"window": 20, "lag_scale": 5.0, "max_neighbours": 200, "half_life": None},
     scoring={"recent": 20, "recency_scale": 4.0, "alpha": 0.3, "beta": 0.5},
 )
-"""The recommended configuration (EVALUATION.md): co-visitation, the affinity of the user's
-recent items' features (genres), and the learned popularity as a tie-breaker."""
+"""The recommended configuration (EVALUATION.md): co-visitation, the built-in affinity of the
+profile's learned interests (genres), and the learned popularity as a tie-breaker and cold-start
+fallback. The weights were chosen on the validation split."""
 
 MOST_POPULAR = Ranker("most-popular", {"learned_popularity": 1.0}, interests="none")
 """The baseline: items by how many events they had."""
@@ -375,13 +378,14 @@ MOST_POPULAR = Ranker("most-popular", {"learned_popularity": 1.0}, interests="no
 def ablations() -> list[Ranker]:
     """:data:`PENCHANT` with each of its parts removed in turn."""
     w = dict(PENCHANT.weights)
+    i = PENCHANT.interests
     return [
-        Ranker("- co-visitation", {**w, "covisitation": 0.0}),
-        Ranker("- genre affinity", {**w, "affinity": 0.0}),
-        Ranker("- popularity prior", {**w, "learned_popularity": 0.0}),
-        Ranker("- recency weighting", w, scoring={"recent": 500, "recency_scale": math.inf}),
-        Ranker("- lag decay", w, learning={"lag_scale": math.inf}),
-        Ranker("- sequence locality", w, learning={"window": 100, "lag_scale": math.inf}),
-        Ranker("- popularity damping", w, scoring={"alpha": 0.0}),
-        Ranker("- memory bound", w, learning={"max_neighbours": 0}),
+        Ranker("- co-visitation", {**w, "covisitation": 0.0}, interests=i),
+        Ranker("- genre affinity", {**w, "affinity": 0.0}, interests=i),
+        Ranker("- popularity prior", {**w, "learned_popularity": 0.0}, interests=i),
+        Ranker("- recency weighting", w, interests=i, scoring={"recent": 500, "recency_scale": math.inf}),
+        Ranker("- lag decay", w, interests=i, learning={"lag_scale": math.inf}),
+        Ranker("- sequence locality", w, interests=i, learning={"window": 100, "lag_scale": math.inf}),
+        Ranker("- popularity damping", w, interests=i, scoring={"alpha": 0.0}),
+        Ranker("- memory bound", w, interests=i, learning={"max_neighbours": 0}),
     ]
