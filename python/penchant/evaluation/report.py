@@ -104,12 +104,22 @@ def plot(evaluations: list[Evaluation], path: str | Path) -> Path:
         squeeze=False,
     )
     for axis, evaluation in zip(axes[:, 0], evaluations, strict=True):
-        table = rows(evaluation)
-        names = [r["model"] for r in table][::-1]
-        values = [r["ndcg"] for r in table][::-1]
-        errors = [r.get("ndcg_ci", 0.0) for r in table][::-1]
-        colours = ["white" if r["reference"] else _colour(r["model"], evaluation.primary) for r in table][::-1]
-        axis.barh(names, values, xerr=errors, color=colours, edgecolor="black", linewidth=0.6, capsize=2)
+        table = rows(evaluation)[::-1]
+        measured = [r for r in table if not r["reference"]]
+        quoted = [r for r in table if r["reference"]]
+        # Quoted reference figures come without intervals: open bars, no error bars.
+        if quoted:
+            names, values = [r["model"] for r in quoted], [r["ndcg"] for r in quoted]
+            axis.barh(names, values, color="white", edgecolor="black", linewidth=0.6)
+        axis.barh(
+            [r["model"] for r in measured],
+            [r["ndcg"] for r in measured],
+            xerr=[r["ndcg_ci"] for r in measured],
+            color=[_colour(r["model"], evaluation.primary) for r in measured],
+            edgecolor="black",
+            linewidth=0.6,
+            capsize=2,
+        )
         axis.set_title(f"{evaluation.dataset}: {evaluation.users} test users, full-catalog NDCG@10 (95% CI)")
         axis.grid(axis="x", alpha=0.3)
         axis.tick_params(axis="y", labelsize=8)
