@@ -263,12 +263,15 @@ def test_rebuild_from_the_log_equals_the_collectors_model() -> None:
         )
         for k in range(300)
     ]
-    collector = penchant.FeedbackCollector(covisitation=CoVisitation(max_neighbours=0))
-    for event in log:  # one at a time, in time order: as a live service would
-        collector.record_many([event])
-    rebuilt = CoVisitation.rebuild(reversed(log), max_neighbours=0)
-    assert collector.covisitation is not None
-    assert rebuilt.to_bytes() == collector.covisitation.to_bytes()
+    rebuilt = CoVisitation.rebuild(reversed(log), max_neighbours=2)
+    # One at a time, as a live service would, or in batches of any size: the same model, even
+    # with pruning (which depends on the order of learning).
+    for size in (1, 7, 300):
+        collector = penchant.FeedbackCollector(covisitation=CoVisitation(max_neighbours=2))
+        for start in range(0, len(log), size):
+            collector.record_many(log[start : start + size])
+        assert collector.covisitation is not None
+        assert rebuilt.to_bytes() == collector.covisitation.to_bytes(), size
 
 
 # -- ranking with it ----------------------------------------------------------------------------

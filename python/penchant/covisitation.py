@@ -219,15 +219,32 @@ class CoVisitation:
     def observe_profile(self, profile: UserProfile, signals: Sequence[Signal]) -> int:
         """Learns ``signals``, just applied to ``profile`` (the profile as the store returned it,
         so its ``interaction_history`` holds them): each event is paired with the user's items
-        that precede it in time. This is how :class:`~penchant.FeedbackCollector` feeds the
-        model. Returns the number of events learned."""
+        that precede it in time. Returns the number of events learned."""
+        return self.observe_profiles([(profile, signals)])
+
+    def observe_profiles(self, updates: Iterable[tuple[UserProfile, Sequence[Signal]]]) -> int:
+        """:meth:`observe_profile` for several users' batches at once, learned in time order
+        across the users (then by event id), as :meth:`learn` would learn them: this is how
+        :class:`~penchant.FeedbackCollector` feeds the model, so that the model does not
+        depend on how events were batched. Returns the number of events learned."""
+        events: list[tuple[float, str, str, list[str]]] = []
+        for profile, signals in updates:
+            events.extend(self._in_sequence(profile, signals))
+        events.sort(key=lambda e: (e[0], e[1]))
+        for t, _, item, previous in events:
+            self._model.observe(item, previous, t)
+        return len(events)
+
+    def _in_sequence(self, profile: UserProfile, signals: Sequence[Signal]) -> list[tuple[float, str, str, list[str]]]:
+        """The new engagement events among ``signals`` as (time, event id, item, the user's
+        previous items newest first)."""
         engaged = [s for s in signals if s.feedback_type in ENGAGEMENT_TYPES and s.user_id == profile.user_id]
         if not engaged:
-            return 0
+            return []
         fresh = self._fresh([s.event_id for s in engaged])
         new = [s for s, f in zip(engaged, fresh, strict=True) if f]
         if not new:
-            return 0
+            return []
         # The user's sequence: the history (bounded) plus this batch (which may be longer than
         # the bound), in the history's order, time then event id.
         sequence: dict[str, tuple[float, str, str]] = {
@@ -241,10 +258,11 @@ class CoVisitation:
         position = {event_id: k for k, (_, event_id, _) in enumerate(ordered)}
         items = [item for _, _, item in ordered]
         window = self._model.window
-        for s in sorted(new, key=lambda s: (s.timestamp, s.event_id)):
+        out = []
+        for s in new:
             k = position[s.event_id]
-            self._model.observe(s.item_id, items[max(k - window, 0) : k][::-1], s.timestamp)
-        return len(new)
+            out.append((s.timestamp, s.event_id, s.item_id, items[max(k - window, 0) : k][::-1]))
+        return out
 
     def _fresh(self, event_ids: Sequence[str]) -> list[bool]:
         """Which event ids are new (remembering them): an event recorded twice teaches once."""

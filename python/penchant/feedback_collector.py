@@ -595,8 +595,8 @@ class FeedbackCollector:
         by_user: dict[str, list[Signal]] = {}
         for signal in signals:
             by_user.setdefault(signal.user_id, []).append(signal)
-        for user_id, user_signals in by_user.items():
-            profile = self.store.apply_feedback(user_id, user_signals)
-            if self.covisitation is not None:
-                self.covisitation.observe_profile(profile, user_signals)
+        applied = [(self.store.apply_feedback(user_id, s), s) for user_id, s in by_user.items()]
+        if self.covisitation is not None:
+            # In time order across the users, so batching does not change what it learns.
+            self.covisitation.observe_profiles(applied)
         return [f.event_id for f in feedbacks]
