@@ -1,5 +1,5 @@
-"""penchant in a minute: rank a handful of items for a user, explain the order, and register a
-catalog for repeated rankings. Runs on embedded defaults: no servers needed."""
+"""penchant in a minute: rank items for a user, record what they do, rank again with a query,
+and read why. Runs on embedded defaults: no servers needed."""
 
 from __future__ import annotations
 
@@ -13,22 +13,29 @@ items = [
     {"id": "neuromancer", "score": 0.60, "features": ["genre:sci-fi", "tag:cyberpunk"], "attributes": {"price": 25.0}},
 ]
 
-# A user who likes science fiction and does not like horror.
-interests = {"genre:sci-fi": 1.0, "tag:ocean": 0.4, "genre:horror": -0.8}
+# penchant.Engine() keeps profiles in a SQLite file in your data directory; this throwaway
+# database forgets them when the script ends.
+with penchant.Engine(database_url="sqlite:///:memory:") as engine:
+    # A user penchant knows nothing about gets the search's order.
+    print("New user:        ", [r.id for r in engine.rank("alice", items, k=3)])
 
-print("Search order:      ", [item["id"] for item in items])
-ranked = penchant.rank_items(interests, items, k=3, explain=True)
-print("Personalised top 3:", [r.id for r in ranked])
-for r in ranked:
-    assert r.contributions is not None
-    parts = ", ".join(f"{name} {value:+.2f}" for name, value in r.contributions.items() if value)
-    print(f"  {r.id:<12} score {r.score:.2f}  ({parts})")
+    # What alice does teaches her profile; the query she typed teaches the query expander.
+    engine.record("alice", items[2], "click", context={"query": "space"})
+    engine.record("alice", items[2], "dwell", 240.0)
+    engine.record("alice", items[0], "rating", 5)
+    engine.record("alice", items[1], "skip")
+    engine.record_many([{"user_id": "alice", "item": items[4], "feedback_type": "bookmark"}])
+    engine.profiles.set_preference("alice", "never", "genre:horror")  # a hard rule
 
-# Hard rules: never horror, nothing over 20.
-filters = penchant.Filters(blocked_features=frozenset({"genre:horror"}), attribute_ranges={"price": (None, 20)})
-print("Filtered:          ", [r.id for r in penchant.rank_items(interests, items, filters=filters)])
+    # Retrieval with a query, explained.
+    print("Query expansion: ", engine.expand_query("alice", "space").to_text())
+    for r in engine.rank("alice", items, k=3, query="space", explain=True):
+        assert r.explanation is not None
+        print(f"  {r.id:<12} {r.score:5.2f}  {r.explanation.why}")
+    print("Rules in force:  ", r.explanation.filters)
+    print("Excluded:        ", [(e.id, e.rule, e.detail, e.source) for e in engine.exclusions("alice", items)])
 
-# Register the catalog once; later requests pass only candidate ids and the search scores.
-catalog = penchant.Catalog(items)
-top = catalog.rank(interests, ["emma", "solaris", "dune"], [0.9, 0.5, 0.4], k=2)
-print("From the catalog:  ", [r.id for r in top])
+    # Register the catalog once; later requests pass candidate ids and the search's scores.
+    catalog = penchant.Catalog(items)
+    top = engine.rank("alice", catalog, candidate_ids=["emma", "solaris", "dune"], base_scores=[0.9, 0.5, 0.4], k=2)
+    print("From the catalog:", [r.id for r in top])

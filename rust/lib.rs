@@ -6,6 +6,7 @@ pub mod decay;
 pub mod diversify;
 pub mod error;
 pub mod filter;
+pub mod novelty;
 pub mod parallel;
 pub mod profile;
 pub mod rank;

@@ -208,6 +208,9 @@ pub fn attribute_quantiles(
             "weights[{i}] is negative; quantiles need non-negative weights"
         )));
     }
+    if n > u32::MAX as usize {
+        return Err(KernelError::Invalid(format!("too many samples: {n}")));
+    }
     if let Some(q) = quantiles.iter().find(|q| !(0.0..=1.0).contains(*q)) {
         return Err(KernelError::Invalid(format!(
             "quantiles must lie in [0, 1], got {q}"
@@ -224,21 +227,20 @@ pub fn attribute_quantiles(
             len: n_attributes,
         });
     }
-    let mut order: Vec<usize> = (0..n).filter(|&i| samples.weights[i] > 0.0).collect();
-    // Ties broken by position, so that equal values keep their input order and the cumulative
-    // sums are reproducible by any reference that sorts stably.
-    order.sort_unstable_by(|&a, &b| {
-        samples.attribute_ids[a]
-            .cmp(&samples.attribute_ids[b])
-            // Values are finite (checked above), so this is a total order, with −0 = +0 as
-            // NumPy sorts them.
-            .then(
-                samples.values[a]
-                    .partial_cmp(&samples.values[b])
-                    .unwrap_or(std::cmp::Ordering::Equal),
-            )
-            .then(a.cmp(&b))
-    });
+    // One integer key per sample, (attribute, value, position), sorted: integer comparisons
+    // are several times cheaper than comparing tuples of floats. Ties are broken by position,
+    // so that equal values keep their input order and the cumulative sums are reproducible by
+    // any reference that sorts stably; −0 and +0 count as equal, as NumPy sorts them.
+    let mut keys: Vec<u128> = (0..n)
+        .filter(|&i| samples.weights[i] > 0.0)
+        .map(|i| {
+            (u128::from(samples.attribute_ids[i]) << 96)
+                | (u128::from(ordered_bits(samples.values[i])) << 32)
+                | i as u128
+        })
+        .collect();
+    keys.sort_unstable();
+    let order: Vec<usize> = keys.iter().map(|&k| (k as u32) as usize).collect();
     let n_q = quantiles.len();
     let mut out = AttributeSummary {
         quantiles: vec![f64::NAN; n_attributes * n_q],
@@ -279,6 +281,17 @@ pub fn attribute_quantiles(
     Ok(out)
 }
 
+/// The bits of a finite `value` as an unsigned integer in the same order as the values, with
+/// −0 and +0 alike.
+fn ordered_bits(value: f64) -> u64 {
+    let bits = (value + 0.0).to_bits(); // + 0.0 turns −0 into +0
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
+}
+
 /// Sums `weights` into `bins` equal slices of a repeating period: the bin of time `t` is
 /// `⌊((t + offset) mod period) / period · bins⌋`. With `period` = 86 400 s and 24 bins this is
 /// the hour of day; with 7 days, an offset of 3 days (1970-01-01 was a Thursday) and 7 bins,
@@ -301,12 +314,38 @@ pub fn periodic_histogram(
     }
     let mut histogram = vec![0.0; bins];
     for (&t, &w) in times.iter().zip(weights) {
-        let phase = (t + offset).rem_euclid(period);
+        let phase = phase_of(t + offset, period);
         // Rounding can put a phase just below the period into bin `bins`: clamp it.
         let bin = ((phase / period * bins as f64) as usize).min(bins - 1);
         histogram[bin] += w;
     }
     Ok(histogram)
+}
+
+/// `x.rem_euclid(period)` without `fmod`, whose exact bit-by-bit division is slow for epoch
+/// seconds (quotients near 2^15 for days). For a whole-second period the quotient times the
+/// period is exact, and subtracting it from `x` is exact (the two lie within a factor two of
+/// each other), so the result is `rem_euclid`'s, including its rounding of a tiny negative
+/// remainder up to `period` (which the caller clamps into the last bin).
+fn phase_of(x: f64, period: f64) -> f64 {
+    let r = x - (x / period).floor() * period;
+    if r < 0.0 {
+        r + period
+    } else {
+        r
+    }
+}
+
+/// `(positive, half_life)` of an interest channel key such as `"+604800"` or `"-2592000"` (the
+/// Python `channel_key`), or `None` when the key is malformed.
+pub fn parse_channel_key(key: &str) -> Option<(bool, f64)> {
+    let positive = match key.as_bytes().first()? {
+        b'+' => true,
+        b'-' => false,
+        _ => return None,
+    };
+    let half_life: f64 = key[1..].parse().ok()?;
+    (half_life.is_finite() && half_life > 0.0).then_some((positive, half_life))
 }
 
 #[cfg(test)]
@@ -430,6 +469,26 @@ mod tests {
     }
 
     #[test]
+    fn ordered_bits_keep_the_order_of_values() {
+        let values = [
+            f64::MIN,
+            -1e300,
+            -1.0,
+            -1e-300,
+            -0.0,
+            0.0,
+            1e-300,
+            1.0,
+            1e300,
+            f64::MAX,
+        ];
+        for pair in values.windows(2) {
+            let (a, b) = (ordered_bits(pair[0]), ordered_bits(pair[1]));
+            assert!(a < b || (pair[0] == pair[1] && a == b), "{pair:?}");
+        }
+    }
+
+    #[test]
     fn quantiles_refuse_bad_input() {
         let samples = AttributeSamples {
             attribute_ids: &[0],
@@ -443,6 +502,35 @@ mod tests {
         };
         assert!(attribute_quantiles(&samples, 1, &[1.5]).is_err());
         assert!(attribute_quantiles(&samples, 0, &[0.5]).is_err());
+    }
+
+    #[test]
+    fn channel_keys() {
+        assert_eq!(parse_channel_key("+604800"), Some((true, 604_800.0)));
+        assert_eq!(parse_channel_key("-0.5"), Some((false, 0.5)));
+        assert_eq!(parse_channel_key("-1e3"), Some((false, 1_000.0)));
+        for bad in ["", "+", "604800", "*60", "+-5", "+0", "+nan", "+inf", "+é"] {
+            assert_eq!(parse_channel_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn phases_equal_rem_euclid() {
+        let day = DAY;
+        for x in [
+            0.0,
+            -1.0,
+            1_709_586_900.0,
+            1_709_596_800.0, // a whole number of days
+            1_709_586_900.123_456,
+            -1e9 - 0.5,
+            86_399.999_999_9,
+            3.0 * day + 1e-9,
+            -9.042_071_099_154_161e-210,
+        ] {
+            assert_eq!(phase_of(x, day), x.rem_euclid(day), "{x}");
+            assert_eq!(phase_of(x, 7.0 * day), x.rem_euclid(7.0 * day), "{x}");
+        }
     }
 
     #[test]

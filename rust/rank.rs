@@ -3,6 +3,7 @@
 use crate::diversify::{diversify, Diversity};
 use crate::error::{check_finite, check_len, KernelError, Result};
 use crate::filter::{self, Filters};
+use crate::novelty::{self, Seen};
 use crate::scoring::{self, Factor, Normalization};
 use crate::table::ItemTable;
 use crate::topk::top_k;
@@ -26,6 +27,14 @@ pub struct Scoring {
     pub recency_half_life: f64,
 }
 
+/// The novelty factor: `−2^(−age/half_life)` for the candidates the user has seen (see
+/// [`novelty::seen_penalties`]), not normalised, added after the extra factors.
+pub struct Novelty<'a> {
+    pub seen: Seen<'a>,
+    pub half_life: f64,
+    pub weight: f64,
+}
+
 /// A factor computed by the caller, one raw value per candidate (before filtering).
 pub struct ExtraFactor {
     pub values: Vec<f64>,
@@ -41,6 +50,8 @@ pub struct Request<'a> {
     pub profile: &'a ProfileVectors,
     pub scoring: &'a Scoring,
     pub extra: Vec<ExtraFactor>,
+    /// Computed here, over the candidates that pass the filters only.
+    pub novelty: Option<Novelty<'a>>,
     pub filters: &'a Filters,
     /// How many to return at most.
     pub k: usize,
@@ -54,8 +65,8 @@ pub struct Ranking {
     /// Positions in `Request::rows`, best first.
     pub positions: Vec<u32>,
     pub scores: Vec<f64>,
-    /// `contributions[f][j]`: what factor `f` (built-ins first, then the extras) added to the
-    /// score of the `j`-th result.
+    /// `contributions[f][j]`: what factor `f` (built-ins first, then the extras, then novelty
+    /// when requested) added to the score of the `j`-th result.
     pub contributions: Vec<Vec<f64>>,
     /// How many candidates passed the filters.
     pub passed: usize,
@@ -158,6 +169,18 @@ pub fn rank(table: &ItemTable, request: Request<'_>) -> Result<Ranking> {
         });
     }
 
+    if let Some(novelty) = &request.novelty {
+        let values = if novelty.weight == 0.0 {
+            Vec::new()
+        } else {
+            novelty::seen_penalties(&novelty.seen, Some(&rows), 0, s.now, novelty.half_life)?
+        };
+        factors.push(Factor {
+            values,
+            weight: novelty.weight,
+            normalization: Normalization::None,
+        });
+    }
     let scores = scoring::combine(&mut factors, n)?;
     let best = match request.diversity {
         Diversity::None => top_k(&scores, None, request.k),
@@ -231,6 +254,7 @@ mod tests {
                 profile: &profile,
                 scoring: &scoring([0.0, 1.0, 0.0, 0.0, 0.0]),
                 extra: vec![],
+                novelty: None,
                 filters: &Filters::default(),
                 k: 2,
                 diversity: &Diversity::None,
@@ -266,6 +290,7 @@ mod tests {
                     weight: 0.5,
                     normalization: Normalization::None,
                 }],
+                novelty: None,
                 filters: &filters,
                 k: 10,
                 diversity: &Diversity::None,
@@ -286,6 +311,68 @@ mod tests {
     }
 
     #[test]
+    fn novelty_penalises_seen_candidates_that_pass_the_filters() {
+        let t = table();
+        let profile = ProfileVectors::default();
+        let filters = Filters {
+            excluded_rows: vec![2],
+            ..Default::default()
+        }
+        .normalized(&t)
+        .unwrap();
+        let r = rank(
+            &t,
+            Request {
+                rows: &[0, 1, 2, 3],
+                base_scores: Some(&[1.0, 0.9, 0.8, 0.7]),
+                profile: &profile,
+                scoring: &scoring([1.0, 0.0, 0.0, 0.0, 0.0]),
+                extra: vec![],
+                novelty: Some(Novelty {
+                    seen: Seen {
+                        rows: &[0, 2],
+                        times: &[100.0, 100.0],
+                    },
+                    half_life: 50.0,
+                    weight: 2.0,
+                }),
+                filters: &filters,
+                k: 10,
+                diversity: &Diversity::None,
+                pool: 0,
+            },
+        )
+        .unwrap();
+        // Row 0 (seen just now) loses 2 of its relevance 1: last. Row 2 was filtered out.
+        assert_eq!(r.positions, vec![1, 3, 0]);
+        assert_eq!(r.contributions.len(), 6);
+        assert_eq!(r.contributions[5], vec![0.0, 0.0, -2.0]);
+        let bad = rank(
+            &t,
+            Request {
+                rows: &[0],
+                base_scores: None,
+                profile: &profile,
+                scoring: &scoring([1.0; 5]),
+                extra: vec![],
+                novelty: Some(Novelty {
+                    seen: Seen {
+                        rows: &[1, 0],
+                        times: &[0.0, 0.0],
+                    },
+                    half_life: 1.0,
+                    weight: 1.0,
+                }),
+                filters: &Filters::default(),
+                k: 1,
+                diversity: &Diversity::None,
+                pool: 0,
+            },
+        );
+        assert!(bad.is_err(), "seen rows out of order");
+    }
+
+    #[test]
     fn bad_requests_are_errors() {
         let t = table();
         let profile = ProfileVectors::default();
@@ -297,6 +384,7 @@ mod tests {
             profile: &profile,
             scoring: &s,
             extra: vec![],
+            novelty: None,
             filters: &f,
             k: 1,
             diversity: &Diversity::None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from penchant import (
     ProfileManager,
     rank_items,
 )
+from penchant.feedback_collector import Signal
 from penchant.profile_store import InMemoryProfileStore
 
 DAY = 86_400.0
@@ -121,6 +122,34 @@ def test_features_are_spread_over_the_item_in_proportion() -> None:
     signal = p.signal(p.feedback("u", {"id": 1, "features": {"a": 3.0, "b": 1.0}}, "like"), now=NOW)
     assert dict(signal.features) == {"a": 0.75, "b": 0.25}
     assert signal.item_id == "1"
+
+
+def test_processed_signals_are_ordinary_signals() -> None:
+    p = FeedbackProcessor()
+    feedback = p.feedback("u", JAZZ, "dwell", 45.0, timestamp=NOW, context={"page": "home"})
+    signal = p.signal(feedback, now=NOW)
+    expected = Signal(
+        event_id=feedback.event_id,
+        user_id="u",
+        item_id="j1",
+        feedback_type=FeedbackType.DWELL,
+        value=45.0,
+        weight=p.event_weight("dwell", 45.0),
+        half_life=DEFAULT_FEEDBACK_RULES[FeedbackType.DWELL].half_life,
+        timestamp=feedback.timestamp.timestamp(),
+        features={"genre:jazz": 0.5, "mood:calm": 0.5},
+        attributes={"price": 12.0},
+        context={"page": "home"},
+    )
+    assert signal == expected
+    assert type(signal) is Signal
+    with pytest.raises(FrozenInstanceError):
+        signal.weight = 3.0  # type: ignore[misc]
+    # The signal owns its mappings: changing the feedback afterwards changes nothing.
+    feedback.attributes["price"] = 99.0
+    feedback.context["page"] = "other"
+    assert signal.attributes == {"price": 12.0}
+    assert signal.context == {"page": "home"}
 
 
 def test_explicit_and_implicit_feedback_classes() -> None:

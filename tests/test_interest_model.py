@@ -220,3 +220,34 @@ def test_interest_refuses_negative_or_nan_evidence() -> None:
         Interest("f", sums={"+60": -1.0})
     with pytest.raises(penchant.ValidationError):
         Interest("f", sums={"+60": math.nan})
+
+
+def test_large_batches_pause_the_collector_and_always_restore_it() -> None:
+    import gc
+
+    from penchant import _gc
+
+    assert gc.isenabled()
+    with _gc.paused(_gc.MIN_BATCH - 1):
+        assert gc.isenabled()
+    with _gc.paused(_gc.MIN_BATCH):
+        assert not gc.isenabled()
+        with _gc.paused(10 * _gc.MIN_BATCH):
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _gc.paused(_gc.MIN_BATCH):
+        raise RuntimeError("a failing batch")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _gc.paused(_gc.MIN_BATCH):
+            pass
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+    # A failing large batch through the model leaves the collector on.
+    signals = [sig(f"e{i}", {"f": 1.0}) for i in range(_gc.MIN_BATCH)] + [sig("bad", {"f": math.nan})]
+    with pytest.raises(penchant.ValidationError):
+        model().apply(UserProfile("u"), signals)
+    assert gc.isenabled()

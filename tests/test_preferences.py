@@ -182,6 +182,9 @@ def test_never_and_max_are_hard_filters_in_ranking() -> None:
     assert ids(m.get("u"), filters={"attribute_ranges": {"price": (30, None)}}) == []  # type: ignore[arg-type]
     catalog = penchant.Catalog(CATALOG)
     assert {r.id for r in catalog.rank(m.get("u"), now=NOW)} == {"rock-1", "pop-1"}  # type: ignore[arg-type]
+    compiled = catalog.compile(m.get("u"), now=NOW)  # type: ignore[arg-type]
+    assert {r.id for r in catalog.rank(compiled, now=NOW)} == {"rock-1", "pop-1"}
+    assert catalog.rank(compiled, now=NOW, filters={"attribute_ranges": {"price": (None, 12)}}) == []
     m.remove_preference("u", "never", "genre:horror")
     m.remove_preference("u", "min", "price")
     assert ids(m.get("u"))[0] == "horror-1"  # type: ignore[arg-type]
@@ -333,3 +336,33 @@ def test_numeric_and_temporal_extraction_match_the_numpy_reference(history: list
     for name, (peaks, sure) in expected_temporal.items():
         assert temporal[name].value == peaks
         assert temporal[name].confidence == pytest.approx(sure, rel=1e-9)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.floats(-3, 3), st.floats(0, 20 * DAY)),
+        max_size=40,
+    ),
+    st.integers(1, 4),
+)
+@settings(max_examples=100, deadline=None)
+def test_categorical_extraction_matches_the_reference(events: list[tuple[str, float, float]], top: int) -> None:
+    from penchant.feedback_collector import FeedbackType, Signal
+
+    profile = UserProfile("u")
+    signals = [
+        Signal(f"e{k}", "u", "i", FeedbackType.CLICK, 1.0, w, 7 * DAY, MONDAY + t, {name: 1.0, "shared": 0.5})
+        for k, (name, w, t) in enumerate(events)
+    ]
+    InterestModel(refresh_every=0).apply(profile, signals)
+    now = MONDAY + 21 * DAY
+    got = {
+        p.name: (p.value, p.confidence)
+        for p in PreferenceExtractor(max_features=top).extract(profile, now).values()
+        if p.category is PreferenceCategory.CATEGORICAL
+    }
+    expected = ref.categorical_preferences(profile, now, max_features=top)
+    assert got.keys() == expected.keys()
+    for name, (value, sure) in expected.items():
+        assert got[name][0] == pytest.approx(value, rel=1e-12)
+        assert got[name][1] == pytest.approx(sure, rel=1e-12)

@@ -173,3 +173,51 @@ def test_read_history_reads_columns_and_skips_non_numeric_attributes() -> None:
     history[0].attributes["price"] = math.nan
     with pytest.raises(penchant.ValidationError, match="NaN"):
         _core.read_history(history)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["genre:a", "genre:b", "tag:c", "x"]),
+        st.dictionaries(
+            st.builds(
+                lambda positive, h: ("+" if positive else "-") + repr(h),
+                st.booleans(),
+                st.floats(1.0, 1e7),
+            ),
+            st.floats(0, 1e6),
+            max_size=3,
+        ),
+        max_size=4,
+    ),
+    st.floats(-1e6, 1e6),
+    st.floats(-1e6, 1e6),
+)
+def test_interest_evidence_matches_the_python_interest(
+    sums: dict[str, dict[str, float]], now: float, landmark: float
+) -> None:
+    from penchant.user_profile import Interest
+
+    interests = {name: Interest(name, sums=channel_sums) for name, channel_sums in sums.items()}
+    try:
+        expected = {name: interest.evidence(now, landmark) for name, interest in interests.items()}
+    except penchant.ValidationError:
+        # Far before the landmark the decay factor overflows: both sides refuse it.
+        with pytest.raises(penchant.ValidationError, match="before the profile's landmark"):
+            _core.interest_evidence(interests, now, landmark)
+        return
+    names, positive, negative = _core.interest_evidence(interests, now, landmark)
+    assert names == list(interests)
+    for name, p, n in zip(names, positive, negative, strict=True):
+        want_p, want_n = expected[name]
+        assert p == pytest.approx(want_p, rel=1e-12, abs=1e-300)
+        assert n == pytest.approx(want_n, rel=1e-12, abs=1e-300)
+
+
+def test_interest_evidence_refuses_bad_channels_and_sums() -> None:
+    from penchant.user_profile import Interest
+
+    interest = Interest("f", sums={"+60": 1.0})
+    for key, value, message in (("*60", 1.0, "channel key"), ("+0", 1.0, "channel key"), ("+60", -1.0, "negative")):
+        interest.sums = {key: value}
+        with pytest.raises(penchant.ValidationError, match=message):
+            _core.interest_evidence({"f": interest}, 0.0, 0.0)

@@ -18,12 +18,15 @@ __all__ = [
     "PARALLEL_MIN_ROWS",
     "CoVisitation",
     "Table",
+    "accumulate_signal_objects",
     "accumulate_signals",
     "aggregate_interests",
     "attribute_quantiles",
+    "build_signals",
     "decay_factor",
     "decayed_weights",
     "forward_increments",
+    "interest_evidence",
     "normalize",
     "num_threads",
     "periodic_histogram",
@@ -144,6 +147,13 @@ class Table:
     def row_features(self, row: int) -> list[tuple[str, float]]: ...
     def interest_ids(self, interests: dict[str, float]) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]]: ...
     def column(self, name: str, rows: Sequence[int]) -> npt.NDArray[Any] | None: ...
+    def find_rows(self, ids: Iterable[Any]) -> npt.NDArray[np.int64]: ...
+    def affinity(
+        self,
+        rows: npt.NDArray[np.uint32],
+        feature_ids: npt.NDArray[np.uint32],
+        weights: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]: ...
     def rank(
         self,
         rows: npt.NDArray[np.uint32] | None,
@@ -161,6 +171,7 @@ class Table:
         mmr_lambda: float | None = None,
         feature_cap: tuple[int, Sequence[int]] | None = None,
         pool: int = 0,
+        novelty: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], float, float] | None = None,
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], npt.NDArray[np.float64], int]: ...
 
 def normalize(values: npt.NDArray[np.float64], method: str) -> npt.NDArray[np.float64]: ...
@@ -197,6 +208,14 @@ def accumulate_signals(
     landmark: float,
     n_features: int,
 ) -> tuple[list[int], list[int], list[bool], list[float], list[int], list[float]]: ...
+def accumulate_signal_objects(
+    signals: list[Any], landmark: float, rebase_exponent: float
+) -> tuple[
+    list[str],
+    list[float],
+    float | None,
+    tuple[list[int], list[int], list[bool], list[float], list[int], list[float]],
+]: ...
 def decayed_weights(
     times: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], half_lives: npt.NDArray[np.float64], now: float
 ) -> npt.NDArray[np.float64]: ...
@@ -210,6 +229,16 @@ def attribute_quantiles(
 def periodic_histogram(
     times: npt.NDArray[np.float64], weights: npt.NDArray[np.float64], period: float, bins: int, offset: float
 ) -> list[float]: ...
+def build_signals(
+    feedbacks: list[Any],
+    weights: Sequence[float],
+    half_lives: Sequence[float],
+    times: Sequence[float],
+    signal_class: type[Any],
+) -> list[Any]: ...
+def interest_evidence(
+    interests: dict[str, Any], now: float, landmark: float
+) -> tuple[list[str], list[float], list[float]]: ...
 def read_history(
     interactions: list[Any],
 ) -> tuple[

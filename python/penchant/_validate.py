@@ -17,24 +17,22 @@ MAX_USER_ID_BYTES = 256
 MAX_NAME_BYTES = 1024
 """Feature and preference names: at most this many bytes of UTF-8 (the Rust limit too)."""
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _check_text(value: Any, what: str, limit: int) -> str:
+    # Fast path for the common case, since ids and feature names are checked once per event:
+    # printable ASCII has no control characters and one byte per character.
+    if type(value) is str and 0 < len(value) <= limit and value.isascii() and value.isprintable():
+        return value
     if not isinstance(value, str):
         raise ValidationError(f"{what} must be a str, got {type(value).__name__}")
     if not value:
         raise ValidationError(f"{what} must not be empty")
-    # Fast path for the common case, since ids and feature names are checked once per event:
-    # printable ASCII has no control characters and one byte per character.
-    if value.isascii() and value.isprintable():
-        if len(value) > limit:
-            raise ValidationError(f"{what} is {len(value)} bytes long; the limit is {limit}")
-        return value
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise ValidationError(f"{what} is {size} bytes long; the limit is {limit}")
-    if _CONTROL.search(value):
+    if _CONTROL_CHARACTER.search(value):
         raise ValidationError(f"{what} must not contain control characters: {value[:40]!r}")
     return value
 
@@ -50,6 +48,8 @@ def check_name(value: Any, what: str = "name") -> str:
 
 
 def check_finite(value: Any, what: str) -> float:
+    if type(value) is float and math.isfinite(value):
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         try:
             value = float(value)

@@ -38,8 +38,8 @@ saturates towards 1, so an hour on a page counts little more than a few minutes.
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,9 +48,10 @@ from numbers import Real
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from penchant import _core
+from penchant import _core, _gc
+from penchant._io import ApplyFeedback, ApplyFeedbackMany, LoadProfiles, Op, run_async, run_sync
 from penchant._time import TimeLike, to_datetime, utcnow
-from penchant._validate import check_finite, check_id, check_name
+from penchant._validate import MAX_NAME_BYTES, check_finite, check_id, check_name
 from penchant.errors import ValidationError
 from penchant.user_profile import InterestModel, UserProfile
 
@@ -127,6 +128,10 @@ _EXPLICIT = frozenset(
     }
 )
 
+# Reading a member from an Enum class goes through its metaclass and costs more than the rest of
+# the per-event arithmetic; the hot paths compare against these module constants instead.
+_RATING, _DWELL, _SCROLL_DEPTH = FeedbackType.RATING, FeedbackType.DWELL, FeedbackType.SCROLL_DEPTH
+
 # Types whose value is a flag: the event happened. A value other than 1 is a caller's mistake.
 _FLAGS = _EXPLICIT - {FeedbackType.RATING}
 # Types whose value must be given, and is checked against its own range.
@@ -170,11 +175,13 @@ DEFAULT_FEEDBACK_RULES: Mapping[FeedbackType, FeedbackRule] = MappingProxyType(
 """The default weight and half-life of every feedback type (see the module documentation)."""
 
 
-def _check_features(features: Any, what: str) -> dict[str, float]:
+def _check_features(features: Any, item_id: str) -> dict[str, float]:
     """Item features as a dict name → weight: names valid, weights finite and non-negative, at
     least one positive (a profile learns nothing from an item without features)."""
     if isinstance(features, str):
-        raise ValidationError(f"{what}: features must be a list of names or a mapping name -> weight, got a str")
+        raise ValidationError(
+            f"item {item_id!r}: features must be a list of names or a mapping name -> weight, got a str"
+        )
     checked: dict[str, float] = {}
     pairs: Iterable[tuple[Any, Any]]
     if type(features) is list:  # the common cases first: the ABC checks cost more than the rest
@@ -186,38 +193,48 @@ def _check_features(features: Any, what: str) -> dict[str, float]:
             pairs = ((name, 1.0) for name in features)
         except TypeError:
             raise ValidationError(
-                f"{what}: features must be a list of names or a mapping name -> weight, got {type(features).__name__}"
+                f"item {item_id!r}: features must be a list of names or a mapping name -> weight, "
+                f"got {type(features).__name__}"
             ) from None
     total = 0.0
     for name, weight in pairs:
-        check_name(name, f"{what}: feature name")
-        w = weight if type(weight) is float and math.isfinite(weight) else check_finite(weight, f"{what}: weight")
-        if w < 0:
-            raise ValidationError(f"{what}: feature {name!r} has a negative weight ({w})")
-        checked[name] = w
-        total += w
+        # The common case inline (printable ASCII, a finite float): no call, no message.
+        if not (type(name) is str and 0 < len(name) <= MAX_NAME_BYTES and name.isascii() and name.isprintable()):
+            check_name(name, f"item {item_id!r}: feature name")
+        if not (type(weight) is float and math.isfinite(weight)):
+            weight = check_finite(weight, f"item {item_id!r}: weight of {name!r}")
+        if weight < 0:
+            raise ValidationError(f"item {item_id!r}: feature {name!r} has a negative weight ({weight})")
+        checked[name] = weight
+        total += weight
     if len(checked) > _core.MAX_FEATURES_PER_ITEM:
-        raise ValidationError(f"{what}: more than {_core.MAX_FEATURES_PER_ITEM} features")
+        raise ValidationError(f"item {item_id!r}: more than {_core.MAX_FEATURES_PER_ITEM} features")
     if total <= 0:
         raise ValidationError(
-            f"{what}: the item has no features (or only zero weights), so a profile cannot learn from it"
+            f"item {item_id!r}: the item has no features (or only zero weights), so a profile cannot learn from it"
         )
     return checked
 
 
-def _check_attributes(attributes: Any, what: str) -> dict[str, float]:
+def _check_attributes(attributes: Any, item_id: str) -> dict[str, float]:
     """The numeric attributes of an item (others are ignored, as ranking ignores them)."""
     if not attributes:
         return {}
     if type(attributes) is not dict and not isinstance(attributes, Mapping):
-        raise ValidationError(f"{what}: attributes must be a mapping, got {type(attributes).__name__}")
+        raise ValidationError(f"item {item_id!r}: attributes must be a mapping, got {type(attributes).__name__}")
     numeric: dict[str, float] = {}
     for name, value in attributes.items():
         kind = type(value)
         if kind is float or kind is int or (kind is not bool and isinstance(value, Real)):
-            check_name(name, f"{what}: attribute name")
-            numeric[name] = check_finite(value, f"{what}: attribute {name!r}")
+            if not (type(name) is str and name.isascii() and name.isprintable() and 0 < len(name) <= MAX_NAME_BYTES):
+                check_name(name, f"item {item_id!r}: attribute name")
+            numeric[name] = check_finite(value, f"item {item_id!r}: attribute {name!r}")
     return numeric
+
+
+def _new_event_id() -> str:
+    """A random 128-bit id in hex (as ``uuid4().hex``, without building a UUID object)."""
+    return os.urandom(16).hex()
 
 
 @dataclass
@@ -247,10 +264,10 @@ class Feedback:
         if not isinstance(self.context, dict):
             raise ValidationError(f"context must be a dict, got {type(self.context).__name__}")
         self.timestamp = to_datetime(self.timestamp, "timestamp")
-        self.event_id = check_id(self.event_id, "event_id") if self.event_id else uuid.uuid4().hex
+        self.event_id = check_id(self.event_id, "event_id") if self.event_id else _new_event_id()
         if self.features:
-            self.features = _check_features(self.features, f"item {self.item_id!r}")
-        self.attributes = _check_attributes(self.attributes, f"item {self.item_id!r}")
+            self.features = _check_features(self.features, self.item_id)
+        self.attributes = _check_attributes(self.attributes, self.item_id)
 
 
 @dataclass
@@ -382,33 +399,38 @@ class FeedbackProcessor:
         item_id = _item_field(item, "id")
         if item_id is None:
             raise ValidationError("item has no id")
-        if isinstance(item_id, int) and not isinstance(item_id, bool):
+        if type(item_id) is int:
             item_id = str(item_id)
+        item_id = check_id(item_id, "item_id")
         features = _item_field(item, "features")
-        if features is None:
+        if not features:
             raise ValidationError(f"item {item_id!r} has no features, so a profile cannot learn from it")
         if value is None:
             if kind in _MEASURED:
                 raise ValidationError(f"{kind.value} feedback needs a value")
             value = 1.0
-        if context is not None and not isinstance(context, Mapping):
+        if context is None:
+            context = {}
+        elif type(context) is dict or isinstance(context, Mapping):
+            context = dict(context)
+        else:
             raise ValidationError(f"context must be a mapping, got {type(context).__name__}")
-        kwargs: dict[str, Any] = {
-            "user_id": user_id,
+        # Everything Feedback.__post_init__ would check is checked here, once, and the object is
+        # filled directly: recording one event is on a budget of tens of microseconds.
+        fields: dict[str, Any] = {
+            "user_id": check_id(user_id, "user_id"),
             "item_id": item_id,
             "feedback_type": kind,
-            "value": value,
-            "context": dict(context or {}),
-            "event_id": event_id or "",
-            "features": features if features else {},
-            "attributes": _item_field(item, "attributes"),
+            "value": check_finite(value, "feedback value"),
+            "context": context,
+            "timestamp": utcnow() if timestamp is None else to_datetime(timestamp, "timestamp"),
+            "event_id": check_id(event_id, "event_id") if event_id else _new_event_id(),
+            "features": _check_features(features, item_id),
+            "attributes": _check_attributes(_item_field(item, "attributes"), item_id),
         }
-        if timestamp is not None:
-            kwargs["timestamp"] = to_datetime(timestamp, "timestamp")
-        made: Feedback = ExplicitFeedback(**kwargs) if kind.is_explicit else ImplicitFeedback(**kwargs)
-        if not made.features:
-            raise ValidationError(f"item {item_id!r} has no features, so a profile cannot learn from it")
-        self.event_weight(made.feedback_type, made.value, made.attributes)
+        self._weight(kind, fields["value"], fields["attributes"])
+        made: Feedback = object.__new__(ExplicitFeedback if kind in _EXPLICIT else ImplicitFeedback)
+        made.__dict__.update(fields)
         return made
 
     def event_weight(
@@ -417,18 +439,20 @@ class FeedbackProcessor:
         """The signed weight of one event: the type's weight times the factor read from
         ``value`` (module documentation). Raises ``ValidationError`` for a value outside the
         type's range."""
-        kind = FeedbackType.parse(feedback_type)
+        return self._weight(FeedbackType.parse(feedback_type), value, attributes)
+
+    def _weight(self, kind: FeedbackType, value: float, attributes: Mapping[str, float] | None) -> float:
         rule = self.rules[kind]
         v = value if type(value) is float else check_finite(value, "feedback value")
         if not math.isfinite(v):
             raise ValidationError(f"{kind.value} value must be finite, got {v}")
-        if kind is FeedbackType.RATING:
+        if kind is _RATING:
             low, high = self.rating_scale
             if not low <= v <= high:
                 raise ValidationError(f"rating {v} lies outside the scale [{low:g}, {high:g}]")
             middle, half = (low + high) / 2, (high - low) / 2
             return rule.weight * (v - middle) / half
-        if kind is FeedbackType.DWELL:
+        if kind is _DWELL:
             if v < 0:
                 raise ValidationError(f"dwell time must not be negative, got {v} s")
             expected = (attributes or {}).get("expected_dwell", self.expected_dwell)
@@ -437,7 +461,7 @@ class FeedbackProcessor:
             bounce = min(self.bounce_dwell, expected / 2)
             score = -(1.0 - v / bounce) if v < bounce else 1.0 - math.exp(-(v - bounce) / expected)
             return rule.weight * score
-        if kind is FeedbackType.SCROLL_DEPTH:
+        if kind is _SCROLL_DEPTH:
             if not 0.0 <= v <= 1.0:
                 raise ValidationError(f"scroll depth must lie in [0, 1], got {v}")
             return rule.weight * v
@@ -457,15 +481,21 @@ class FeedbackProcessor:
     def signals(self, feedbacks: Iterable[Feedback], *, now: float | None = None) -> list[Signal]:
         """The signals of many events, all validated before any is returned; an error names the
         position of the bad event."""
+        batch = feedbacks if isinstance(feedbacks, list) else list(feedbacks)
+        with _gc.paused(len(batch)):
+            return self._signals(batch, now)
+
+    def _signals(self, batch: list[Feedback], now: float | None) -> list[Signal]:
         latest = (time.time() if now is None else now) + self.max_clock_skew
         rules = self.rules
-        out: list[Signal] = []
-        for position, feedback in enumerate(feedbacks):
+        weights: list[float] = []
+        half_lives: list[float] = []
+        times: list[float] = []
+        for position, feedback in enumerate(batch):
             try:
                 if not isinstance(feedback, Feedback):
                     raise ValidationError(f"expected a Feedback, got {type(feedback).__name__}")
-                features = feedback.features
-                if not features:
+                if not feedback.features:
                     raise ValidationError(
                         f"feedback on item {feedback.item_id!r} carries no features, so a profile cannot "
                         "learn from it; record it with the item (its id and features)"
@@ -477,36 +507,26 @@ class FeedbackProcessor:
                         f"(more than {self.max_clock_skew:g} s ahead)"
                     )
                 kind = feedback.feedback_type
-                weight = self.event_weight(kind, feedback.value, feedback.attributes)
-                total = math.fsum(features.values())
-                if not total > 0:
-                    raise ValidationError(f"feedback on item {feedback.item_id!r}: feature weights sum to 0")
-                out.append(
-                    Signal(
-                        event_id=feedback.event_id,
-                        user_id=feedback.user_id,
-                        item_id=feedback.item_id,
-                        feedback_type=kind,
-                        value=feedback.value,
-                        weight=weight,
-                        half_life=rules[kind].half_life,
-                        timestamp=t,
-                        features={name: w / total for name, w in features.items()},
-                        attributes=dict(feedback.attributes),
-                        context=dict(feedback.context),
-                    )
-                )
+                weights.append(self._weight(kind, feedback.value, feedback.attributes))
+                half_lives.append(rules[kind].half_life)
+                times.append(t)
             except ValidationError as e:
                 raise ValidationError(f"event {position}: {e}") from None
-        return out
+        # The objects themselves are made in Rust: see build_signals for why.
+        signals: list[Signal] = _core.build_signals(batch, weights, half_lives, times, Signal)
+        return signals
 
     def apply(self, profile: UserProfile, feedbacks: Iterable[Feedback]) -> None:
         """Processes ``feedbacks`` and applies them to ``profile`` in memory (no store)."""
-        signals = self.signals(feedbacks)
-        for signal in signals:
-            if signal.user_id != profile.user_id:
-                raise ValidationError(f"feedback for user {signal.user_id!r} applied to profile {profile.user_id!r}")
-        self.model.apply(profile, signals)
+        batch = feedbacks if isinstance(feedbacks, list) else list(feedbacks)
+        with _gc.paused(len(batch)):
+            signals = self.signals(batch)
+            for signal in signals:
+                if signal.user_id != profile.user_id:
+                    raise ValidationError(
+                        f"feedback for user {signal.user_id!r} applied to profile {profile.user_id!r}"
+                    )
+            self.model.apply(profile, signals)
 
 
 _RECORD_FIELDS = frozenset({"user_id", "item", "feedback_type", "value", "timestamp", "event_id", "context"})
@@ -517,8 +537,9 @@ class FeedbackCollector:
     (in memory by default). Every event is validated first; a ``ValidationError`` leaves every
     stored profile as it was. Recording an event id a second time has no effect.
 
-    The store applies signals with its own :class:`~penchant.user_profile.InterestModel`; the
-    default in-memory store is given ``processor.model``.
+    The store applies signals with its own :class:`~penchant.user_profile.InterestModel`
+    (history length, preference refresh); the default in-memory store is given
+    ``processor.model``, and the default processor uses the given store's model.
 
     ``covisitation`` (a :class:`~penchant.CoVisitation`, shared by the whole tenant) learns from
     every recorded event too, in the user's sequence as the stored profile's history holds it.
@@ -531,7 +552,8 @@ class FeedbackCollector:
         *,
         covisitation: CoVisitation | None = None,
     ) -> None:
-        self.processor = processor or FeedbackProcessor()
+        # One model for both sides by default: the store applies signals with its own.
+        self.processor = processor or FeedbackProcessor(model=getattr(store, "model", None))
         if store is None:
             from penchant.profile_store import InMemoryProfileStore
 
@@ -554,21 +576,70 @@ class FeedbackCollector:
         with ``id`` and ``features`` (and optional ``attributes``), as ``rank_items`` takes;
         ``feedback_type`` a :class:`FeedbackType` or its name; ``value`` the rating, the dwell in
         seconds, the scroll depth in [0, 1] or a count (see :class:`FeedbackProcessor`)."""
+        op = self.record_op(
+            user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
+        )
+        return run_sync(op)[0]
+
+    async def arecord(
+        self,
+        user_id: str,
+        item: Any,
+        feedback_type: FeedbackType | str,
+        value: float | None = None,
+        *,
+        timestamp: TimeLike | None = None,
+        event_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Feedback:
+        """:meth:`record`, awaiting the store (its ``aapply_feedback``)."""
+        op = self.record_op(
+            user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
+        )
+        return (await run_async(op))[0]
+
+    def record_op(
+        self,
+        user_id: str,
+        item: Any,
+        feedback_type: FeedbackType | str,
+        value: float | None = None,
+        *,
+        timestamp: TimeLike | None = None,
+        event_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> Op[tuple[Feedback, Signal]]:
+        """The body of :meth:`record` and :meth:`arecord`, as an operation (see ``penchant._io``):
+        validates, then yields the store call; returns the event and its signal."""
         feedback = self.processor.feedback(
             user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
         )
         signal = self.processor.signal(feedback)
-        profile = self.store.apply_feedback(feedback.user_id, [signal])
+        profile = yield ApplyFeedback(self.store, feedback.user_id, [signal])
         if self.covisitation is not None:
             self.covisitation.observe_profile(profile, [signal])
-        return feedback
+        return feedback, signal
 
     def record_many(self, events: Iterable[Feedback | Mapping[str, Any]]) -> list[str]:
         """Records many events, each a :class:`Feedback` (with features) or a mapping with the
         arguments of :meth:`record` (``user_id``, ``item``, ``feedback_type``, and optionally
         ``value``, ``timestamp``, ``event_id``, ``context``). All are validated before any is
-        stored; then each user's events are applied in one step. Returns the event ids, in
-        order."""
+        stored; then every user's events are applied in one batch (atomic per user). Returns the
+        event ids, in order."""
+        batch = events if isinstance(events, list) else list(events)
+        with _gc.paused(len(batch)):
+            feedbacks, _ = run_sync(self.record_many_op(batch))
+        return [f.event_id for f in feedbacks]
+
+    async def arecord_many(self, events: Iterable[Feedback | Mapping[str, Any]]) -> list[str]:
+        """:meth:`record_many`, awaiting the store (its ``aapply_feedback_many``)."""
+        batch = events if isinstance(events, list) else list(events)
+        with _gc.paused(len(batch)):
+            feedbacks, _ = await run_async(self.record_many_op(batch))
+        return [f.event_id for f in feedbacks]
+
+    def record_many_op(self, events: list[Feedback | Mapping[str, Any]]) -> Op[tuple[list[Feedback], list[Signal]]]:
+        """The body of :meth:`record_many` and :meth:`arecord_many`, as an operation."""
         feedbacks: list[Feedback] = []
         for position, event in enumerate(events):
             if isinstance(event, Feedback):
@@ -592,11 +663,26 @@ class FeedbackCollector:
             except ValidationError as e:
                 raise ValidationError(f"event {position}: {e}") from None
         signals = self.processor.signals(feedbacks)
+        if signals:
+            yield ApplyFeedbackMany(self.store, signals)
+            if self.covisitation is not None:
+                yield from self._observe_covisitation(signals)
+        return feedbacks, signals
+
+    def _observe_covisitation(self, signals: list[Signal]) -> Op[None]:
+        """Teaches the co-visitation model a batch just applied: each engaged user's stored
+        history gives the items that precede their new events. Learned in time order across the
+        users, so batching does not change what it learns."""
+        assert self.covisitation is not None
+        from penchant.covisitation import ENGAGEMENT_TYPES
+
         by_user: dict[str, list[Signal]] = {}
         for signal in signals:
-            by_user.setdefault(signal.user_id, []).append(signal)
-        applied = [(self.store.apply_feedback(user_id, s), s) for user_id, s in by_user.items()]
-        if self.covisitation is not None:
-            # In time order across the users, so batching does not change what it learns.
-            self.covisitation.observe_profiles(applied)
-        return [f.event_id for f in feedbacks]
+            if signal.feedback_type in ENGAGEMENT_TYPES:
+                by_user.setdefault(signal.user_id, []).append(signal)
+        if not by_user:
+            return
+        profiles = yield LoadProfiles(self.store, list(by_user))
+        self.covisitation.observe_profiles(
+            (profiles[user_id], user_signals) for user_id, user_signals in by_user.items() if user_id in profiles
+        )

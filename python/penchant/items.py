@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from penchant.scoring import (
     ProfileLike,
     RankedItem,
     Scorer,
+    merge_filters,
     profile_filters,
     profile_interests,
     rank_table,
@@ -39,6 +40,8 @@ class CompiledProfile:
     interest_ids: npt.NDArray[np.uint32]
     interest_weights: npt.NDArray[np.float64]
     taste: npt.NDArray[np.float32] | None
+    hard_filters: Filters = field(default_factory=Filters)
+    """The rules the user stated, which every ranking applies (``never``, ``min``, ``max``)."""
 
 
 def _float_column(values: Any, n: int, what: str, dtype: type = np.float64) -> npt.NDArray[Any] | None:
@@ -191,7 +194,9 @@ class Catalog:
             raise ValidationError(
                 f"the profile's taste vector has {len(taste)} dimensions but the catalog's embeddings have {self.dim}"
             )
-        return CompiledProfile(self, ids, weights, taste)
+        own = profile_filters(profile, Filters())
+        assert own is not None  # a profile's own rules are consistent (checked when set)
+        return CompiledProfile(self, ids, weights, taste, own)
 
     def rank(
         self,
@@ -218,9 +223,7 @@ class Catalog:
         if compiled.catalog is not self:
             raise ValidationError("this CompiledProfile was compiled for another catalog")
         # A user's stated hard rules ("never horror", "max price 20") always apply.
-        # (A CompiledProfile carries no explicit preferences: only the caller's filters apply.)
-        coerced = Filters.coerce(filters)
-        rules = coerced if isinstance(profile, CompiledProfile) else profile_filters(profile, coerced)
+        rules = merge_filters(Filters.coerce(filters), compiled.hard_filters)
         if rules is None:
             return []
         if isinstance(candidate_ids, np.ndarray) and candidate_ids.dtype.kind in "iu":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
@@ -17,6 +17,7 @@ from penchant._validate import check_finite, check_name
 from penchant.errors import ValidationError
 
 if TYPE_CHECKING:
+    from penchant.personalized_retrieval import Explanation
     from penchant.user_profile import UserProfile
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ProfileLike",
     "RankedItem",
     "Scorer",
+    "merge_filters",
     "profile_filters",
 ]
 
@@ -58,12 +60,16 @@ ProfileLike = Union["UserProfile", Mapping[str, float]]
 class RankedItem(NamedTuple):
     """One ranked result. ``contributions`` (with ``explain=True``) maps each factor to what it
     added; they sum to ``score``. ``item`` is the caller's own item object when there was one.
-    A named tuple: cheap to make, immutable, unpacks as ``(id, score, contributions, item)``."""
+    ``explanation`` (from :class:`~penchant.PersonalizedRetriever` and :class:`~penchant.Engine`
+    with ``explain=True``) says why: matched interests, the rules in force, and a ``why`` line.
+    A named tuple: cheap to make, immutable, unpacks as ``(id, score, contributions, item,
+    explanation)``."""
 
     id: str | int
     score: float
     contributions: Mapping[str, float] | None = None
     item: Any = None
+    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True)
@@ -263,18 +269,15 @@ def interest_arrays(interests: Mapping[str, float]) -> tuple[list[str], npt.NDAr
     return names, weights
 
 
-def profile_filters(profile: ProfileLike, filters: Filters) -> Filters | None:
-    """The caller's ``filters`` plus the hard rules the user stated (``never`` a feature, ``min``
-    / ``max`` of an attribute), or ``None`` when together they let no item through."""
-    from penchant.user_profile import UserProfile
-
-    if not isinstance(profile, UserProfile) or not profile.explicit_preferences:
+def merge_filters(filters: Filters, other: Filters) -> Filters | None:
+    """Rules that an item passes when it passes both ``filters`` and ``other``, or ``None`` when
+    an attribute's two ranges do not overlap (no item passes)."""
+    if not other:
         return filters
-    own = profile.hard_filters()
-    if not own:
-        return filters
+    if not filters:
+        return other
     ranges = dict(filters.attribute_ranges)
-    for name, (low, high) in own.attribute_ranges.items():
+    for name, (low, high) in other.attribute_ranges.items():
         if name in ranges:
             other_low, other_high = ranges[name]
             low = other_low if low is None else low if other_low is None else max(low, other_low)
@@ -282,13 +285,30 @@ def profile_filters(profile: ProfileLike, filters: Filters) -> Filters | None:
             if low is not None and high is not None and low > high:
                 return None
         ranges[name] = (low, high)
-    return Filters(
-        blocked_features=filters.blocked_features | own.blocked_features,
-        required_features=filters.required_features,
-        any_features=filters.any_features,
-        excluded_ids=filters.excluded_ids,
+    if filters.any_features and other.any_features:
+        # "At least one of A" and "at least one of B" is not one list; keep the caller's, since
+        # profiles state no such rule.
+        any_features = filters.any_features
+    else:
+        any_features = filters.any_features or other.any_features
+    return replace(
+        filters,
+        blocked_features=filters.blocked_features | other.blocked_features,
+        required_features=filters.required_features | other.required_features,
+        any_features=any_features,
+        excluded_ids=filters.excluded_ids | other.excluded_ids,
         attribute_ranges=ranges,
     )
+
+
+def profile_filters(profile: ProfileLike, filters: Filters) -> Filters | None:
+    """The caller's ``filters`` plus the hard rules the user stated (``never`` a feature, ``min``
+    / ``max`` of an attribute), or ``None`` when together they let no item through."""
+    from penchant.user_profile import UserProfile
+
+    if not isinstance(profile, UserProfile) or not profile.explicit_preferences:
+        return filters
+    return merge_filters(filters, profile.hard_filters())
 
 
 @dataclass(frozen=True)
@@ -465,28 +485,78 @@ def rank_table(
             if not np.isfinite(values).all():
                 raise ValidationError(f"scorer {name!r} returned NaN or infinite values")
             extra.append((values, weight, norm))
+    ranked, _ = rank_prepared(
+        table,
+        rows,
+        base_scores,
+        interests,
+        taste,
+        weights=options.weights,
+        normalization=options.normalization,
+        now=now,
+        recency_half_life=options.recency_half_life,
+        extra_names=tuple(name for name, *_ in options.extra),
+        extra=extra,
+        spec=spec,
+        k=n if k is None else min(k, n),
+        diversity=_diversity_args(table, diversity, filter_cache),
+        items=items,
+        explain=explain,
+    )
+    return ranked
+
+
+def rank_prepared(
+    table: _core.Table,
+    rows: npt.NDArray[np.uint32] | None,
+    base_scores: npt.NDArray[np.float64],
+    interests: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64]],
+    taste: npt.NDArray[np.float32] | None,
+    *,
+    weights: tuple[float, ...],
+    normalization: tuple[str, ...],
+    now: float,
+    recency_half_life: float,
+    extra_names: tuple[str, ...],
+    extra: Sequence[tuple[npt.NDArray[np.float64], float, str]],
+    spec: _FilterSpec,
+    k: int,
+    diversity: tuple[float | None, tuple[int, list[int]] | None, int],
+    items: Sequence[Any] | None,
+    explain: bool,
+    novelty: tuple[npt.NDArray[np.uint32], npt.NDArray[np.float64], float, float] | None = None,
+) -> tuple[list[RankedItem], list[int]]:
+    """The kernel call and its results, for options already checked (one weight and one
+    normalization per built-in factor, extra factors as values): the ranked items and the table
+    rows they came from. ``novelty`` (seen rows ascending, their times, half-life, weight) adds
+    the novelty factor after the extras; ``extra_names`` then ends with its name. Shared by
+    :func:`rank_table` and the retriever's ranking engine."""
     positions, scores, contributions, _passed = table.rank(
         rows,
         base_scores,
         interests[0],
         interests[1],
         taste,
-        options.weights,
-        options.normalization,
+        weights,
+        normalization,
         now,
-        options.recency_half_life,
+        recency_half_life,
         extra,
         spec,
-        n if k is None else min(k, n),
-        *_diversity_args(table, diversity, filter_cache),
+        k,
+        *diversity,
+        novelty,
     )
     chosen = positions.tolist()
-    ids = table.ids(chosen if rows is None else rows[positions].tolist())
+    chosen_rows = chosen if rows is None else rows[positions].tolist()
+    ids = table.ids(chosen_rows)
+    if not explain and items is None:  # the hot path: no per-item lists to build
+        return list(map(RankedItem, ids, scores.tolist())), chosen_rows
     explained: list[Mapping[str, float] | None]
     if explain:
-        names = FACTORS + tuple(name for name, *_ in options.extra)
+        names = FACTORS + extra_names
         explained = [dict(zip(names, column, strict=True)) for column in contributions.T.tolist()]
     else:
         explained = [None] * len(chosen)
     originals = [items[p] for p in chosen] if items is not None else [None] * len(chosen)
-    return list(map(RankedItem, ids, scores.tolist(), explained, originals))
+    return list(map(RankedItem, ids, scores.tolist(), explained, originals)), chosen_rows

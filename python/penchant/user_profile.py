@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import operator
 import time
 from bisect import insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from penchant import _core
+from penchant import _core, _gc
 from penchant._time import TimeLike, to_datetime, to_epoch, utcnow
-from penchant._validate import check_finite, check_id, check_name, check_unit_interval
+from penchant._validate import MAX_NAME_BYTES, _check_text, check_finite, check_id, check_name, check_unit_interval
 from penchant.errors import ConflictError, ValidationError
 from penchant.scoring import Filters
 
@@ -53,6 +54,7 @@ __all__ = [
     "CONFIDENCE_PRIOR",
     "DEFAULT_HALF_LIFE",
     "EXPLICIT_STRENGTH",
+    "PROFILE_CONFIDENCE_PRIOR",
     "SCHEMA_VERSION",
     "ExplicitRule",
     "Interaction",
@@ -66,11 +68,15 @@ __all__ = [
     "UserProfile",
     "channel_key",
     "parse_channel_key",
+    "profile_confidence_of",
 ]
 
 SCHEMA_VERSION = 1
-"""The version of :meth:`UserProfile.to_dict`'s layout. Raise it with every incompatible change
-and teach :meth:`UserProfile.from_dict` to read the older one."""
+"""The version of the stored form of a profile (the stores' serializer and
+:meth:`UserProfile.to_dict`). Raise it when a change to these classes needs stored profiles to
+be converted (``penchant.profile_store.ProfileSerializer`` keeps the steps, and
+:meth:`UserProfile.from_dict` must read the older form); adding a field with a default does not
+need it, since readers ignore fields they do not know."""
 
 DEFAULT_HALF_LIFE = 30 * 86_400.0
 """Interests lose half their weight in 30 days unless configured otherwise."""
@@ -79,10 +85,17 @@ CONFIDENCE_PRIOR = 1.0
 """``k`` in ``confidence = |weight| / (E + P + N + k)``: the evidence (in units of one click of
 default weight) at which confidence reaches one half."""
 
+PROFILE_CONFIDENCE_PRIOR = 5.0
+"""The evidence (in clicks' worth) at which a whole profile's confidence reaches one half; see
+:meth:`UserProfile.profile_confidence`."""
+
 EXPLICIT_STRENGTH = 20.0
 """The default strength ``E`` of an explicit like or dislike, in units of one click's evidence."""
 
 MAX_EXPLICIT_STRENGTH = 1e6
+
+MAX_PREFERENCE_NAME_BYTES = MAX_NAME_BYTES + 16
+"""Preference names are a feature or attribute name with a short prefix (``"dislike:"``)."""
 
 
 class PreferenceSource(StrEnum):
@@ -204,7 +217,7 @@ class Preference:
     last_updated: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
-        check_name(self.name, "preference name")
+        _check_text(self.name, "preference name", MAX_PREFERENCE_NAME_BYTES)
         self.confidence = check_unit_interval(self.confidence, f"confidence of preference {self.name!r}")
         self.source = PreferenceSource(self.source)
         self.category = PreferenceCategory(self.category)
@@ -221,6 +234,23 @@ def _channel_keys(half_life: float) -> tuple[str, str]:
     return keys
 
 
+def _preference(
+    name: str, value: Any, sure: float, source: PreferenceSource, category: PreferenceCategory, stamp: datetime
+) -> Preference:
+    """A :class:`Preference` from the extractor, whose fields are valid by construction; an
+    extraction makes dozens, and ``__post_init__``'s checks cost more than the arithmetic."""
+    preference = object.__new__(Preference)
+    preference.__dict__.update(
+        name=name,
+        value=value,
+        confidence=min(1.0, max(0.0, sure)),
+        source=source,
+        category=category,
+        last_updated=stamp,
+    )
+    return preference
+
+
 def channel_key(positive: bool, half_life: float) -> str:
     """The key of one evidence channel of an interest: its sign and half-life in seconds, such
     as ``"+604800"`` or ``"-2592000"``. Stores use it as part of a hash field name. The half-life
@@ -234,6 +264,7 @@ def channel_key(positive: bool, half_life: float) -> str:
 _PARSED_CHANNELS: dict[str, tuple[bool, float]] = {}
 _KEYS_OF_HALF_LIFE: dict[float, tuple[str, str]] = {}
 _MAX_CACHED_CHANNELS = 4096
+_NUMBER_CHARACTERS = frozenset("0123456789.eE+-")
 
 
 def parse_channel_key(key: str) -> tuple[bool, float]:
@@ -241,7 +272,8 @@ def parse_channel_key(key: str) -> tuple[bool, float]:
     parsed = _PARSED_CHANNELS.get(key)
     if parsed is not None:
         return parsed
-    if not isinstance(key, str) or len(key) < 2 or key[0] not in "+-":
+    # Digits, a point and an exponent only: the Rust reader parses the same set of keys.
+    if not isinstance(key, str) or len(key) < 2 or key[0] not in "+-" or not set(key[1:]) <= _NUMBER_CHARACTERS:
         raise ValidationError(f"invalid interest channel key {key!r}")
     half_life = check_finite(key[1:], f"half-life of channel {key!r}")
     if half_life <= 0:
@@ -265,7 +297,13 @@ class _ChannelFactors:
         found = self.factors.get(key)
         if found is None:
             positive, half_life = parse_channel_key(key)
-            found = self.factors[key] = (positive, math.exp2(-self.age / half_life))
+            try:
+                factor = math.exp2(-self.age / half_life)
+            except OverflowError:
+                raise ValidationError(
+                    "now lies too many half-lives before the profile's landmark to weigh its interests"
+                ) from None
+            found = self.factors[key] = (positive, factor)
         return found
 
     def evidence(self, sums: Mapping[str, float]) -> tuple[float, float]:
@@ -284,6 +322,18 @@ def confidence(positive: float, negative: float, explicit: float = 0.0, prior: f
     ``explicit`` is the signed strength of an explicit like (+) or dislike (−)."""
     weight = explicit + positive - negative
     return abs(weight) / (abs(explicit) + positive + negative + prior)
+
+
+def profile_confidence_of(evidence: float, prior: float = PROFILE_CONFIDENCE_PRIOR) -> float:
+    """``evidence / (evidence + prior)``: the confidence of a profile holding ``evidence``
+    (see :meth:`UserProfile.profile_confidence`)."""
+    if not (math.isfinite(prior) and prior > 0):
+        raise ValidationError(f"the confidence prior must be a positive number, got {prior}")
+    if not evidence > 0:
+        return 0.0
+    if math.isinf(evidence):
+        return 1.0
+    return evidence / (evidence + prior)
 
 
 @dataclass
@@ -391,6 +441,15 @@ def _utc(seconds: float, what: str = "timestamp") -> datetime:
         raise ValidationError(f"{what} {seconds} is out of the range of dates") from None
 
 
+class _Datetimes(dict[float, datetime]):
+    """Datetimes of epoch seconds, each made once per batch: an event's time becomes its
+    history entry's timestamp and the ``last_updated`` of each feature it touches."""
+
+    def __missing__(self, seconds: float) -> datetime:
+        made = self[seconds] = _utc(seconds)
+        return made
+
+
 def _history_key(interaction: Interaction) -> tuple[datetime, str]:
     return interaction.timestamp, interaction.event_id
 
@@ -441,12 +500,30 @@ class UserProfile:
                 self.explicit_preferences[key] = _explicit_value(parsed[0], parsed[1], value)
         self.merged_from = [check_id(m, "merged_from entry") for m in self.merged_from]
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> UserProfile:
+        """A deep copy, written out for speed: stores copy a profile on every read and write,
+        and the generic ``copy.deepcopy`` walks every object of a long history (tens of
+        milliseconds for 500 events). Fields it does not know are deep-copied generically."""
+        fast: dict[str, Callable[[Any], Any]] = {
+            "preferences": lambda d: {k: _copy_preference(p, memo) for k, p in d.items()},
+            "interests": lambda d: {k: _copy_interest(i) for k, i in d.items()},
+            "interaction_history": lambda h: [_copy_interaction(i) for i in h],
+            "taste_vector": lambda v: None if v is None else list(v),
+            "merged_from": list,
+        }
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            copier = fast.get(key)
+            new.__dict__[key] = copier(value) if copier is not None else copy.deepcopy(value, memo)
+        return new
+
     # -- interests ----------------------------------------------------------------------------
 
     def interest_evidence(self, now: TimeLike | None = None) -> dict[str, tuple[float, float]]:
         """``(positive, negative)`` decayed evidence of every interest at ``now``."""
-        factors = _ChannelFactors(to_epoch(now, "now"), self.landmark)
-        return {name: factors.evidence(interest.sums) for name, interest in self.interests.items()}
+        names, positive, negative = _core.interest_evidence(self.interests, to_epoch(now, "now"), self.landmark)
+        return dict(zip(names, zip(positive, negative, strict=True), strict=True))
 
     def explicit_priors(self) -> dict[str, float]:
         """The signed strength of every explicit like (+) and dislike (−), by feature."""
@@ -466,11 +543,8 @@ class UserProfile:
         """The current weight of every interest: positive minus negative decayed evidence, plus
         (with ``explicit``) the signed strength of an explicit like or dislike. This is what
         ranking uses."""
-        factors = _ChannelFactors(to_epoch(now, "now"), self.landmark)
-        weights: dict[str, float] = {}
-        for name, interest in self.interests.items():
-            positive, negative = factors.evidence(interest.sums)
-            weights[name] = positive - negative
+        names, positive, negative = _core.interest_evidence(self.interests, to_epoch(now, "now"), self.landmark)
+        weights = dict(zip(names, map(operator.sub, positive, negative), strict=True))
         if explicit:
             for name, strength in self.explicit_priors().items():
                 weights[name] = weights.get(name, 0.0) + strength
@@ -484,6 +558,20 @@ class UserProfile:
         return {
             name: confidence(*evidence.get(name, (0.0, 0.0)), explicit=priors.get(name, 0.0)) for name in sorted(names)
         }
+
+    def evidence_total(self, now: TimeLike | None = None) -> float:
+        """``M``: all decayed evidence at ``now``, positive and negative, plus the strength of
+        every explicit like and dislike, in units of one click of default weight (an event's
+        weight is spread over its item's features, so each event adds its own weight once)."""
+        _, positive, negative = _core.interest_evidence(self.interests, to_epoch(now, "now"), self.landmark)
+        return math.fsum(positive) + math.fsum(negative) + sum(abs(v) for v in self.explicit_priors().values())
+
+    def profile_confidence(self, now: TimeLike | None = None, *, prior: float = PROFILE_CONFIDENCE_PRIOR) -> float:
+        """How much penchant knows about this user at ``now``, in [0, 1): ``M / (M + prior)``
+        with ``M`` the :meth:`evidence_total` (``prior`` = 5: five clicks' worth gives one
+        half, twenty give 0.8). Ranking scales personalization by it, so that a new user gets
+        mostly the caller's order."""
+        return profile_confidence_of(self.evidence_total(now), prior)
 
     def last_event_time(self) -> float | None:
         """Epoch seconds of the latest event applied to this profile, if any."""
@@ -653,6 +741,33 @@ class UserProfile:
             raise ValidationError(f"invalid profile document: {type(e).__name__}: {e}") from None
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def _copy_preference(preference: Preference, memo: dict[int, Any]) -> Preference:
+    new = object.__new__(type(preference))
+    new.__dict__.update(preference.__dict__)
+    if not isinstance(preference.value, _IMMUTABLE):
+        new.value = copy.deepcopy(preference.value, memo)
+    return new
+
+
+def _copy_interest(interest: Interest) -> Interest:
+    new = object.__new__(type(interest))
+    new.__dict__.update(interest.__dict__)
+    new.sums = dict(interest.sums)
+    return new
+
+
+def _copy_interaction(interaction: Interaction) -> Interaction:
+    # Every other field is immutable (str, float, datetime).
+    new = object.__new__(type(interaction))
+    new.__dict__.update(interaction.__dict__)
+    new.features = dict(interaction.features)
+    new.attributes = dict(interaction.attributes)
+    return new
+
+
 def _read_time(value: Any) -> datetime:
     if value is None:
         return utcnow()
@@ -800,60 +915,48 @@ class PreferenceExtractor:
                 sure = max(0.0, math.copysign(1.0, strength) * weight) / (
                     abs(strength) + positive + negative + CONFIDENCE_PRIOR
                 )
-            out.append(
-                Preference(
-                    name=key,
-                    value=value,
-                    confidence=sure,
-                    source=PreferenceSource.EXPLICIT,
-                    category=PreferenceCategory.NUMERIC if rule.on_attribute else PreferenceCategory.CATEGORICAL,
-                    last_updated=stamp,
-                )
-            )
+            category = PreferenceCategory.NUMERIC if rule.on_attribute else PreferenceCategory.CATEGORICAL
+            out.append(_preference(key, value, sure, PreferenceSource.EXPLICIT, category, stamp))
         return out
 
     def categorical(self, profile: UserProfile, now: float, stamp: datetime) -> list[Preference]:
-        if not self.max_features:
+        if not self.max_features or not profile.interests:
             return []
+        names, positive_list, negative_list = _core.interest_evidence(profile.interests, now, profile.landmark)
+        positive, negative = np.asarray(positive_list), np.asarray(negative_list)
+        strength = np.zeros(len(names))
         priors = profile.explicit_priors()
         blocked = profile.hard_filters().blocked_features
-        factors = _ChannelFactors(now, profile.landmark)
-        channel = factors.factors
-        likes: list[tuple[float, float, str]] = []
-        dislikes: list[tuple[float, float, str]] = []
-        floor = self.min_confidence
-        # This loop visits every interest, so it is written out flat: it is most of the cost of
-        # an extraction for a user with many interests.
-        for name, interest in profile.interests.items():
-            positive = negative = 0.0
-            for key, total in interest.sums.items():
-                is_positive, factor = channel.get(key) or factors(key)
-                if is_positive:
-                    positive += total * factor
-                else:
-                    negative += total * factor
-            strength = priors.get(name, 0.0) if priors else 0.0
-            weight = strength + positive - negative
-            if abs(weight) < floor * (abs(strength) + positive + negative + CONFIDENCE_PRIOR) or weight == 0:
-                continue
-            # A stated like or dislike that the evidence still agrees with is reported as the
-            # explicit preference; only an overtaken one gets an implicit entry (the other way).
-            if (strength and (strength > 0) == (weight > 0)) or name in blocked:
-                continue
-            sure = confidence(positive, negative, strength)
-            (likes if weight > 0 else dislikes).append((abs(weight), sure, name))
+        unwanted = np.zeros(len(names), dtype=bool)
+        if priors or blocked:
+            for i, name in enumerate(names):
+                strength[i] = priors.get(name, 0.0)
+                unwanted[i] = name in blocked
+        weight = strength + positive - negative
+        sure = np.abs(weight) / (np.abs(strength) + positive + negative + CONFIDENCE_PRIOR)
+        # A stated like or dislike that the evidence still agrees with is reported as the
+        # explicit preference; only an overtaken one gets an implicit entry (the other way).
+        agrees = (strength != 0) & ((strength > 0) == (weight > 0))
+        keep = (sure >= self.min_confidence) & (weight != 0) & ~agrees & ~unwanted
         out = []
-        for rule, entries in ((ExplicitRule.LIKE, likes), (ExplicitRule.DISLIKE, dislikes)):
-            entries.sort(key=lambda e: (-e[0], e[2]))
-            for magnitude, sure, name in entries[: self.max_features]:
+        for rule, side in ((ExplicitRule.LIKE, keep & (weight > 0)), (ExplicitRule.DISLIKE, keep & (weight < 0))):
+            index = np.flatnonzero(side)
+            if len(index) > self.max_features:
+                # Everything at least as strong as the k-th strongest, ties included; the exact
+                # order (ties by name, whatever the order interests were created in) below.
+                magnitude = np.abs(weight[index])
+                cut = np.partition(magnitude, len(index) - self.max_features)[len(index) - self.max_features]
+                index = index[magnitude >= cut]
+            chosen = sorted(index.tolist(), key=lambda i: (-abs(weight[i]), names[i]))[: self.max_features]
+            for i in chosen:
                 out.append(
-                    Preference(
-                        name=explicit_key(rule, name),
-                        value=magnitude if rule is ExplicitRule.LIKE else -magnitude,
-                        confidence=sure,
-                        source=PreferenceSource.IMPLICIT,
-                        category=PreferenceCategory.CATEGORICAL,
-                        last_updated=stamp,
+                    _preference(
+                        f"{rule.value}:{names[i]}",
+                        float(weight[i]),
+                        float(sure[i]),
+                        PreferenceSource.IMPLICIT,
+                        PreferenceCategory.CATEGORICAL,
+                        stamp,
                     )
                 )
         return out
@@ -888,13 +991,13 @@ class PreferenceExtractor:
             effective = totals[a] ** 2 / squares[a]
             q_low, median, q_high = quantiles[3 * a : 3 * a + 3]
             out.append(
-                Preference(
-                    name=f"range:{name}",
-                    value={"low": q_low, "median": median, "high": q_high},
-                    confidence=effective / (effective + self.numeric_prior),
-                    source=PreferenceSource.IMPLICIT,
-                    category=PreferenceCategory.NUMERIC,
-                    last_updated=stamp,
+                _preference(
+                    f"range:{name}",
+                    {"low": q_low, "median": median, "high": q_high},
+                    effective / (effective + self.numeric_prior),
+                    PreferenceSource.IMPLICIT,
+                    PreferenceCategory.NUMERIC,
+                    stamp,
                 )
             )
         return out
@@ -929,13 +1032,13 @@ class PreferenceExtractor:
                 continue
             label_of: Callable[[int], Any] = label
             out.append(
-                Preference(
-                    name=name,
-                    value=[label_of(b) for b in _peak_bins(histogram, 0.5)],
-                    confidence=concentration * support,
-                    source=PreferenceSource.IMPLICIT,
-                    category=PreferenceCategory.TEMPORAL,
-                    last_updated=stamp,
+                _preference(
+                    name,
+                    [label_of(b) for b in _peak_bins(histogram, 0.5)],
+                    concentration * support,
+                    PreferenceSource.IMPLICIT,
+                    PreferenceCategory.TEMPORAL,
+                    stamp,
                 )
             )
         return out
@@ -965,7 +1068,7 @@ class InterestModel:
         *,
         max_history: int = 500,
         extractor: PreferenceExtractor | None = None,
-        refresh_every: int = 10,
+        refresh_every: int = 50,
     ) -> None:
         if isinstance(max_history, bool) or not isinstance(max_history, int) or max_history < 0:
             raise ValidationError(f"max_history must be a non-negative int, got {max_history!r}")
@@ -1014,6 +1117,11 @@ class InterestModel:
         count, version and ``updated_at``. A signal whose event id repeats one earlier in the
         same call is skipped (the stores skip ids applied before). Everything is validated
         before anything changes, so a ``ValidationError`` leaves the profile as it was."""
+        batch = signals if isinstance(signals, list) else list(signals)
+        with _gc.paused(len(batch)):
+            self._apply(profile, batch)
+
+    def _apply(self, profile: UserProfile, signals: list[Signal]) -> None:
         seen: set[str] = set()
         fresh: list[Signal] = []
         for signal in signals:
@@ -1028,66 +1136,33 @@ class InterestModel:
         if not fresh:
             return
         # Compute everything first; change the profile only once nothing can fail.
-        update = self._interest_update(profile, fresh)
-        interactions = self._new_interactions(fresh)
-        update.commit(profile)
+        datetimes = _Datetimes()
+        update = self._interest_update(profile, fresh, datetimes)
+        interactions = self._new_interactions(fresh, datetimes)
+        update.commit(profile, datetimes)
         self._add_history(profile, interactions)
         profile.event_count += len(fresh)
         self._update_preferences(profile, fresh, update.touched)
         profile.version += 1
         profile.updated_at = utcnow()
 
-    def _interest_update(self, profile: UserProfile, signals: Sequence[Signal]) -> _InterestUpdate:
-        names: dict[str, int] = {}
-        channel_of: dict[float, int] = {}
-        times: list[float] = []
-        weights: list[float] = []
-        channels: list[int] = []
-        indptr = [0]
-        feature_ids: list[int] = []
-        feature_weights: list[float] = []
-        landmark = profile.landmark
-        rebase_to: float | None = None
-        for signal in signals:
-            half_life = signal.half_life
-            if not (isinstance(half_life, float | int) and half_life > 0):
-                raise ValidationError(f"signal {signal.event_id!r}: half_life must be a positive number")
-            channel = channel_of.get(half_life)
-            if channel is None:
-                channel = channel_of[half_life] = len(channel_of)
-            t = signal.timestamp
-            if not isinstance(t, float | int) or not math.isfinite(t):
-                raise ValidationError(f"signal {signal.event_id!r}: timestamp must be finite epoch seconds")
-            if (t - landmark) / half_life > REBASE_EXPONENT and (rebase_to is None or t > rebase_to):
-                rebase_to = t
-            times.append(t)
-            weights.append(signal.weight)
-            channels.append(channel)
-            for name, weight in signal.features.items():
-                index = names.get(name)
-                if index is None:
-                    index = names[name] = len(names)
-                feature_ids.append(index)
-                feature_weights.append(weight)
-            indptr.append(len(feature_ids))
-        # Moving the landmark to the latest such event keeps every exponent of this batch at
-        # or below zero; the values do not depend on where the landmark is.
-        target = landmark if rebase_to is None else rebase_to
-        try:
-            result = _core.accumulate_signals(
-                times, weights, channels, list(channel_of), indptr, feature_ids, feature_weights, target, len(names)
-            )
-        except TypeError as e:
-            raise ValidationError(f"signals: {e}") from None
-        half_lives = list(channel_of)
+    def _interest_update(
+        self, profile: UserProfile, signals: Sequence[Signal], datetimes: _Datetimes
+    ) -> _InterestUpdate:
+        # One call reads the signals' fields and feature dicts in Rust and sums their evidence
+        # against the landmark that applying them one by one would end with (each signal past
+        # REBASE_EXPONENT half-lives of the landmark so far moves it to its own time), so that
+        # every store places it alike however signals are batched. Values do not depend on it.
+        batch = signals if isinstance(signals, list) else list(signals)
+        names, half_lives, rebase_to, result = _core.accumulate_signal_objects(batch, profile.landmark, REBASE_EXPONENT)
         keys = [_channel_keys(h) for h in half_lives]
-        name_list = list(names)
+        name_list = names
         new: dict[str, Interest] = {}
         feature_idx, channel_idx, positive, amounts, counts, latest = result
         for f, count in enumerate(counts):
             if count and name_list[f] not in profile.interests:
                 name = name_list[f]
-                new[name] = Interest(name=name, last_updated=_utc(latest[f]))
+                new[name] = Interest(name=name, last_updated=datetimes[latest[f]])
         return _InterestUpdate(
             rebase_to=rebase_to,
             new=new,
@@ -1098,25 +1173,37 @@ class InterestModel:
             counts=[(name_list[f], count, latest[f]) for f, count in enumerate(counts) if count],
         )
 
-    def _new_interactions(self, signals: Sequence[Signal]) -> list[Interaction]:
+    def _new_interactions(self, signals: Sequence[Signal], datetimes: _Datetimes) -> list[Interaction]:
         """The history entries of the signals that can survive the bound, oldest first."""
-        if not self.max_history:
+        keep = self.max_history
+        if not keep:
             return []
-        newest = sorted(signals, key=lambda s: (s.timestamp, s.event_id))[-self.max_history :]
-        return [
-            Interaction(
-                item_id=signal.item_id,
+        candidates = signals
+        if len(signals) > keep:
+            # A replay brings far more events than the history keeps: pick the newest by time
+            # in O(n) first (with every event tied at the cut), then sort only those.
+            times = np.fromiter((s.timestamp for s in signals), dtype=np.float64, count=len(signals))
+            cut = np.partition(times, len(times) - keep)[len(times) - keep]
+            candidates = [signals[i] for i in np.flatnonzero(times >= cut).tolist()]
+        newest = sorted(candidates, key=lambda s: (s.timestamp, s.event_id)) if len(candidates) > 1 else candidates
+        out = []
+        for signal in newest[-keep:]:
+            # The Rust reader has checked time, weight and half-life; the rest is checked here,
+            # and the entry filled directly (its __post_init__ would repeat the checks).
+            interaction = object.__new__(Interaction)
+            interaction.__dict__.update(
+                item_id=check_id(signal.item_id, "item_id"),
                 feedback_type=str(signal.feedback_type),
-                value=signal.value,
-                weight=signal.weight,
+                value=check_finite(signal.value, "value"),
+                weight=float(signal.weight),
                 features=dict(signal.features),
                 attributes=dict(signal.attributes),
-                timestamp=_utc(signal.timestamp),
+                timestamp=datetimes[signal.timestamp],
                 event_id=signal.event_id,
-                half_life=signal.half_life,
+                half_life=float(signal.half_life),
             )
-            for signal in newest
-        ]
+            out.append(interaction)
+        return out
 
     def _add_history(self, profile: UserProfile, interactions: Sequence[Interaction]) -> None:
         history = profile.interaction_history
@@ -1158,7 +1245,7 @@ class _InterestUpdate:
     def touched(self) -> set[str]:
         return {name for name, _, _ in self.counts}
 
-    def commit(self, profile: UserProfile) -> None:
+    def commit(self, profile: UserProfile, datetimes: _Datetimes) -> None:
         if self.rebase_to is not None:
             InterestModel.rebase(profile, self.rebase_to)
         interests = profile.interests
@@ -1169,8 +1256,9 @@ class _InterestUpdate:
         for name, count, latest in self.counts:
             interest = interests[name]
             interest.count += count
-            if latest > interest.last_updated.timestamp():
-                interest.last_updated = _utc(latest)
+            stamp = datetimes[latest]
+            if stamp > interest.last_updated:
+                interest.last_updated = stamp
 
 
 # -- the profile manager ----------------------------------------------------------------------
@@ -1418,7 +1506,7 @@ def _residual_interests(profile: UserProfile, signals: Sequence[Signal]) -> dict
         for name, i in profile.interests.items()
     }
     if signals:
-        update = InterestModel(max_history=0, refresh_every=0)._interest_update(profile, signals)
+        update = InterestModel(max_history=0, refresh_every=0)._interest_update(profile, signals, _Datetimes())
         if update.rebase_to is not None:
             raise ValidationError("the anonymous profile's history lies past its landmark; it cannot be merged")
         for name, key, amount in update.additions:

@@ -3,12 +3,12 @@
 //! whole extraction budget, so this reader does it once, with the GIL held.
 
 use super::items::epoch_seconds;
+use super::names::NameIds;
 use super::validation_error;
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
-use rustc_hash::FxHashMap;
 
 /// Columns of a history: per event its time, weight and half-life; per numeric attribute value
 /// its event row, attribute id and value; and the attribute names by id.
@@ -71,8 +71,7 @@ pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryC
         Vec::with_capacity(n),
     );
     let (mut rows, mut attribute_ids, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    let mut names: Vec<String> = Vec::new();
-    let mut index: FxHashMap<String, u32> = FxHashMap::default();
+    let mut names = NameIds::default();
     for (row, interaction) in interactions.iter().enumerate() {
         let instance_dict = interaction.getattr_opt(intern!(py, "__dict__"))?;
         let fields = instance_dict.as_ref().and_then(|d| d.cast::<PyDict>().ok());
@@ -112,21 +111,7 @@ pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryC
                     "interaction {row}: attribute {name} is NaN or infinite"
                 )));
             }
-            let name = name
-                .cast::<PyString>()
-                .map_err(|_| {
-                    validation_error(format!("interaction {row}: attribute names must be str"))
-                })?
-                .to_str()?;
-            let id = match index.get(name) {
-                Some(&id) => id,
-                None => {
-                    let id = names.len() as u32;
-                    names.push(name.to_owned());
-                    index.insert(name.to_owned(), id);
-                    id
-                }
-            };
+            let id = names.id(&name, || format!("interaction {row}: attribute names"))?;
             rows.push(row as u32);
             attribute_ids.push(id);
             values.push(v);
@@ -139,6 +124,6 @@ pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryC
         rows.into_pyarray(py),
         attribute_ids.into_pyarray(py),
         values.into_pyarray(py),
-        names,
+        names.names,
     ))
 }

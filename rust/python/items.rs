@@ -27,10 +27,55 @@ pub enum FeatureIds<'a, 'py> {
     /// per-feature diversity cap needs to see every genre, not only the profile's).
     Known {
         ids: &'a Bound<'py, PyDict>,
+        hashes: HashFilter,
         vocabulary: Vocabulary,
         seen: FxHashMap<usize, Option<u32>>,
         intern_prefixes: Vec<String>,
     },
+}
+
+/// A bitmap over Python string hashes: "maybe in the set" or "certainly not".
+pub struct HashFilter(Vec<u64>);
+
+impl HashFilter {
+    const BITS: usize = 1 << 16;
+
+    fn new(hashes: impl Iterator<Item = isize>) -> Self {
+        let mut words = vec![0u64; Self::BITS / 64];
+        for h in hashes {
+            let bit = h as usize % Self::BITS;
+            words[bit / 64] |= 1 << (bit % 64);
+        }
+        Self(words)
+    }
+
+    fn may_contain(&self, hash: isize) -> bool {
+        let bit = hash as usize % Self::BITS;
+        self.0[bit / 64] & (1 << (bit % 64)) != 0
+    }
+}
+
+impl<'a, 'py> FeatureIds<'a, 'py> {
+    /// Only the names of `ids` (name → id, whose names in id order make `vocabulary`) matter,
+    /// plus any name starting with one of `intern_prefixes`.
+    pub fn known(
+        ids: &'a Bound<'py, PyDict>,
+        vocabulary: Vocabulary,
+        intern_prefixes: Vec<String>,
+    ) -> PyResult<Self> {
+        let hashes = ids
+            .keys()
+            .iter()
+            .map(|k| k.hash())
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(FeatureIds::Known {
+            ids,
+            hashes: HashFilter::new(hashes.into_iter()),
+            vocabulary,
+            seen: FxHashMap::default(),
+            intern_prefixes,
+        })
+    }
 }
 
 impl FeatureIds<'_, '_> {
@@ -44,10 +89,16 @@ impl FeatureIds<'_, '_> {
         match self {
             FeatureIds::Known {
                 ids,
+                hashes,
                 seen,
                 vocabulary,
                 intern_prefixes,
             } => {
+                // Most of an item's features are not among the few the request names: the
+                // string's cached hash against a bitmap rules them out without a dict lookup.
+                if intern_prefixes.is_empty() && !hashes.may_contain(name.hash()?) {
+                    return Ok(None);
+                }
                 let address = name.as_ptr() as usize;
                 if let Some(&known) = seen.get(&address) {
                     return Ok(known);

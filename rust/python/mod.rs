@@ -3,7 +3,11 @@
 
 mod covisit;
 mod history;
+mod interests;
 mod items;
+mod names;
+mod retrieval;
+mod signals;
 
 use crate::diversify::Diversity;
 use crate::error::KernelError;
@@ -101,14 +105,7 @@ impl Table {
         let (table, scores) = match &known {
             Some((dict, names)) => {
                 let vocabulary = Vocabulary::from_names(names.clone()).map_err(kernel_error)?;
-                let mut seen = rustc_hash::FxHashMap::default();
-                seen.reserve(4096);
-                let features = FeatureIds::Known {
-                    ids: dict,
-                    vocabulary,
-                    seen,
-                    intern_prefixes,
-                };
+                let features = FeatureIds::known(dict, vocabulary, intern_prefixes)?;
                 items::table_from_items(items, features, attributes)?
             }
             None => items::table_from_items(
@@ -218,7 +215,7 @@ impl Table {
         if let Ok(array) = ids.cast::<PyArray1<i64>>() {
             let ids = to_vec(&array.readonly())?;
             let index = &self.table.index;
-            let rows = py.detach(|| rows_of_ints(index, &ids, missing_ok));
+            let rows = detach_if_long(py, ids.len(), || rows_of_ints(index, &ids, missing_ok));
             return Ok(rows.map_err(validation_error)?.into_pyarray(py));
         }
         let mut rows = Vec::new();
@@ -413,10 +410,31 @@ impl Table {
             .collect())
     }
 
+    /// The row of each id, or -1 where the table does not have it (see `retrieval::find_rows`).
+    fn find_rows<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        Ok(retrieval::find_rows(&self.table, ids)?.into_pyarray(py))
+    }
+
+    /// The affinity of `rows` with a sparse vector (feature ids, weights) over this table.
+    fn affinity<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'py, u32>,
+        feature_ids: PyReadonlyArray1<'py, u32>,
+        weights: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let (rows, ids, weights) = (to_vec(&rows)?, to_vec(&feature_ids)?, to_vec(&weights)?);
+        Ok(retrieval::affinity(py, &self.table, &rows, &ids, &weights)?.into_pyarray(py))
+    }
+
     /// Filters, scores and selects. Returns (positions into `rows`, scores, contributions with
     /// one row per factor, number of candidates that passed the filters).
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0))]
+    #[pyo3(signature = (rows, base_scores, interest_ids, interest_weights, taste, weights, normalization, now, recency_half_life, extra, filters, k, mmr_lambda=None, feature_cap=None, pool=0, novelty=None))]
     fn rank<'py>(
         &self,
         py: Python<'py>,
@@ -435,6 +453,7 @@ impl Table {
         mmr_lambda: Option<f64>,
         feature_cap: Option<(usize, Vec<u32>)>,
         pool: usize,
+        novelty: Option<retrieval::NoveltyArgs<'py>>,
     ) -> PyResult<RankOutput<'py>> {
         // Copies: a caller's thread could write to its arrays while the GIL is released.
         let rows = match rows {
@@ -488,6 +507,7 @@ impl Table {
                 ))
             }
         };
+        let seen = novelty.map(retrieval::novelty_columns).transpose()?;
         let table = &self.table;
         let ranking = py
             .detach(|| {
@@ -499,6 +519,7 @@ impl Table {
                         profile: &profile,
                         scoring: &scoring,
                         extra,
+                        novelty: seen.as_ref().map(|s| s.factor()),
                         filters: &filters,
                         k,
                         diversity: &diversity,
@@ -518,6 +539,20 @@ impl Table {
             contributions.into_pyarray(py),
             ranking.passed,
         ))
+    }
+}
+
+/// Work on fewer items than this keeps the GIL: releasing and taking it back costs more than
+/// a few microseconds of work saves, and under threads each release hands the GIL to another
+/// thread that then holds it for its whole Python step (a convoy).
+const DETACH_MIN_ITEMS: usize = 16_384;
+
+/// `work()`, with the GIL released only when `items` make it long enough to gain from it.
+pub fn detach_if_long<T: Send>(py: Python<'_>, items: usize, work: impl FnOnce() -> T + Send) -> T {
+    if items < DETACH_MIN_ITEMS {
+        work()
+    } else {
+        py.detach(work)
     }
 }
 
@@ -589,7 +624,9 @@ impl Table {
     }
 }
 
-fn to_vec<T: numpy::Element + Copy>(array: &PyReadonlyArray1<'_, T>) -> PyResult<Vec<T>> {
+pub(crate) fn to_vec<T: numpy::Element + Copy>(
+    array: &PyReadonlyArray1<'_, T>,
+) -> PyResult<Vec<T>> {
     Ok(match array.as_slice() {
         Ok(slice) => slice.to_vec(),
         Err(_) => array.as_array().iter().copied().collect(),
@@ -789,6 +826,49 @@ fn accumulate_signals(
     ))
 }
 
+/// (feature names by id, half-lives by channel, the landmark moved to if any, accumulation).
+type SignalAccumulation = (Vec<String>, Vec<f64>, Option<f64>, AccumulationOutput);
+
+/// Reads a list of `Signal` objects and accumulates them against the landmark that applying
+/// them one by one would end with (see `signals::SignalColumns`).
+#[pyfunction]
+fn accumulate_signal_objects(
+    py: Python<'_>,
+    signals: &Bound<'_, PyList>,
+    landmark: f64,
+    rebase_exponent: f64,
+) -> PyResult<SignalAccumulation> {
+    let columns = signals::read_signals(signals, landmark, rebase_exponent)?;
+    let target = columns.rebase_to.unwrap_or(landmark);
+    let out = py
+        .detach(|| {
+            let batch = profile::SignalBatch {
+                times: &columns.times,
+                weights: &columns.weights,
+                channels: &columns.channels,
+                half_lives: &columns.half_lives,
+                indptr: &columns.indptr,
+                feature_ids: &columns.feature_ids,
+                feature_weights: &columns.feature_weights,
+            };
+            profile::accumulate_signals(&batch, target, columns.names.len())
+        })
+        .map_err(kernel_error)?;
+    Ok((
+        columns.names,
+        columns.half_lives,
+        columns.rebase_to,
+        (
+            out.feature_ids,
+            out.channels,
+            out.positive,
+            out.amounts,
+            out.counts,
+            out.latest,
+        ),
+    ))
+}
+
 #[pyfunction]
 fn decayed_weights<'py>(
     py: Python<'py>,
@@ -856,6 +936,26 @@ fn periodic_histogram(
 }
 
 #[pyfunction]
+fn build_signals<'py>(
+    feedbacks: &Bound<'py, PyList>,
+    weights: Vec<f64>,
+    half_lives: Vec<f64>,
+    times: Vec<f64>,
+    signal_class: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    signals::build_signals(feedbacks, &weights, &half_lives, &times, signal_class)
+}
+
+#[pyfunction]
+fn interest_evidence<'py>(
+    interests: &Bound<'py, PyDict>,
+    now: f64,
+    landmark: f64,
+) -> PyResult<(Bound<'py, PyList>, Vec<f64>, Vec<f64>)> {
+    interests::interest_evidence(interests, now, landmark)
+}
+
+#[pyfunction]
 fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::HistoryColumns<'py>> {
     history::read_history(interactions)
 }
@@ -874,10 +974,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_parallel_min_rows, m)?)?;
     m.add_function(wrap_pyfunction!(accumulate_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(accumulate_signal_objects, m)?)?;
     m.add_function(wrap_pyfunction!(decayed_weights, m)?)?;
     m.add_function(wrap_pyfunction!(attribute_quantiles, m)?)?;
     m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
+    m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
+    m.add_function(wrap_pyfunction!(build_signals, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;

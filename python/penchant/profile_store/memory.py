@@ -1,0 +1,201 @@
+"""Profiles in this process: a bounded LRU map with a sliding TTL (the first tier of the tiered
+store, and a store of its own for tests and single-process use)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from penchant.errors import ConflictError, ValidationError
+from penchant.feedback_collector import Signal
+from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
+from penchant.profile_store._effects import Op, immediate
+from penchant.profile_store.serializer import ProfileSerializer
+from penchant.user_profile import InterestModel, UserProfile
+
+__all__ = ["InMemoryProfileStore"]
+
+DEFAULT_MAX_EVENT_IDS = 10_000
+"""Event ids remembered per user for idempotency (the most recent ones)."""
+
+
+class _Entry:
+    __slots__ = ("applied", "data", "expires_at", "shared", "version")
+
+    def __init__(self, data: bytes, version: int, expires_at: float, applied: dict[str, None]) -> None:
+        self.data = data  # the encoded profile: each `get` decodes its own copy from it
+        self.shared: UserProfile | None = None  # decoded once, for `get_shared`
+        self.version = version
+        self.expires_at = expires_at
+        self.applied = applied
+
+
+class InMemoryProfileStore(ProfileStore):
+    """Profiles in an LRU map guarded by one lock.
+
+    ``max_entries`` bounds the number of profiles (the least recently used goes first) and
+    ``ttl`` (seconds, sliding: every read and write restarts it) drops idle ones; ``None``
+    disables either bound. Profiles are kept encoded, so no caller can change a stored profile
+    by accident: :meth:`get` decodes a fresh copy, :meth:`get_shared` decodes once and hands the
+    same object to every reader. Idempotency remembers the last ``max_event_ids`` event ids of
+    each user while the user stays in the map.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int | None = 100_000,
+        ttl: float | None = None,
+        tenant: str = DEFAULT_TENANT,
+        model: InterestModel | None = None,
+        serializer: ProfileSerializer | None = None,
+        max_event_ids: int = DEFAULT_MAX_EVENT_IDS,
+    ) -> None:
+        super().__init__(tenant=tenant, model=model, serializer=serializer)
+        if max_entries is not None and (
+            isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+        ):
+            raise ValidationError(f"max_entries must be a positive int or None, got {max_entries!r}")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
+            raise ValidationError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        self.max_entries = max_entries
+        self.ttl_seconds = None if ttl is None else float(ttl)
+        self.max_event_ids = max_event_ids
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    # -- the cache interface the tiered store uses ------------------------------------------------
+
+    def lookup(self, user_id: str, *, shared: bool) -> UserProfile | None:
+        """The profile if present and not expired (sliding its TTL); no I/O, no id check."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(user_id)
+            if entry is None:
+                return None
+            if entry.expires_at <= now:
+                del self._entries[user_id]
+                return None
+            self._entries.move_to_end(user_id)
+            if self.ttl_seconds is not None:
+                entry.expires_at = now + self.ttl_seconds
+            if shared and entry.shared is not None:
+                return entry.shared
+            data = entry.data
+        profile = self.serializer.decode(data)
+        if shared:
+            entry.shared = profile  # a race only decodes twice; both copies are equal
+        return profile
+
+    def remember(self, profile: UserProfile, data: bytes | None = None, *, shared: bool = False) -> None:
+        """Keeps a copy of ``profile`` (encoded as ``data`` when the caller has that already)
+        unless a newer version is already here. With ``shared``, ``profile`` itself becomes the
+        object that :meth:`lookup` shares: the caller hands it over and must not change it."""
+        if data is None:
+            data = self.serializer.encode(profile)
+        with self._lock:
+            current = self._entries.get(profile.user_id)
+            if current is not None and current.version > profile.version:
+                return
+            applied = current.applied if current is not None else {}
+            entry = _Entry(data, profile.version, self._expiry(), applied)
+            if shared:
+                entry.shared = profile
+            self._store(profile.user_id, entry)
+
+    def forget(self, user_id: str, *, below_version: int | None = None) -> None:
+        """Drops the user's entry (only if older than ``below_version`` when given)."""
+        with self._lock:
+            entry = self._entries.get(user_id)
+            if entry is not None and (below_version is None or entry.version < below_version):
+                del self._entries[user_id]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    # -- ProfileStore operations ------------------------------------------------------------------
+
+    def _get_op(self, user_id: str, *, shared: bool) -> Op[UserProfile | None]:
+        return immediate(self.lookup(user_id, shared=shared))
+
+    def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
+        stored, _ = self.serializer.checked_copy(profile)
+        with self._lock:
+            current = self._live(profile.user_id)
+            current_version = 0 if current is None else current.version
+            if expected_version is not None and expected_version != current_version:
+                raise ConflictError(
+                    f"profile {profile.user_id!r} is at version {current_version}, not {expected_version}"
+                )
+            stored.version = current_version + 1
+            applied = current.applied if current is not None else {}
+            self._store(
+                profile.user_id, _Entry(self.serializer.encode(stored), stored.version, self._expiry(), applied)
+            )
+        return immediate(stored)
+
+    def _delete_op(self, user_id: str) -> Op[bool]:
+        with self._lock:
+            return immediate(self._entries.pop(user_id, None) is not None)
+
+    def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
+        with self._lock:
+            current = self._live(user_id)
+            # Work on a copy so that a failure leaves the stored profile as it was.
+            profile = UserProfile(user_id=user_id) if current is None else self.serializer.decode(current.data)
+            applied = {} if current is None else current.applied
+            fresh = [s for s in signals if s.event_id not in applied]
+            if not fresh:
+                return immediate(profile)
+            self.model.apply(profile, fresh)
+            data = self.serializer.encode(profile)
+            applied = dict(applied)
+            applied.update(dict.fromkeys(s.event_id for s in fresh))
+            while len(applied) > self.max_event_ids:
+                del applied[next(iter(applied))]
+            self._store(user_id, _Entry(data, profile.version, self._expiry(), applied))
+        return immediate(profile)
+
+    def _touch_op(self, user_id: str) -> Op[bool]:
+        with self._lock:
+            entry = self._live(user_id)
+            if entry is not None:
+                entry.expires_at = self._expiry()
+                self._entries.move_to_end(user_id)
+            return immediate(entry is not None)
+
+    def _ttl_op(self, user_id: str) -> Op[float | None]:
+        with self._lock:
+            entry = self._live(user_id)
+            if entry is None or self.ttl_seconds is None:
+                return immediate(None)
+            return immediate(max(0.0, entry.expires_at - time.monotonic()))
+
+    def _close_op(self) -> Op[None]:
+        self.clear()
+        return immediate(None)
+
+    # -- helpers (called with the lock held) --------------------------------------------------------
+
+    def _live(self, user_id: str) -> _Entry | None:
+        entry = self._entries.get(user_id)
+        if entry is not None and entry.expires_at <= time.monotonic():
+            del self._entries[user_id]
+            return None
+        return entry
+
+    def _expiry(self) -> float:
+        return float("inf") if self.ttl_seconds is None else time.monotonic() + self.ttl_seconds
+
+    def _store(self, user_id: str, entry: _Entry) -> None:
+        self._entries[user_id] = entry
+        self._entries.move_to_end(user_id)
+        if self.max_entries is not None:
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

@@ -1,0 +1,809 @@
+"""Durable profile stores on SQL: SQLite (the embedded default, one file in WAL mode) and
+PostgreSQL (psycopg 3 with a connection pool).
+
+Two tables hold everything about a user:
+
+* ``penchant_events``: the append-only feedback event log, unique per ``(tenant, event_id)``
+  so a repeated event is ignored. It is the source of truth that ``rebuild`` replays.
+* ``penchant_profiles``: one snapshot per ``(tenant, user_id)`` with its version, written in
+  the same transaction as the events that changed it.
+
+penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
+use. Every value reaches the database as a query parameter, never inside the SQL text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+from penchant.errors import ConflictError, StoreUnavailableError, ValidationError
+from penchant.feedback_collector import Signal
+from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
+from penchant.profile_store._effects import Effect, Op
+from penchant.profile_store._loops import PerLoop
+from penchant.profile_store.serializer import ProfileSerializer
+from penchant.user_profile import SCHEMA_VERSION, InterestModel, UserProfile
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["AppliedChange", "PostgresProfileStore", "SQLProfileStore", "SQLiteProfileStore"]
+
+T = TypeVar("T")
+
+Rows: TypeAlias = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One statement of a transaction body, with ``?`` placeholders and its parameters."""
+
+    text: str
+    params: Sequence[Any] = ()
+
+
+TransactionBody: TypeAlias = Generator[Sql | list[Sql], Any, T]
+"""Logic run inside one transaction: yields a statement and receives its rows, or yields a
+list of statements and receives a list of their rows. (Measured on loopback, psycopg's
+pipeline mode cost more than it saved for the two or three statements of a batch, so lists
+run in turn; they keep the batches' structure visible.)"""
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """What one user's ``apply_feedback`` did in the durable tier: the tiered store uses it to
+    bring Redis along with the fewest commands."""
+
+    old_version: int
+    old_landmark: float
+    profile: UserProfile
+    data: bytes
+    fresh: list[Signal]
+
+
+_CHUNK = 200
+"""Rows per multi-row statement (well under SQLite's limit of 32,766 parameters)."""
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _drive(body: TransactionBody[T], execute: Callable[[Sql | list[Sql]], Rows | list[Rows]]) -> T:
+    try:
+        statement = next(body)
+        while True:
+            try:
+                rows = execute(statement)
+            except Exception as exc:  # thrown into the body, which decides
+                statement = body.throw(exc)
+            else:
+                statement = body.send(rows)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+
+
+class _Transaction(Effect[T]):
+    __slots__ = ("body", "database", "write")
+
+    def __init__(self, database: _Database, body: TransactionBody[T], write: bool) -> None:
+        self.database = database
+        self.body = body
+        self.write = write
+
+    def run_sync(self) -> T:
+        return self.database.run_sync(self.body, self.write)
+
+    async def run_async(self) -> T:
+        return await self.database.run_async(self.body, self.write)
+
+
+class _Close(Effect[None]):
+    __slots__ = ("database",)
+
+    def __init__(self, database: _Database) -> None:
+        self.database = database
+
+    def run_sync(self) -> None:
+        self.database.close_sync()
+
+    async def run_async(self) -> None:
+        await self.database.close_async()
+
+
+class _Database(ABC):
+    """Connections to one database, and the few statements whose text differs by dialect."""
+
+    name: str
+    blob: str
+    float_type: str
+    event_key: str
+
+    def transaction(self, body: TransactionBody[T], *, write: bool) -> Effect[T]:
+        return _Transaction(self, body, write)
+
+    @abstractmethod
+    def run_sync(self, body: TransactionBody[T], write: bool) -> T: ...
+
+    @abstractmethod
+    async def run_async(self, body: TransactionBody[T], write: bool) -> T: ...
+
+    @abstractmethod
+    def close_sync(self) -> None: ...
+
+    @abstractmethod
+    async def close_async(self) -> None: ...
+
+    @abstractmethod
+    def lock_user(self, key: str) -> Sql | None:
+        """A statement that serialises writers of one user until the transaction ends (``None``
+        where the write transaction locks the whole database already)."""
+
+    @abstractmethod
+    def lock_users(self, keys: Sequence[str]) -> Sql | None:
+        """:meth:`lock_user` for many users at once, in an order every writer shares."""
+
+    @abstractmethod
+    def lock_schema(self) -> Sql | None: ...
+
+    def select_profiles(self, tenant: str, user_ids: Sequence[str]) -> list[Sql]:
+        """Statements that read the snapshots of ``user_ids`` as (user_id, version, body)."""
+        statements = []
+        for chunk in _chunks(user_ids):
+            marks = ", ".join("?" * len(chunk))
+            statements.append(
+                Sql(
+                    f"SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id IN ({marks})",
+                    (tenant, *chunk),
+                )
+            )
+        return statements
+
+    def insert_events(
+        self, tenant: str, recorded_at: float, events: Sequence[tuple[str, str, float, bytes]]
+    ) -> list[Sql]:
+        """Statements that log ``(event_id, user_id, occurred_at, payload)`` rows unless their
+        event id is logged already, returning the event ids they logged."""
+        return [
+            Sql(
+                "INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id",
+                [v for e, u, o, p in chunk for v in (tenant, e, u, o, recorded_at, p)],
+            )
+            for chunk in _chunks(events)
+        ]
+
+    def upsert_profiles(self, tenant: str, rows: Sequence[tuple[str, int, float, bytes]]) -> list[Sql]:
+        """Statements that write ``(user_id, version, updated_at, body)`` snapshots."""
+        return [
+            Sql(
+                "INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + f" ON CONFLICT (tenant, user_id) DO UPDATE SET {_UPDATE_SNAPSHOT}",
+                [v for u, version, t, b in chunk for v in (tenant, u, version, SCHEMA_VERSION, t, b)],
+            )
+            for chunk in _chunks(rows, 100)
+        ]
+
+
+_UPDATE_SNAPSHOT = (
+    "version = excluded.version, schema_version = excluded.schema_version, "
+    "updated_at = excluded.updated_at, body = excluded.body"
+)
+
+
+class _SQLiteDatabase(_Database):
+    name = "SQLite"
+    blob = "BLOB"
+    float_type = "REAL"
+    event_key = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self, path: str, *, synchronous: str, busy_timeout: float) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValidationError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailableError("the SQLite store is closed")
+        if self._connection is None:
+            try:
+                directory = os.path.dirname(os.path.abspath(self.path))
+                if self.path != ":memory:" and not os.path.isdir(directory):
+                    os.makedirs(directory, exist_ok=True)
+                connection = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(f"PRAGMA synchronous={self._synchronous}")  # checked against a fixed list
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            self._connection = connection
+        return self._connection
+
+    def run_sync(self, body: TransactionBody[T], write: bool) -> T:
+        with self._lock:
+            connection = self._connect()
+
+            def execute(statement: Sql | list[Sql]) -> Rows | list[Rows]:
+                if isinstance(statement, list):
+                    return [connection.execute(s.text, s.params).fetchall() for s in statement]
+                return connection.execute(statement.text, statement.params).fetchall()
+
+            try:
+                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"SQLite database {self.path!r}: {exc}") from exc
+            try:
+                value = _drive(body, execute)
+                connection.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                connection.execute("ROLLBACK")
+                raise StoreUnavailableError(f"SQLite database {self.path!r}: {exc}") from exc
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return value
+
+    async def run_async(self, body: TransactionBody[T], write: bool) -> T:
+        # sqlite3 has no async API: the transaction runs whole in a worker thread.
+        return await asyncio.to_thread(self.run_sync, body, write)
+
+    def close_sync(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    async def close_async(self) -> None:
+        self.close_sync()
+
+    def lock_user(self, key: str) -> Sql | None:
+        return None  # BEGIN IMMEDIATE holds the database's write lock already
+
+    def lock_users(self, keys: Sequence[str]) -> Sql | None:
+        return None
+
+    def lock_schema(self) -> Sql | None:
+        return None
+
+
+class _PostgresDatabase(_Database):
+    name = "PostgreSQL"
+    blob = "BYTEA"
+    float_type = "DOUBLE PRECISION"
+    event_key = "seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+
+    def __init__(self, url: str, *, min_size: int, max_size: int, timeout: float) -> None:
+        try:
+            import psycopg  # noqa: F401 - fail early with a clear message
+            import psycopg_pool  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ImportError("PostgreSQL support needs psycopg: pip install 'penchant[postgres]'") from exc
+        self.url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] | None = None
+        self._async_pools: PerLoop[psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]] = (
+            PerLoop(self._make_async_pool, lambda pool: pool.close())
+        )
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @staticmethod
+    def _sql(statement: Sql) -> str:
+        return statement.text.replace("?", "%s")
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(f"PostgreSQL is unavailable: {exc}")
+
+    def _sync_pool(self) -> psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]]:
+        import psycopg_pool
+
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailableError("the PostgreSQL store is closed")
+            if self._pool is None:
+                pool = psycopg_pool.ConnectionPool(
+                    self.url,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    timeout=self._timeout,
+                    open=False,
+                    kwargs={"autocommit": True},  # transactions are explicit: one BEGIN, one COMMIT
+                )
+                pool.open(wait=False)
+                self._pool = pool
+            return self._pool
+
+    def run_sync(self, body: TransactionBody[T], write: bool) -> T:
+        import psycopg
+        import psycopg_pool
+
+        pool = self._sync_pool()
+        try:
+            with pool.connection() as connection, connection.transaction():
+
+                def execute_one(statement: Sql) -> Rows:
+                    cursor = connection.execute(self._sql(statement), statement.params)
+                    return cursor.fetchall() if cursor.description is not None else []
+
+                def execute(statement: Sql | list[Sql]) -> Rows | list[Rows]:
+                    if isinstance(statement, Sql):
+                        return execute_one(statement)
+                    return [execute_one(one) for one in statement]
+
+                return _drive(body, execute)
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def run_async(self, body: TransactionBody[T], write: bool) -> T:
+        import psycopg
+        import psycopg_pool
+
+        if self._closed:
+            raise StoreUnavailableError("the PostgreSQL store is closed")
+        try:
+            pool = await self._async_pools.get()
+            if pool.closed:
+                await pool.open(wait=False)
+            async with pool.connection() as connection, connection.transaction():
+                statement = next(body)
+                try:
+                    while True:
+                        try:
+                            rows = await self._execute_async(connection, statement)
+                        except Exception as exc:  # thrown into the body, which decides
+                            statement = body.throw(exc)
+                        else:
+                            statement = body.send(rows)
+                except StopIteration as stop:
+                    value: T = stop.value
+                    return value
+        except StopIteration as stop:  # a body that needs no statement
+            empty: T = stop.value
+            return empty
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _execute_async(
+        self, connection: psycopg.AsyncConnection[tuple[Any, ...]], statement: Sql | list[Sql]
+    ) -> Rows | list[Rows]:
+        statements = [statement] if isinstance(statement, Sql) else statement
+        results: list[Rows] = []
+        for one in statements:
+            cursor = await connection.execute(self._sql(one), one.params)
+            results.append(await cursor.fetchall() if cursor.description is not None else [])
+        return results[0] if isinstance(statement, Sql) else results
+
+    def _make_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        import psycopg_pool
+
+        return psycopg_pool.AsyncConnectionPool(
+            self.url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            timeout=self._timeout,
+            open=False,
+            kwargs={"autocommit": True},  # transactions are explicit: one BEGIN, one COMMIT
+        )
+
+    def close_sync(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        self._async_pools.close_idle()
+
+    async def close_async(self) -> None:
+        await self._async_pools.close_current()
+        await asyncio.to_thread(self.close_sync)
+
+    def lock_user(self, key: str) -> Sql | None:
+        return Sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
+    def lock_users(self, keys: Sequence[str]) -> Sql | None:
+        if len(keys) == 1:
+            return self.lock_user(keys[0])
+        # Ordered by lock id (not by key): two keys may share an id, and one global order of
+        # ids is what rules out a deadlock between two batches.
+        return Sql(
+            """SELECT pg_advisory_xact_lock(id) FROM (
+                   SELECT DISTINCT hashtextextended(key, 0) AS id FROM unnest(?::text[]) AS key ORDER BY id
+               ) AS ids""",
+            (list(keys),),
+        )
+
+    def lock_schema(self) -> Sql | None:
+        return Sql("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", ("penchant schema",))
+
+    # Batches travel as arrays: one short statement whatever the batch size, which psycopg
+    # parses once and PostgreSQL prepares once (a VALUES list of N rows is a new statement for
+    # every N, and slow to parse when long).
+
+    def select_profiles(self, tenant: str, user_ids: Sequence[str]) -> list[Sql]:
+        if len(user_ids) == 1:  # one user (the latency path): the plainest statement
+            return super().select_profiles(tenant, user_ids)
+        return [
+            Sql(
+                "SELECT user_id, version, body FROM penchant_profiles WHERE tenant = ? AND user_id = ANY(?::text[])",
+                (tenant, list(user_ids)),
+            )
+        ]
+
+    def insert_events(
+        self, tenant: str, recorded_at: float, events: Sequence[tuple[str, str, float, bytes]]
+    ) -> list[Sql]:
+        columns: list[list[Any]] = [list(c) for c in zip(*events, strict=True)] if events else [[], [], [], []]
+        return [
+            Sql(
+                """INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload)
+                   SELECT ?, e, u, o, ?, p FROM unnest(?::text[], ?::text[], ?::float8[], ?::bytea[]) AS t(e, u, o, p)
+                   ON CONFLICT (tenant, event_id) DO NOTHING RETURNING event_id""",
+                (tenant, recorded_at, *columns),
+            )
+        ]
+
+    def upsert_profiles(self, tenant: str, rows: Sequence[tuple[str, int, float, bytes]]) -> list[Sql]:
+        if len(rows) <= 4:
+            return super().upsert_profiles(tenant, rows)
+        columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else [[], [], [], []]
+        return [
+            Sql(
+                f"""INSERT INTO penchant_profiles (tenant, user_id, version, schema_version, updated_at, body)
+                   SELECT ?, u, v, ?, t, b FROM unnest(?::text[], ?::int8[], ?::float8[], ?::bytea[]) AS x(u, v, t, b)
+                   ON CONFLICT (tenant, user_id) DO UPDATE SET {_UPDATE_SNAPSHOT}""",
+                (tenant, SCHEMA_VERSION, *columns),
+            )
+        ]
+
+
+def _migrations(db: _Database) -> list[list[str]]:
+    """``_migrations(db)[n]`` takes the schema from version ``n`` to ``n + 1``. Append only."""
+    return [
+        [
+            f"""CREATE TABLE penchant_events (
+                {db.event_key},
+                tenant TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                occurred_at {db.float_type} NOT NULL,
+                recorded_at {db.float_type} NOT NULL,
+                payload {db.blob} NOT NULL,
+                UNIQUE (tenant, event_id)
+            )""",
+            "CREATE INDEX penchant_events_by_user ON penchant_events (tenant, user_id, seq)",
+            f"""CREATE TABLE penchant_profiles (
+                tenant TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                schema_version INTEGER NOT NULL,
+                updated_at {db.float_type} NOT NULL,
+                body {db.blob} NOT NULL,
+                PRIMARY KEY (tenant, user_id)
+            )""",
+        ],
+    ]
+
+
+class SQLProfileStore(ProfileStore):
+    """A durable store on an SQL database; see :class:`SQLiteProfileStore` and
+    :class:`PostgresProfileStore`. Profiles never expire here."""
+
+    def __init__(
+        self,
+        database: _Database,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: InterestModel | None = None,
+        serializer: ProfileSerializer | None = None,
+    ) -> None:
+        super().__init__(tenant=tenant, model=model, serializer=serializer)
+        self._db = database
+        self._schema_ready = False
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version this penchant creates and reads."""
+        return len(_migrations(self._db))
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def _ready(self) -> Op[None]:
+        if not self._schema_ready:
+            yield self._db.transaction(self._migrate(), write=True)
+            self._schema_ready = True
+
+    def _migrate(self) -> TransactionBody[None]:
+        lock = self._db.lock_schema()
+        if lock is not None:
+            yield lock
+        yield Sql("CREATE TABLE IF NOT EXISTS penchant_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+        rows = yield Sql("SELECT version FROM penchant_schema WHERE id = 1")
+        current = int(rows[0][0]) if rows else 0
+        steps = _migrations(self._db)
+        if current > len(steps):
+            raise StoreUnavailableError(
+                f"the {self._db.name} schema is at version {current}, newer than this penchant's {len(steps)}: "
+                "upgrade penchant"
+            )
+        for statements in steps[current:]:
+            for text in statements:
+                yield Sql(text)
+        if current < len(steps):
+            if rows:
+                yield Sql("UPDATE penchant_schema SET version = ? WHERE id = 1", (len(steps),))
+            else:
+                yield Sql("INSERT INTO penchant_schema (id, version) VALUES (1, ?)", (len(steps),))
+
+    # -- transaction bodies -------------------------------------------------------------------------
+
+    def _lock(self, user_id: str) -> TransactionBody[None]:
+        lock = self._db.lock_user(f"{self.tenant}\x1f{user_id}")
+        if lock is not None:
+            yield lock
+
+    def _select_statements(self, user_ids: Sequence[str]) -> list[Sql]:
+        return self._db.select_profiles(self.tenant, user_ids)
+
+    def _decode_rows(self, results: list[Rows]) -> dict[str, UserProfile]:
+        found: dict[str, UserProfile] = {}
+        for rows in results:
+            for user_id, version, body in rows:
+                profile = self.serializer.decode(body)
+                profile.version = int(version)
+                found[user_id] = profile
+        return found
+
+    def _select_profiles(self, user_ids: Sequence[str]) -> TransactionBody[dict[str, UserProfile]]:
+        results = yield self._select_statements(user_ids)
+        return self._decode_rows(results)
+
+    def _select_version(self, user_id: str) -> TransactionBody[int]:
+        rows = yield Sql(
+            "SELECT version FROM penchant_profiles WHERE tenant = ? AND user_id = ?", (self.tenant, user_id)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def _upsert_many(self, written: Sequence[tuple[UserProfile, bytes]]) -> list[Sql]:
+        return self._db.upsert_profiles(
+            self.tenant, [(p.user_id, p.version, p.updated_at.timestamp(), data) for p, data in written]
+        )
+
+    def _put_body(
+        self, profile: UserProfile, expected_version: int | None
+    ) -> TransactionBody[tuple[UserProfile, bytes]]:
+        yield from self._lock(profile.user_id)
+        current = yield from self._select_version(profile.user_id)
+        if expected_version is not None and expected_version != current:
+            raise ConflictError(f"profile {profile.user_id!r} is at version {current}, not {expected_version}")
+        profile.version = current + 1
+        data = self.serializer.encode(profile)
+        yield self._upsert_many([(profile, data)])
+        return profile, data
+
+    def _put_many_body(self, profiles: list[UserProfile]) -> TransactionBody[list[tuple[UserProfile, bytes]]]:
+        stored = []
+        for profile in sorted(profiles, key=lambda p: p.user_id):
+            stored.append((yield from self._put_body(profile, None)))
+        return stored
+
+    def _apply_body(
+        self, by_user: dict[str, list[Signal]], payloads: dict[str, bytes]
+    ) -> TransactionBody[dict[str, AppliedChange]]:
+        """Every user of the batch in a few statements: lock them, log the events (learning
+        which are new), read their snapshots, apply the new events, write the snapshots."""
+        users = sorted(by_user)
+        recorded_at = time.time()
+        signals = [s for u in users for s in by_user[u]]
+        lock = self._db.lock_users([f"{self.tenant}\x1f{u}" for u in users])
+        inserts = self._db.insert_events(
+            self.tenant, recorded_at, [(e.event_id, e.user_id, e.timestamp, payloads[e.event_id]) for e in signals]
+        )
+        selects = self._select_statements(users)
+        # The locks come first, so the snapshots read after them are current.
+        results = yield [*([lock] if lock is not None else []), *inserts, *selects]
+        fresh_ids = {
+            row[0]
+            for rows in results[len(results) - len(selects) - len(inserts) : len(results) - len(selects)]
+            for row in rows
+        }
+        snapshots = self._decode_rows(results[len(results) - len(selects) :])
+        changes: dict[str, AppliedChange] = {}
+        written: list[tuple[UserProfile, bytes]] = []
+        for user_id in users:
+            profile = snapshots.get(user_id) or UserProfile(user_id=user_id)
+            old_version, old_landmark = profile.version, profile.landmark
+            fresh = [s for s in by_user[user_id] if s.event_id in fresh_ids]
+            data = b""
+            if fresh:
+                self.model.apply(profile, fresh)
+                profile.version = old_version + 1
+                data = self.serializer.encode(profile)
+                written.append((profile, data))
+            changes[user_id] = AppliedChange(old_version, old_landmark, profile, data, fresh)
+        if written:
+            yield self._upsert_many(written)
+        return changes
+
+    def _delete_body(self, user_id: str) -> TransactionBody[bool]:
+        yield from self._lock(user_id)
+        yield Sql("DELETE FROM penchant_events WHERE tenant = ? AND user_id = ?", (self.tenant, user_id))
+        rows = yield Sql(
+            "DELETE FROM penchant_profiles WHERE tenant = ? AND user_id = ? RETURNING user_id", (self.tenant, user_id)
+        )
+        return bool(rows)
+
+    def _events_body(self, user_id: str) -> TransactionBody[list[Signal]]:
+        rows = yield Sql(
+            "SELECT payload FROM penchant_events WHERE tenant = ? AND user_id = ? ORDER BY seq", (self.tenant, user_id)
+        )
+        return [self.serializer.decode_signal(payload) for (payload,) in rows]
+
+    def _user_ids_body(self, after: str | None, limit: int) -> TransactionBody[list[str]]:
+        rows = yield Sql(
+            """SELECT user_id FROM (
+                   SELECT user_id FROM penchant_profiles WHERE tenant = ?
+                   UNION SELECT user_id FROM penchant_events WHERE tenant = ?
+               ) AS users WHERE user_id > ? ORDER BY user_id LIMIT ?""",
+            (self.tenant, self.tenant, "" if after is None else after, limit),
+        )
+        return [r[0] for r in rows]
+
+    # -- operations used by the tiered store ---------------------------------------------------------
+
+    def _encode_payloads(self, by_user: dict[str, list[Signal]]) -> dict[str, bytes]:
+        return {s.event_id: self.serializer.encode_signal(s) for signals in by_user.values() for s in signals}
+
+    def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
+        payloads = self._encode_payloads(by_user)  # a signal that cannot be stored fails before any write
+        yield from self._ready()
+        changes: dict[str, AppliedChange] = yield self._db.transaction(self._apply_body(by_user, payloads), write=True)
+        return changes
+
+    def _put_encoded_op(self, profile: UserProfile, expected_version: int | None) -> Op[tuple[UserProfile, bytes]]:
+        stored, _ = self.serializer.checked_copy(profile)
+        yield from self._ready()
+        result: tuple[UserProfile, bytes] = yield self._db.transaction(
+            self._put_body(stored, expected_version), write=True
+        )
+        return result
+
+    def _put_many_encoded_op(self, profiles: list[UserProfile]) -> Op[list[tuple[UserProfile, bytes]]]:
+        checked = [self.serializer.checked_copy(p)[0] for p in profiles]
+        yield from self._ready()
+        result: list[tuple[UserProfile, bytes]] = yield self._db.transaction(self._put_many_body(checked), write=True)
+        return result
+
+    def _events_op(self, user_id: str) -> Op[list[Signal]]:
+        yield from self._ready()
+        events: list[Signal] = yield self._db.transaction(self._events_body(user_id), write=False)
+        return events
+
+    def _user_ids_op(self, after: str | None, limit: int) -> Op[list[str]]:
+        yield from self._ready()
+        ids: list[str] = yield self._db.transaction(self._user_ids_body(after, limit), write=False)
+        return ids
+
+    # -- ProfileStore operations ------------------------------------------------------------------
+
+    def _get_op(self, user_id: str, *, shared: bool) -> Op[UserProfile | None]:
+        found = yield from self._get_many_op([user_id], shared=shared)
+        return found.get(user_id)
+
+    def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
+        yield from self._ready()
+        found: dict[str, UserProfile] = yield self._db.transaction(self._select_profiles(user_ids), write=False)
+        return found
+
+    def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
+        stored, _ = yield from self._put_encoded_op(profile, expected_version)
+        return stored
+
+    def _put_many_op(self, profiles: list[UserProfile]) -> Op[list[UserProfile]]:
+        stored = yield from self._put_many_encoded_op(profiles)
+        by_id = {p.user_id: p for p, _ in stored}
+        return [by_id[p.user_id] for p in profiles]
+
+    def _delete_op(self, user_id: str) -> Op[bool]:
+        yield from self._ready()
+        existed: bool = yield self._db.transaction(self._delete_body(user_id), write=True)
+        return existed
+
+    def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
+        changes = yield from self._apply_changes_op({user_id: signals})
+        return changes[user_id].profile
+
+    def _apply_feedback_many_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, int]]:
+        changes = yield from self._apply_changes_op(by_user)
+        return {user_id: change.profile.version for user_id, change in changes.items()}
+
+    def _close_op(self) -> Op[None]:
+        yield _Close(self._db)
+
+
+class SQLiteProfileStore(SQLProfileStore):
+    """Profiles and the event log in one SQLite file (WAL mode, so readers never block the
+    writer and several processes can share the file).
+
+    ``synchronous="FULL"`` (the default) makes every acknowledged write survive a power loss;
+    ``"NORMAL"`` is faster and survives a crash of the process but not of the machine.
+    ``busy_timeout`` is how long a writer waits for another process's write lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: InterestModel | None = None,
+        serializer: ProfileSerializer | None = None,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        if not self.path or "\x00" in self.path:
+            raise ValidationError(f"invalid SQLite path {self.path!r}")
+        super().__init__(
+            _SQLiteDatabase(self.path, synchronous=synchronous, busy_timeout=busy_timeout),
+            tenant=tenant,
+            model=model,
+            serializer=serializer,
+        )
+
+    def __repr__(self) -> str:
+        return f"SQLiteProfileStore({self.path!r}, tenant={self.tenant!r})"
+
+
+class PostgresProfileStore(SQLProfileStore):
+    """Profiles and the event log in PostgreSQL, through psycopg 3 connection pools (a sync
+    pool, and an async pool per event loop, both opened on first use).
+
+    ``url`` is a libpq connection string or ``postgresql://`` URL. Writers of one user are
+    serialised by a transaction-scoped advisory lock, so concurrent processes never lose an
+    update and never deadlock (batches lock users in one order).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        model: InterestModel | None = None,
+        serializer: ProfileSerializer | None = None,
+        min_pool_size: int = 1,
+        max_pool_size: int = 10,
+        timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValidationError("a PostgreSQL URL is required")
+        self.url = url
+        super().__init__(
+            _PostgresDatabase(url, min_size=min_pool_size, max_size=max_pool_size, timeout=timeout),
+            tenant=tenant,
+            model=model,
+            serializer=serializer,
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresProfileStore(<url>, tenant={self.tenant!r})"

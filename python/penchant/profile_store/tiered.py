@@ -1,0 +1,567 @@
+"""The tiered store: an in-process cache in front of Redis in front of a durable SQL database.
+
+* **Reads** try the cache, then Redis, then SQL, and fill the tiers above the one that answered.
+* **Writes** reach SQL first (the event log and the snapshot, in one transaction), then Redis,
+  then the cache: once a call returns, its events are durable, whatever happens to Redis.
+  Redis is brought along with the fewest commands: the same forward-decay additions as SQL made,
+  guarded by the version Redis must hold, or the whole snapshot when it does not hold it.
+* **Invalidation** of other processes' caches uses Redis **pub/sub**: every change is published
+  (from inside the Lua script that makes it) on ``penchant:invalidate:<tenant>`` as
+  ``version␟user_id``, and each tiered store runs one listener thread that drops cached copies
+  older than the announced version. We chose pub/sub over RESP3 client-side caching because it
+  works the same on one server and on a cluster, with the sync and the async client, and
+  because what we cache is a decoded profile rather than the replies of individual commands. A
+  listener that loses its connection clears the cache when it is subscribed again, since it may
+  have missed messages; a cache TTL bounds staleness in any case.
+* **Redis outages** do not stop the store: reads and writes go on against SQL and the cache,
+  one warning is logged per outage, and :meth:`TieredProfileStore.stats` counts failures.
+  Redis is retried after ``retry_interval`` seconds; when it answers again, the profiles written
+  meanwhile are copied into it from SQL. :meth:`TieredProfileStore.rebuild` replays the whole
+  event log into Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from penchant._validate import check_id
+from penchant.errors import StoreUnavailableError, ValidationError
+from penchant.feedback_collector import Signal
+from penchant.profile_store._base import ProfileStore
+from penchant.profile_store._effects import Op, run_async, run_sync
+from penchant.profile_store.memory import InMemoryProfileStore
+from penchant.profile_store.redis_store import RedisBatch, RedisConnection, RedisProfileStore
+from penchant.profile_store.sql_store import AppliedChange, SQLProfileStore
+from penchant.user_profile import UserProfile
+
+__all__ = ["RebuildReport", "TierStats", "TieredProfileStore"]
+
+logger = logging.getLogger("penchant.profile_store")
+
+T = TypeVar("T")
+
+MAX_PENDING_REFILLS = 100_000
+"""Users remembered for a refill after a Redis outage; beyond that, run ``rebuild``."""
+
+
+@dataclass
+class TierStats:
+    """Counters of a tiered store since it was opened."""
+
+    cache_hits: int = 0
+    cache_misses: int = 0
+    redis_hits: int = 0
+    redis_misses: int = 0
+    sql_reads: int = 0
+    redis_failures: int = 0
+    """Redis calls that failed (each outage logs one warning)."""
+    redis_skipped: int = 0
+    """Redis calls not attempted because Redis was down."""
+    redis_stale_fallbacks: int = 0
+    """Feedback that found Redis at an unexpected version and rewrote the whole profile."""
+    redis_refills: int = 0
+    """Profiles copied from SQL into Redis after an outage."""
+    invalidations: int = 0
+    """Invalidation messages received from other processes."""
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    """What :meth:`TieredProfileStore.rebuild` did."""
+
+    users: int
+    events: int
+
+
+class _Skipped:
+    """Redis was down, or failed: the step did not happen."""
+
+
+_SKIPPED = _Skipped()
+
+
+class _RedisHealth:
+    """A circuit breaker: after a failure, Redis is left alone for ``retry_interval`` seconds."""
+
+    def __init__(self, retry_interval: float) -> None:
+        self.retry_interval = retry_interval
+        self.down_since: float | None = None
+        self._next_try = 0.0
+
+    @property
+    def is_down(self) -> bool:
+        return self.down_since is not None
+
+    def should_try(self) -> bool:
+        return self.down_since is None or time.monotonic() >= self._next_try
+
+    def failed(self) -> bool:
+        """Records a failure; whether it starts an outage."""
+        self._next_try = time.monotonic() + self.retry_interval
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            return True
+        return False
+
+    def succeeded(self) -> bool:
+        """Records a success; whether it ends an outage."""
+        if self.down_since is None:
+            return False
+        self.down_since = None
+        return True
+
+
+class _InvalidationListener:
+    """A daemon thread subscribed to the tenant's invalidation channel."""
+
+    def __init__(self, connection: RedisConnection, channel: str, store: TieredProfileStore) -> None:
+        self._connection = connection
+        self._channel = channel
+        self._store = store
+        self._stop = threading.Event()
+        self.subscribed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"penchant-invalidate-{channel}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cache = self._store.cache
+        assert cache is not None
+        while not self._stop.is_set():
+            client = pubsub = None
+            owned = False
+            try:
+                client, owned = self._connection.pubsub_client()
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._channel)
+                while not self._stop.is_set() and pubsub.get_message(timeout=0.1) is None:
+                    if pubsub.subscribed:
+                        break
+                cache.clear()  # messages may have been missed before this subscription
+                self.subscribed.set()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is not None and message.get("type") == "message":
+                        self._handle(message["data"])
+            except Exception as exc:  # any failure: reconnect after a pause
+                self.subscribed.clear()
+                logger.debug("invalidation listener on %s: %s", self._channel, exc)
+                self._stop.wait(0.5)
+            finally:
+                for resource in (pubsub, client if owned else None):
+                    if resource is not None:
+                        try:
+                            resource.close()
+                        except Exception as exc:  # closing a broken connection
+                            logger.debug("closing a pub/sub connection: %s", exc)
+
+    def _handle(self, data: bytes) -> None:
+        version, _, user_id = data.decode("utf-8", "surrogatepass").partition("\x1f")
+        cache = self._store.cache
+        assert cache is not None
+        self._store.counters.invalidations += 1
+        if version == "-":
+            cache.forget(user_id)
+        else:
+            cache.forget(user_id, below_version=int(version))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class TieredProfileStore(ProfileStore):
+    """In-process cache → Redis → SQL (see the module documentation).
+
+    ``database`` is the durable tier and required; ``redis`` and ``cache`` are optional. All
+    tiers must share one tenant and one :class:`~penchant.user_profile.InterestModel`.
+    ``retry_interval`` is how long Redis is left alone after a failure.
+    """
+
+    def __init__(
+        self,
+        database: SQLProfileStore,
+        redis: RedisProfileStore | None = None,
+        cache: InMemoryProfileStore | None = None,
+        *,
+        retry_interval: float = 1.0,
+        listen: bool = True,
+    ) -> None:
+        if not isinstance(database, SQLProfileStore):
+            raise ValidationError(f"database must be an SQL store, got {type(database).__name__}")
+        super().__init__(tenant=database.tenant, model=database.model, serializer=database.serializer)
+        for tier in (redis, cache):
+            if tier is None:
+                continue
+            if tier.tenant != database.tenant:
+                raise ValidationError(f"every tier must serve tenant {database.tenant!r}; one serves {tier.tenant!r}")
+            if tier.model is not database.model:
+                raise ValidationError("every tier must share the database tier's InterestModel")
+        if redis is not None and not redis.channel and cache is not None:
+            raise ValidationError("a Redis tier must publish invalidations (publish=True) for the cache tier")
+        self.database = database
+        self.redis = redis
+        self.cache = cache
+        self.counters = TierStats()
+        self._health = _RedisHealth(retry_interval)
+        self._pending: dict[str, bool] = {}  # user -> deleted? while Redis missed a change
+        self._pending_lock = threading.Lock()
+        self._listen = listen and redis is not None and cache is not None
+        self._listener: _InvalidationListener | None = None
+        self._listener_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TieredProfileStore(cache={self.cache!r}, redis={self.redis!r}, database={self.database!r})"
+
+    # -- observability --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the store was opened, and whether Redis is down now."""
+        return {**asdict(self.counters), "redis_down": self._health.is_down, "pending_refills": len(self._pending)}
+
+    @property
+    def redis_is_down(self) -> bool:
+        return self._health.is_down
+
+    def wait_until_listening(self, timeout: float = 5.0) -> bool:
+        """Starts the invalidation listener if needed and waits until it is subscribed."""
+        listener = self._ensure_listener()
+        return listener is None or listener.subscribed.wait(timeout)
+
+    def _ensure_listener(self) -> _InvalidationListener | None:
+        if not self._listen:
+            return None
+        if self._listener is None:
+            with self._listener_lock:
+                if self._listener is None:
+                    assert self.redis is not None
+                    self._listener = _InvalidationListener(self.redis.connection, self.redis.channel, self)
+        return self._listener
+
+    # -- Redis steps that may not happen ----------------------------------------------------------
+
+    def _redis_step(self, op: Op[T]) -> Op[T | _Skipped]:
+        """Runs a Redis operation unless Redis is down; a failure marks it down (and returns
+        ``_SKIPPED``); the first success after an outage refills Redis."""
+        if not self._health.should_try():
+            op.close()
+            self.counters.redis_skipped += 1
+            return _SKIPPED
+        try:
+            value = yield from op
+        except StoreUnavailableError as exc:
+            self.counters.redis_failures += 1
+            if self._health.failed():
+                logger.warning("%s; serving from SQL and the in-process cache until it answers", exc)
+            return _SKIPPED
+        if self._health.succeeded():
+            yield from self._after_outage()
+        return value
+
+    def _after_outage(self) -> Op[None]:
+        if self.cache is not None:
+            self.cache.clear()  # invalidation messages were missed while Redis was down
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        refilled = yield from self._refill(pending)
+        logger.warning("Redis is back: %d profiles written during the outage were copied into it", refilled)
+
+    def _refill(self, pending: dict[str, bool]) -> Op[int]:
+        assert self.redis is not None
+        users = list(pending)
+        refilled = 0
+        try:
+            for start in range(0, len(users), 500):
+                chunk = users[start : start + 500]
+                found = yield from self.database._get_many_op(chunk, shared=False)
+                calls = []
+                for user_id in chunk:
+                    profile = found.get(user_id)
+                    if profile is not None:
+                        calls.append(self.redis._write_call("fill", profile, str(profile.version)))
+                    else:  # deleted while Redis was down
+                        calls.append(self.redis._delete_call(user_id))
+                yield RedisBatch(self.redis.connection, calls)
+                refilled += len(chunk)
+                self.counters.redis_refills += len(chunk)
+        except StoreUnavailableError as exc:
+            self._mark_pending({u: pending[u] for u in users})
+            if self._health.failed():
+                logger.warning("Redis failed again while being refilled (%s)", exc)
+        return refilled
+
+    def _mark_pending(self, users: dict[str, bool]) -> None:
+        with self._pending_lock:
+            if len(self._pending) + len(users) > MAX_PENDING_REFILLS:
+                logger.error("too many profiles missed Redis during this outage: run rebuild() when it is back")
+                return
+            self._pending.update(users)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get_shared(self, user_id: str) -> UserProfile | None:
+        if self.cache is not None:  # the hot path: no operation is built for a cache hit
+            hit = self.cache.lookup(check_id(user_id), shared=True)
+            if hit is not None:
+                self.counters.cache_hits += 1
+                return hit
+        return run_sync(self._get_op(check_id(user_id), shared=True))
+
+    async def aget_shared(self, user_id: str) -> UserProfile | None:
+        if self.cache is not None:
+            hit = self.cache.lookup(check_id(user_id), shared=True)
+            if hit is not None:
+                self.counters.cache_hits += 1
+                return hit
+        return await run_async(self._get_op(check_id(user_id), shared=True))
+
+    def _get_op(self, user_id: str, *, shared: bool) -> Op[UserProfile | None]:
+        found = yield from self._get_many_op([user_id], shared=shared)
+        return found.get(user_id)
+
+    def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
+        self._ensure_listener()
+        found: dict[str, UserProfile] = {}
+        missing = user_ids
+        if self.cache is not None:
+            missing = []
+            for user_id in user_ids:
+                hit = self.cache.lookup(user_id, shared=shared)
+                if hit is None:
+                    missing.append(user_id)
+                else:
+                    found[user_id] = hit
+            self.counters.cache_hits += len(found)
+            self.counters.cache_misses += len(missing)
+        if not missing:
+            return found
+        if self.redis is not None:
+            from_redis = yield from self._redis_step(self.redis._get_many_op(missing, shared=False))
+            if not isinstance(from_redis, _Skipped):
+                self.counters.redis_hits += len(from_redis)
+                self.counters.redis_misses += len(missing) - len(from_redis)
+                self._remember(from_redis.values(), shared=shared)
+                found.update(from_redis)
+                missing = [u for u in missing if u not in from_redis]
+        if not missing:
+            return found
+        self.counters.sql_reads += len(missing)
+        from_sql = yield from self.database._get_many_op(missing, shared=False)
+        if from_sql and self.redis is not None and not self._health.is_down:
+            calls = [self.redis._write_call("fill", p, str(p.version)) for p in from_sql.values()]
+            yield from self._redis_step(self._redis_batch(calls))
+        self._remember(from_sql.values(), shared=shared)
+        found.update(from_sql)
+        return found
+
+    def _remember(self, profiles: Iterable[UserProfile], *, shared: bool) -> None:
+        if self.cache is None:
+            return
+        for profile in profiles:
+            self.cache.remember(profile, shared=shared)
+
+    def _redis_batch(self, calls: list[tuple[Any, ...]]) -> Op[list[Any]]:
+        assert self.redis is not None
+        replies: list[Any] = yield RedisBatch(self.redis.connection, calls)
+        return replies
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _write_through(self, stored: list[tuple[UserProfile, bytes]]) -> Op[None]:
+        """After SQL accepted ``stored``: copy it into Redis (newer versions only) and the cache."""
+        if self.redis is not None:
+            calls = [self.redis._write_call("fill", p, str(p.version)) for p, _ in stored]
+            done = yield from self._redis_step(self._redis_batch(calls))
+            if isinstance(done, _Skipped):
+                self._mark_pending({p.user_id: False for p, _ in stored})
+        if self.cache is not None:
+            for profile, data in stored:
+                self.cache.remember(profile, data)
+
+    def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
+        self._ensure_listener()
+        stored = yield from self.database._put_encoded_op(profile, expected_version)
+        yield from self._write_through([stored])
+        return stored[0]
+
+    def _put_many_op(self, profiles: list[UserProfile]) -> Op[list[UserProfile]]:
+        self._ensure_listener()
+        stored = yield from self.database._put_many_encoded_op(profiles)
+        yield from self._write_through(stored)
+        by_id = {p.user_id: p for p, _ in stored}
+        return [by_id[p.user_id] for p in profiles]
+
+    def _delete_op(self, user_id: str) -> Op[bool]:
+        existed = yield from self.database._delete_op(user_id)
+        if self.redis is not None:
+            done = yield from self._redis_step(self.redis._delete_op(user_id))
+            if isinstance(done, _Skipped):
+                self._mark_pending({user_id: True})
+        if self.cache is not None:
+            self.cache.forget(user_id)
+        return existed
+
+    def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
+        self._ensure_listener()
+        changes = yield from self.database._apply_changes_op(by_user)
+        changed = [c for c in changes.values() if c.fresh]
+        if self.redis is not None and changed:
+            yield from self._redis_follow(changed)
+        if self.cache is not None:
+            for change in changed:
+                self.cache.remember(change.profile, change.data)
+        return changes
+
+    def _redis_follow(self, changed: list[AppliedChange]) -> Op[None]:
+        """Brings Redis to the versions SQL just wrote: the same additions when Redis holds the
+        version before (and the landmark did not move), the whole profile otherwise."""
+        redis = self.redis
+        assert redis is not None
+        calls = []
+        for change in changed:
+            profile = change.profile
+            entries = self._appended_history(change)
+            if change.old_version > 0 and profile.landmark == change.old_landmark and entries is not None:
+                document = self.serializer.encode_document(profile)
+                calls.append(
+                    redis._guarded_apply_call(
+                        profile, change.old_version, change.old_landmark, change.fresh, document, entries
+                    )
+                )
+            else:
+                calls.append(redis._write_call("fill", profile, str(profile.version)))
+        replies = yield from self._redis_step(self._redis_batch(calls))
+        if isinstance(replies, _Skipped):
+            self._mark_pending({c.profile.user_id: False for c in changed})
+            return
+        stale = [c for c, reply in zip(changed, replies, strict=True) if reply[0] in (b"stale", "stale")]
+        if stale:
+            self.counters.redis_stale_fallbacks += len(stale)
+            calls = [redis._write_call("fill", c.profile, str(c.profile.version)) for c in stale]
+            done = yield from self._redis_step(self._redis_batch(calls))
+            if isinstance(done, _Skipped):
+                self._mark_pending({c.profile.user_id: False for c in stale})
+
+    def _appended_history(self, change: AppliedChange) -> list[bytes] | None:
+        """The history entries the model appended for the fresh events, encoded, one per event
+        (``b""`` where none); ``None`` when the history did not just grow by one entry per
+        event (then Redis gets the whole profile instead)."""
+        if not self.model.max_history:
+            return [b""] * len(change.fresh)
+        history = change.profile.interaction_history
+        if len(change.fresh) > len(history):
+            return None
+        tail = history[len(history) - len(change.fresh) :]
+        if [i.event_id for i in tail] != [s.event_id for s in change.fresh]:
+            return None
+        return [self.serializer.encode_interaction(i) for i in tail]
+
+    def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
+        changes = yield from self._apply_changes_op({user_id: signals})
+        return changes[user_id].profile
+
+    def _apply_feedback_many_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, int]]:
+        changes = yield from self._apply_changes_op(by_user)
+        return {user_id: change.profile.version for user_id, change in changes.items()}
+
+    def _touch_op(self, user_id: str) -> Op[bool]:
+        if self.redis is not None:
+            touched = yield from self._redis_step(self.redis._touch_op(user_id))
+            if touched is True:
+                return True
+        return (yield from self._get_op(user_id, shared=True)) is not None
+
+    def _ttl_op(self, user_id: str) -> Op[float | None]:
+        if self.redis is None:
+            return None
+        ttl = yield from self._redis_step(self.redis._ttl_op(user_id))
+        return None if isinstance(ttl, _Skipped) else ttl
+
+    def _close_op(self) -> Op[None]:
+        listener, self._listener = self._listener, None
+        self._listen = False
+        if listener is not None:
+            listener.stop()
+        if self.cache is not None:
+            yield from self.cache._close_op()
+        if self.redis is not None:
+            yield from self.redis._close_op()
+        yield from self.database._close_op()
+
+    # -- rebuild ---------------------------------------------------------------------------------
+
+    def _replay(self, base: UserProfile | None, user_id: str, events: list[Signal]) -> UserProfile:
+        """The profile that the event log gives: interests and history replayed from
+        ``events``; every other field (and the version) from the SQL snapshot ``base``."""
+        profile = UserProfile(user_id=user_id) if base is None else base
+        version, updated_at = profile.version, profile.updated_at
+        profile.interests = {}
+        profile.interaction_history = []
+        profile.landmark = 0.0
+        profile.event_count = 0  # counted again by the replay
+        self.model.apply(profile, events)
+        profile.version = max(version, 1)
+        if base is not None:
+            profile.updated_at = updated_at
+        return profile
+
+    def _rebuild_op(self, user_ids: list[str] | None, batch_size: int) -> Op[RebuildReport]:
+        redis = self.redis
+        if redis is None:
+            raise ValidationError("rebuild needs a Redis tier")
+        users = events = 0
+        after: str | None = None
+        while True:
+            if user_ids is None:
+                page = yield from self.database._user_ids_op(after, batch_size)
+                if not page:
+                    break
+                after = page[-1]
+            else:
+                page, user_ids = user_ids[:batch_size], user_ids[batch_size:]
+                if not page:
+                    break
+            snapshots = yield from self.database._get_many_op(page, shared=False)
+            calls = []
+            for user_id in page:
+                logged = yield from self.database._events_op(user_id)
+                base = snapshots.get(user_id)
+                if not logged and base is None:
+                    calls.append(redis._delete_call(user_id))
+                    continue
+                profile = self._replay(base, user_id, logged) if logged else base
+                assert profile is not None
+                calls.append(redis._write_call("force", profile, str(profile.version)))
+                users += 1
+                events += len(logged)
+            yield RedisBatch(redis.connection, calls)
+            if self.cache is not None:
+                for user_id in page:
+                    self.cache.forget(user_id)
+        with self._pending_lock:
+            self._pending.clear()
+        return RebuildReport(users=users, events=events)
+
+    def rebuild(self, user_ids: Iterable[str] | None = None, *, batch_size: int = 500) -> RebuildReport:
+        """Replays the event log into Redis: for each user of this tenant (or of ``user_ids``),
+        interests and history are recomputed from the logged events and written to Redis with
+        the rest of the SQL snapshot, replacing whatever Redis held. Users with neither events
+        nor a snapshot are removed from Redis. Raises ``StoreUnavailableError`` if Redis or SQL
+        cannot be reached."""
+        return run_sync(self._rebuild_op(self._rebuild_ids(user_ids), self._batch_size(batch_size)))
+
+    async def arebuild(self, user_ids: Iterable[str] | None = None, *, batch_size: int = 500) -> RebuildReport:
+        return await run_async(self._rebuild_op(self._rebuild_ids(user_ids), self._batch_size(batch_size)))
+
+    def _rebuild_ids(self, user_ids: Iterable[str] | None) -> list[str] | None:
+        return None if user_ids is None else self._ids(user_ids)
+
+    @staticmethod
+    def _batch_size(batch_size: int) -> int:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 10_000:
+            raise ValidationError(f"batch_size must be an int in [1, 10000], got {batch_size!r}")
+        return batch_size

@@ -1,0 +1,419 @@
+"""Reliability of the stores on the real servers: concurrent processes, a Redis crash, complete
+deletion, tenant isolation, hostile ids, invalidation between processes, and rebuild."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.cluster
+
+from penchant import ValidationError
+from penchant.profile_store import (
+    InMemoryProfileStore,
+    RedisProfileStore,
+    SQLiteProfileStore,
+    SQLProfileStore,
+    TieredProfileStore,
+    open_database,
+    open_store,
+    rebuild,
+    user_keys,
+)
+from penchant.user_profile import InterestModel, UserProfile
+
+from .store_support import (
+    assert_same_interests,
+    cluster_url,
+    concurrent_worker,
+    make_store,
+    mixed_signals,
+    new_tenant,
+    open_by_name,
+    postgres_url,
+    redis_url,
+    server_env,
+    worker_signals,
+)
+
+
+def reference(signals: list[Any]) -> dict[str, UserProfile]:
+    """Every user's profile after ``signals``, applied in one process by the in-memory store."""
+    memory = InMemoryProfileStore(model=InterestModel(max_history=50))
+    memory.apply_feedback_many(signals)
+    return {user: profile for user in {s.user_id for s in signals} if (profile := memory.get(user)) is not None}
+
+
+def raw_redis(kind: str) -> Any:
+    if kind in ("redis", "tiered"):
+        return redis.Redis.from_url(redis_url())
+    nodes = server_env("PENCHANT_TEST_REDIS_CLUSTER_NODES").split(",")
+    return redis.cluster.RedisCluster(
+        startup_nodes=[redis.cluster.ClusterNode(n.split(":")[0], int(n.split(":")[1])) for n in nodes]
+    )
+
+
+def scan_user_keys(client: Any, tenant: str, user_id: str) -> list[bytes]:
+    """Every key of the user, found by SCAN on every master (the ids in these tests hold no
+    glob characters, so the pattern is exact)."""
+    pattern = user_keys(tenant, user_id)[0].rsplit(":", 1)[0] + ":*"
+    if isinstance(client, redis.cluster.RedisCluster):
+        found = []
+        for node in client.get_primaries():
+            found += list(node.redis_connection.scan_iter(match=pattern, count=1000))
+        return found
+    return list(client.scan_iter(match=pattern, count=1000))
+
+
+def sql_rows(store: SQLProfileStore, tenant: str, user_id: str) -> dict[str, int]:
+    """Rows of the user in each penchant table, counted with a separate connection."""
+    counts = {}
+    if isinstance(store, SQLiteProfileStore):
+        import sqlite3
+
+        with sqlite3.connect(store.path) as connection:
+            for table in ("penchant_events", "penchant_profiles"):
+                row = connection.execute(
+                    f"SELECT count(*) FROM {table} WHERE tenant = ? AND user_id = ?", (tenant, user_id)
+                ).fetchone()
+                counts[table] = row[0]
+        return counts
+    import psycopg
+
+    with psycopg.connect(postgres_url()) as connection:
+        for table in ("penchant_events", "penchant_profiles"):
+            row = connection.execute(
+                f"SELECT count(*) FROM {table} WHERE tenant = %s AND user_id = %s", (tenant, user_id)
+            ).fetchone()
+            assert row is not None
+            counts[table] = row[0]
+    return counts
+
+
+# -- no lost update ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster", "postgres", "tiered", "tiered-cluster-sqlite"])
+def test_four_processes_lose_no_update(kind: str, tmp_path: Path) -> None:
+    for name in ("PENCHANT_TEST_REDIS_URL", "PENCHANT_TEST_REDIS_CLUSTER_NODES", "PENCHANT_TEST_POSTGRES_URL"):
+        server_env(name)
+    tenant = new_tenant()
+    users, events, batch = 50, 5_000, 100
+    sqlite_path = str(tmp_path / "shared.db")
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        calls = pool.starmap(
+            concurrent_worker, [(kind, tenant, sqlite_path, worker, users, events, batch) for worker in range(4)]
+        )
+    assert all(c > 0 for c in calls)
+    expected = reference([s for worker in range(4) for s in worker_signals(worker, users, events)])
+    assert len(expected) == users
+    with open_by_name(kind, tenant, sqlite_path) as store:
+        found = store.get_many(list(expected))
+    assert sorted(found) == sorted(expected)
+    for user, profile in expected.items():
+        assert_same_interests(found[user], profile)
+        assert sum(i.count for i in found[user].interests.values()) == sum(i.count for i in profile.interests.values())
+
+
+# -- Redis crash ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_control() -> Iterator[str]:
+    control = server_env("PENCHANT_TEST_REDIS_CTL")
+    try:
+        yield control
+    finally:
+        subprocess.run([control, "start"], check=True, capture_output=True)
+
+
+def wait_for(condition: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_redis_killed_mid_run_loses_no_acknowledged_event(redis_control: str, caplog: pytest.LogCaptureFixture) -> None:
+    tenant = new_tenant()
+    users = [f"user{i}" for i in range(10)]
+    acknowledged: list[Any] = []
+    errors: list[BaseException] = []
+    half_way = threading.Event()
+    resume = threading.Event()
+    caplog.set_level(logging.WARNING, logger="penchant.profile_store")
+
+    store = open_store(redis_url(), postgres_url(), tenant, model=InterestModel(max_history=50), retry_interval=0.05)
+    assert isinstance(store, TieredProfileStore)
+
+    def writer() -> None:
+        try:
+            for n in range(60):
+                batch = [s for u in users for s in mixed_signals(u, 2, start=2 * n)]
+                store.apply_feedback_many(batch)
+                acknowledged.extend(batch)  # the call returned: these events are acknowledged
+                if n == 20:
+                    half_way.set()
+                    resume.wait(30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert half_way.wait(30)
+        subprocess.run([redis_control, "kill"], check=True, capture_output=True)
+        resume.set()
+        assert wait_for(lambda: store.redis_is_down or not thread.is_alive())
+        # While Redis is down, a fresh store (no cache) serves reads from SQL.
+        with open_store(redis_url(), postgres_url(), tenant, cache=False, retry_interval=60) as reader:
+            during = reader.get("user0")
+            assert during is not None
+            assert reader.stats()["sql_reads"] >= 1
+            assert reader.stats()["redis_failures"] >= 1
+        thread.join(60)
+        assert not errors, errors
+        assert store.stats()["redis_failures"] >= 1
+        assert "Redis is unavailable" in caplog.text
+
+        subprocess.run([redis_control, "start"], check=True, capture_output=True)
+        assert wait_for(lambda: store.get("user0") is not None and not store.redis_is_down)
+        store.apply_feedback("user0", mixed_signals("user0", 1, start=1000))
+        acknowledged.extend(mixed_signals("user0", 1, start=1000))
+    finally:
+        resume.set()
+        thread.join(60)
+        store.close()
+
+    expected = reference(acknowledged)
+    with open_store(None, postgres_url(), tenant, cache=False) as durable:
+        for user in users:
+            stored = durable.get(user)
+            assert stored is not None
+            assert_same_interests(stored, expected[user])
+    # Redis came back empty (no persistence) and was refilled with what was written meanwhile.
+    with RedisProfileStore(redis_url(), tenant=tenant, model=InterestModel(max_history=50)) as cache:
+        refilled = cache.get_many(users)
+    assert sorted(refilled) == sorted(users)
+    for user in users:
+        assert_same_interests(refilled[user], expected[user])
+    assert "Redis is back" in caplog.text
+
+
+def test_redis_unreachable_from_the_start_falls_back_to_sql(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="penchant.profile_store")
+    with open_store("redis://127.0.0.1:1/0", f"sqlite:///{tmp_path}/p.db", "t", retry_interval=60) as store:
+        profile = store.apply_feedback("alice", mixed_signals("alice", 4))
+        assert profile.version == 1
+        assert store.get("alice") is not None
+        assert store.apply_feedback("alice", mixed_signals("alice", 2, start=10)).version == 2
+        stats = store.stats()
+        assert stats["redis_down"] is True
+        assert stats["redis_failures"] == 1
+        assert stats["redis_skipped"] >= 1
+    assert caplog.text.count("Redis is unavailable") == 1
+
+
+# -- complete deletion ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster", "sqlite", "postgres", "tiered", "tiered-cluster-sqlite"])
+def test_delete_removes_every_key_and_row(kind: str, tmp_path: Path) -> None:
+    tenant = new_tenant()
+    with make_store(kind, tmp_path, tenant=tenant) as store:
+        store.apply_feedback("victim", mixed_signals("victim", 8))
+        store.put(store.get("victim"))  # type: ignore[arg-type]
+        store.apply_feedback("bystander", mixed_signals("bystander", 3))
+        redis_client = None
+        if kind in ("redis", "tiered"):
+            redis_client = raw_redis("redis")
+        elif kind in ("cluster", "tiered-cluster-sqlite"):
+            redis_client = raw_redis("cluster")
+        sql = None
+        if isinstance(store, SQLProfileStore):
+            sql = store
+        elif isinstance(store, TieredProfileStore):
+            sql = store.database
+        # The data is there before (so the checks below can fail).
+        if redis_client is not None:
+            assert len(scan_user_keys(redis_client, tenant, "victim")) >= 3
+        if sql is not None:
+            assert sql_rows(sql, tenant, "victim") == {"penchant_events": 8, "penchant_profiles": 1}
+
+        assert store.delete("victim") is True
+
+        assert store.get("victim") is None
+        if redis_client is not None:
+            assert scan_user_keys(redis_client, tenant, "victim") == []
+            assert scan_user_keys(redis_client, tenant, "bystander") != []
+            redis_client.close()
+        if sql is not None:
+            assert sql_rows(sql, tenant, "victim") == {"penchant_events": 0, "penchant_profiles": 0}
+            assert sql_rows(sql, tenant, "bystander")["penchant_events"] == 3
+
+
+# -- tenants and hostile ids --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster", "sqlite", "postgres", "tiered"])
+def test_tenant_cannot_read_or_overwrite_another(kind: str, tmp_path: Path) -> None:
+    # Without escaping, tenant "x:a" + user "b" and tenant "x" + user "a:b" would share keys.
+    base = new_tenant()
+    with (
+        make_store(kind, tmp_path, tenant=f"{base}:a") as first,
+        make_store(kind, tmp_path, tenant=base) as second,
+    ):
+        first.apply_feedback("b", mixed_signals("b", 5))
+        assert second.get("a:b") is None
+        assert second.get("b") is None
+        second.put(UserProfile(user_id="b", explicit_preferences={"owner": "second"}))
+        second.apply_feedback("a:b", mixed_signals("a:b", 2))
+        assert second.delete("b") is True
+        mine = first.get("b")
+        assert mine is not None
+        assert mine.version == 1
+        assert mine.explicit_preferences == {}
+        assert_same_interests(mine, reference(mixed_signals("b", 5))["b"])
+        # The same event ids in another tenant are other events.
+        other = second.apply_feedback("b", mixed_signals("b", 5))
+        assert other.version == 1
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_hostile_ids_leave_no_key_behind(kind: str, tmp_path: Path) -> None:
+    tenant = new_tenant()
+    client = raw_redis(kind)
+    with make_store(kind, tmp_path, tenant=tenant) as store:
+        for bad in ["x" * 10_240, "a\nb", "a\r\nDEL *", "\x00"]:
+            with pytest.raises(ValidationError):
+                store.apply_feedback(bad, [])
+            with pytest.raises(ValidationError):
+                store.put(_bad_profile(bad))
+        for tricky in ["*", "}", "{", ":", "[a-z]?", "penchant:{t:u}:profile"]:
+            store.apply_feedback(tricky, mixed_signals(tricky, 1))
+        store.apply_feedback("normal", mixed_signals("normal", 1))
+        for tricky in ["*", "}", "{", ":", "[a-z]?", "penchant:{t:u}:profile"]:
+            assert store.delete(tricky)
+        assert store.get("normal") is not None
+        assert scan_user_keys(client, tenant, "normal") != []
+    with pytest.raises(ValidationError):
+        RedisProfileStore(redis_url(), tenant="x" * 10_240)
+    with pytest.raises(ValidationError):
+        RedisProfileStore(redis_url(), tenant="a\nb")
+    client.close()
+
+
+def _bad_profile(user_id: str) -> UserProfile:
+    profile = UserProfile(user_id="placeholder")
+    profile.user_id = user_id  # changed after construction: the store must check again
+    return profile
+
+
+# -- invalidation between processes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("redis_kind", ["redis", "cluster"])
+def test_other_processes_caches_are_invalidated(redis_kind: str, tmp_path: Path) -> None:
+    tenant = new_tenant()
+    url = redis_url() if redis_kind == "redis" else cluster_url()
+    database = f"sqlite:///{tmp_path}/shared.db"
+    model = InterestModel(max_history=50)
+    with open_store(url, database, tenant, model=model) as reader, open_store(url, database, tenant) as writer:
+        assert reader.wait_until_listening()
+        writer.apply_feedback("alice", mixed_signals("alice", 3))
+        cached = reader.get_shared("alice")
+        assert cached is not None
+        assert cached.version == 1
+        assert reader.get_shared("alice") is cached  # served by the cache
+        writer.apply_feedback("alice", mixed_signals("alice", 3, start=3))
+        assert wait_for(lambda: reader.get_shared("alice").version == 2)  # type: ignore[union-attr]
+        assert_same_interests(reader.get("alice"), reference(mixed_signals("alice", 6))["alice"])  # type: ignore[arg-type]
+        writer.delete("alice")
+        assert wait_for(lambda: reader.get_shared("alice") is None)
+        assert reader.stats()["invalidations"] >= 2
+
+
+# -- rebuild --------------------------------------------------------------------------------------------
+
+
+def test_rebuild_replays_the_event_log_into_redis(tmp_path: Path) -> None:
+    tenant = new_tenant()
+    users = ["u1", "u2", "u3"]
+    signals = [s for u in users for s in mixed_signals(u, 7)]
+    with open_store(redis_url(), postgres_url(), tenant, model=InterestModel(max_history=50)) as store:
+        store.apply_feedback_many(signals)
+        store.put(UserProfile(user_id="snapshot-only", explicit_preferences={"k": "v"}))
+        client = redis.Redis.from_url(redis_url())
+        client.delete(*user_keys(tenant, "u1"))  # lost
+        client.hset(user_keys(tenant, "u2")[1], "genre:0\x1f+604800", "12345")  # corrupted
+        client.close()
+        with RedisProfileStore(redis_url(), tenant=tenant, model=InterestModel(max_history=50)) as direct:
+            assert direct.get("u1") is None
+        report = store.rebuild()
+        assert report.users == 4
+        assert report.events == len(signals)
+    expected = reference(signals)
+    with RedisProfileStore(redis_url(), tenant=tenant, model=InterestModel(max_history=50)) as direct:
+        found = direct.get_many([*users, "snapshot-only"])
+        for user in users:
+            assert_same_interests(found[user], expected[user])
+            assert found[user].version == 1
+        assert found["snapshot-only"].explicit_preferences == {"k": "v"}
+        client = redis.Redis.from_url(redis_url())
+        client.delete(*user_keys(tenant, "u3"))
+        client.close()
+        report = rebuild(redis_url(), postgres_url(), tenant, user_ids=["u3"])
+        assert report == type(report)(users=1, events=7)
+        again = direct.get("u3")
+        assert again is not None
+        assert_same_interests(again, expected["u3"])
+
+
+# -- outages of every tier -------------------------------------------------------------------------------
+
+
+def test_store_unavailable_when_no_tier_can_serve(tmp_path: Path) -> None:
+    from penchant import StoreUnavailableError
+    from penchant.profile_store import PostgresProfileStore
+
+    with RedisProfileStore("redis://127.0.0.1:1/0", socket_timeout=0.5) as dead_redis:
+        with pytest.raises(StoreUnavailableError):
+            dead_redis.get("alice")
+        with pytest.raises(StoreUnavailableError):
+            dead_redis.apply_feedback("alice", mixed_signals("alice", 1))
+    with (
+        PostgresProfileStore("postgresql://postgres@127.0.0.1:1/none", timeout=0.5) as dead_postgres,
+        pytest.raises(StoreUnavailableError),
+    ):
+        dead_postgres.get("alice")
+    model = InterestModel()
+    with TieredProfileStore(
+        PostgresProfileStore("postgresql://postgres@127.0.0.1:1/none", timeout=0.5, model=model),
+        RedisProfileStore("redis://127.0.0.1:1/0", socket_timeout=0.5, model=model),
+        InMemoryProfileStore(model=model),
+    ) as dead:
+        with pytest.raises(StoreUnavailableError):
+            dead.get("alice")
+        with pytest.raises(StoreUnavailableError):
+            dead.apply_feedback("alice", mixed_signals("alice", 1))
+    unwritable = tmp_path / "read-only"
+    unwritable.mkdir()
+    unwritable.chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root writes anywhere: this part needs an ordinary user
+            with open_database(f"sqlite:///{unwritable}/p.db") as sqlite_store, pytest.raises(StoreUnavailableError):
+                sqlite_store.get("alice")
+    finally:
+        unwritable.chmod(0o700)
