@@ -3,6 +3,7 @@ feeds it, ranking with it, persistence and hostile input."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import threading
@@ -272,6 +273,43 @@ def test_rebuild_from_the_log_equals_the_collectors_model() -> None:
             collector.record_many(log[start : start + size])
         assert collector.covisitation is not None
         assert rebuilt.to_bytes() == collector.covisitation.to_bytes(), size
+
+
+def test_the_async_collector_teaches_what_the_sync_one_does(tmp_path) -> None:
+    """arecord and arecord_many run the same operations as record and record_many, on any
+    store: co-visitation learns the same from both, here over an SQLite store."""
+    rng = np.random.default_rng(4)
+    log = [
+        penchant.ImplicitFeedback(
+            user_id=f"u{rng.integers(4)}",
+            item_id=f"i{rng.integers(12)}",
+            feedback_type="click",
+            timestamp=at(k),
+            event_id=f"e{k:04d}",
+            features={"genre:x": 1.0},
+        )
+        for k in range(60)
+    ]
+    sync = penchant.FeedbackCollector(covisitation=CoVisitation(window=3))
+    sync.record_many(log[:40])
+    for f in log[40:]:
+        sync.record(f.user_id, {"id": f.item_id, "features": ["genre:x"]}, "click", timestamp=f.timestamp)
+
+    async def learn(store: penchant.ProfileStore) -> CoVisitation:
+        collector = penchant.FeedbackCollector(store, covisitation=CoVisitation(window=3))
+        await collector.arecord_many(log[:40])
+        for f in log[40:]:
+            await collector.arecord(
+                f.user_id, {"id": f.item_id, "features": ["genre:x"]}, "click", timestamp=f.timestamp
+            )
+        assert collector.covisitation is not None
+        return collector.covisitation
+
+    with penchant.SQLiteProfileStore(tmp_path / "p.db") as store:
+        model = asyncio.run(learn(store))
+    assert sync.covisitation is not None
+    assert model.events == sync.covisitation.events == 60
+    assert model.to_bytes() == sync.covisitation.to_bytes()
 
 
 # -- ranking with it ----------------------------------------------------------------------------
