@@ -339,7 +339,7 @@ class CoVisitation:
     def _dense(self, candidates: Candidates) -> npt.NDArray[np.uint32]:
         """The model's dense ids of the candidates. A catalog's rows are aligned once (and again
         only for rows the model did not know, once it has grown), so a request costs a gather."""
-        table, rows = candidates._table, candidates._rows
+        table = candidates._table
         size = len(self._model)
         with self._lock:
             entry = self._aligned.get(id(table))
@@ -357,7 +357,7 @@ class CoVisitation:
                 if len(self._aligned) >= _MAX_ALIGNED_TABLES:
                     self._aligned.pop(next(iter(self._aligned)))
                 self._aligned[id(table)] = (table, aligned, size)
-        return aligned[np.asarray(rows, dtype=np.intp)]
+        return aligned[candidates._row_array]
 
     # -- persistence ------------------------------------------------------------------------
 
