@@ -534,3 +534,19 @@ def test_sql_store_starts_from_its_last_write_only_while_the_row_holds_it(kind: 
         e = first.apply_feedback("alice", [signal(6, features={"genre:f": 1.0})])
         assert set(e.interests) == {"genre:b", "genre:c", "genre:d", "genre:e", "genre:f"}
         assert first.get("alice") == e
+
+
+def test_sql_store_keeps_a_bounded_number_of_written_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from penchant.profile_store import sql_store
+
+    monkeypatch.setattr(sql_store, "WRITTEN_BYTES", 20_000)
+    with SQLiteProfileStore(tmp_path / "bounded.db") as store:
+        for round_ in range(2):
+            for n in range(20):
+                store.apply_feedback(f"user{n}", mixed_signals(f"user{n}", 5, start=5 * round_))
+            kept = store._written
+            assert 0 < len(kept) < 20
+            assert store._written_bytes == sum(len(data) for data, _ in kept.values()) <= 20_000
+            assert list(kept)[-1] == "user19"  # the most recent stay
+        assert store.get("user0") == store.apply_feedback("user0", [])
+        assert store.get("user0").event_count == 10  # type: ignore[union-attr]

@@ -71,10 +71,11 @@ class AppliedChange:
     fresh: list[Signal]
 
 
-WRITTEN_PROFILES = 1_000
-"""Profiles an SQL store keeps decoded after writing them, so that the next event of the same
-user need not decode (and, above all, need not decode its history): most recently written
-first out of the map last."""
+WRITTEN_BYTES = 4 << 20
+"""An SQL store keeps the profiles it wrote last decoded, so that the next event of the same
+user need not decode its snapshot (above all, its history), up to this many bytes of their
+encoded snapshots (decoded, a profile takes about five times its encoding: ~0.5 MB for 500
+history entries); the least recently written go first."""
 
 _CHUNK = 200
 """Rows per multi-row statement (well under SQLite's limit of 32,766 parameters)."""
@@ -530,6 +531,7 @@ class SQLProfileStore(ProfileStore):
         # user -> (the snapshot this store last wrote, that profile decoded): the next apply
         # starts from the object when the row still holds exactly those bytes (see _start_from).
         self._written: OrderedDict[str, tuple[bytes, UserProfile]] = OrderedDict()
+        self._written_bytes = 0
         self._written_lock = threading.Lock()
 
     @property
@@ -662,10 +664,14 @@ class SQLProfileStore(ProfileStore):
             yield self._upsert_many(written)
             with self._written_lock:
                 for profile, data in written:
+                    old = self._written.pop(profile.user_id, None)
+                    if old is not None:
+                        self._written_bytes -= len(old[0])
                     self._written[profile.user_id] = (data, profile)
-                    self._written.move_to_end(profile.user_id)
-                while len(self._written) > WRITTEN_PROFILES:
-                    self._written.popitem(last=False)
+                    self._written_bytes += len(data)
+                while self._written_bytes > WRITTEN_BYTES:
+                    _, (dropped, _) = self._written.popitem(last=False)
+                    self._written_bytes -= len(dropped)
         return changes
 
     def _decode_row(self, version: Any, body: Any) -> UserProfile:
@@ -680,6 +686,8 @@ class SQLProfileStore(ProfileStore):
         map, so that a failure after the change leaves nothing half-changed behind."""
         with self._written_lock:
             kept = self._written.pop(user_id, None)
+            if kept is not None:
+                self._written_bytes -= len(kept[0])
         if kept is not None and kept[1].version == int(version) and kept[0] == body:
             return kept[1]
         return self._decode_row(version, body)
