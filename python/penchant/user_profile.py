@@ -1497,8 +1497,11 @@ class ProfileManager:
         replayed into the user's profile, so an event recorded under both ids counts once.
         Evidence from anonymous events that had already left the bounded history is added
         as it stands (those events' ids are no longer known, so only the history window is
-        checked for duplicates). Explicit preferences are combined, the user's own winning a
-        contradiction. Merging an id twice adds nothing the second time."""
+        checked for duplicates: an event recorded under both ids that has left the anonymous
+        history is counted twice, as nothing records what it added). Explicit preferences are
+        combined, the user's own winning a contradiction; a taste vector is kept from the
+        anonymous profile only when the user has none. Merging an id twice adds nothing the
+        second time, nor does merging a profile that was merged into the anonymous one."""
         check_id(anonymous_id, "anonymous_id")
         check_id(user_id)
         if anonymous_id == user_id:
@@ -1530,7 +1533,13 @@ class ProfileManager:
                     profile.set_explicit_preference(rule, target, value)
                 except ValidationError:
                     continue  # e.g. a min above the user's own max: the user's statement wins
-            profile.merged_from.append(anonymous_id)
+            # Profiles merged into the anonymous one are merged into this one now: merging one
+            # of them again (a retry that still finds it) must add nothing.
+            for earlier in (*anonymous.merged_from, anonymous_id):
+                if earlier not in profile.merged_from and earlier != user_id:
+                    profile.merged_from.append(earlier)
+            if profile.taste_vector is None and anonymous.taste_vector is not None:
+                profile.taste_vector = list(anonymous.taste_vector)
             self._refresh(profile)
             return profile
 
