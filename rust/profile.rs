@@ -313,7 +313,7 @@ fn sorted_samples(samples: &AttributeSamples<'_>, n_attributes: usize) -> Vec<us
     }
     let (mut next_order, mut next_keys) = (vec![0u32; m], vec![0u64; m]);
     for (byte, histogram) in counts.iter().enumerate() {
-        if histogram.iter().any(|&c| c == m) {
+        if histogram.contains(&m) {
             continue; // every key has the same byte here: the pass would change nothing
         }
         let mut start = [0usize; 256];
