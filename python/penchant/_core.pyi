@@ -33,6 +33,7 @@ __all__ = [
     "normalize",
     "num_threads",
     "periodic_histogram",
+    "read_decayed_history",
     "read_history",
     "rebase_factor",
     "set_num_threads",
@@ -256,3 +257,14 @@ def read_history(
 def decode_interests(blob: bytes, interest_class: type[Any]) -> dict[str, Any]: ...
 def history_entries(blob: bytes) -> tuple[int, bytes]: ...
 def history_sort_key(microseconds: int) -> bytes: ...
+def read_decayed_history(
+    interactions: list[Any], now: float
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.float64],
+    list[str],
+]: ...
