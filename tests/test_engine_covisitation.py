@@ -304,6 +304,15 @@ def test_bad_co_visitation_config_is_a_validation_error(options: dict[str, Any],
         penchant.CoVisitationConfig(**options)
 
 
+def test_the_config_is_immutable_and_completes_the_weights() -> None:
+    config = penchant.CoVisitationConfig(weights={"covisitation": 2.0}, options={"window": 5})
+    assert dict(config.weights) == {"covisitation": 2.0, "learned_popularity": 0.02}
+    with pytest.raises(TypeError):
+        config.weights["covisitation"] = 3.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        config.options["window"] = 6  # type: ignore[index]
+
+
 def test_engine_config_refuses_anything_but_a_co_visitation_config() -> None:
     with pytest.raises(penchant.ValidationError, match="CoVisitationConfig"):
         penchant.EngineConfig(covisitation=True)  # type: ignore[arg-type]

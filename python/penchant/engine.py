@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import numpy as np
@@ -28,6 +28,7 @@ from penchant.errors import PenchantError, ValidationError
 from penchant.feedback_collector import Feedback, FeedbackCollector, FeedbackProcessor, FeedbackType, Signal
 from penchant.items import Catalog, ItemBatch
 from penchant.personalized_retrieval import (
+    COVISITATION_FACTORS,
     DEFAULT_MAX_AGE,
     ContentFilter,
     Exclusion,
@@ -91,9 +92,11 @@ class CoVisitationConfig:
 
     def __post_init__(self) -> None:
         weights = _check_covisitation_weights(self.weights)
-        object.__setattr__(self, "weights", dict(zip(("covisitation", "learned_popularity"), weights, strict=True)))
+        named = dict(zip(COVISITATION_FACTORS, weights, strict=True))
+        object.__setattr__(self, "weights", MappingProxyType(named))
         if not isinstance(self.options, Mapping):
             raise ValidationError(f"CoVisitationConfig.options must be a mapping, got {type(self.options).__name__}")
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
         self.new_model()  # checks the options
         if self.path is not None and not isinstance(self.path, str | os.PathLike):
             raise ValidationError(f"CoVisitationConfig.path must be a path, got {type(self.path).__name__}")
