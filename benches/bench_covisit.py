@@ -1,6 +1,7 @@
 """Co-visitation speed: one ranking request of 1,000 candidates with the co-visitation factors
-(the hot path of the evaluated model), the co-visitation scores alone, and learning events;
-each beside a NumPy (or plain Python) implementation of the same computation in the same run.
+(the hot path of the evaluated model, by `Catalog.rank` with scorers and by the retriever behind
+`Engine.rank`), the co-visitation scores alone, and learning events; each beside a NumPy (or
+plain Python) implementation of the same computation in the same run.
 
 The workload is synthetic and shaped like MovieLens: 10,000 items with Zipf popularity and one
 to three of 20 genres, 100,000 events by 600 users whose next item is often close to their last
@@ -236,3 +237,24 @@ def test_bytes_round_trip(benchmark: Any) -> None:
     w = workload()
     copy = benchmark(lambda: penchant.CoVisitation.from_bytes(w.model.to_bytes()))
     assert copy.to_bytes() == w.model.to_bytes()
+
+
+@functools.cache
+def retriever() -> penchant.PersonalizedRetriever:
+    """What ``Engine.rank`` runs with ``EngineConfig(covisitation=CoVisitationConfig())`` and the
+    evaluated weights: the profile from the store's in-process tier, compiled once per version."""
+    w = workload()
+    store = penchant.InMemoryProfileStore()
+    store.put(w.profile)
+    weights = {name: WEIGHTS.get(name, 0.0) for name in ("relevance", "affinity", "taste", "novelty")}
+    return penchant.PersonalizedRetriever(
+        store, ranking=penchant.RankingConfig(weights=weights, use_confidence=False), covisitation=w.model
+    )
+
+
+def test_retrieve_1000_candidates_with_covisitation(benchmark: Any) -> None:
+    benchmark.group = "rank 1,000 candidates with co-visitation, top 10"
+    w = workload()
+    r = retriever()
+    result = benchmark(r.retrieve, "bench-user", w.catalog, candidate_ids=w.candidates, k=10, now=NOW)
+    assert [int(x.id) for x in result] == reference().rank(w.profile, w.candidates)

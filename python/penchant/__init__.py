@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from penchant._core import num_threads, set_num_threads
 from penchant.covisitation import DEFAULT_COVISITATION_WEIGHTS, CoVisitation
-from penchant.engine import Engine, EngineConfig, FeedbackConfig
+from penchant.engine import CoVisitationConfig, Engine, EngineConfig, FeedbackConfig
 from penchant.errors import ConflictError, PenchantError, StoreUnavailableError, ValidationError
 from penchant.feedback_collector import (
     DEFAULT_FEEDBACK_RULES,
@@ -26,6 +26,7 @@ from penchant.feedback_collector import (
 )
 from penchant.items import Catalog, CompiledProfile, ItemBatch
 from penchant.personalized_retrieval import (
+    COVISITATION_FACTORS,
     DEFAULT_RETRIEVAL_WEIGHTS,
     RETRIEVAL_FACTORS,
     ContentFilter,
@@ -67,6 +68,7 @@ from penchant.user_profile import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "COVISITATION_FACTORS",
     "DEFAULT_COVISITATION_WEIGHTS",
     "DEFAULT_FEEDBACK_RULES",
     "DEFAULT_RETRIEVAL_WEIGHTS",
@@ -78,6 +80,7 @@ __all__ = [
     "Candidates",
     "Catalog",
     "CoVisitation",
+    "CoVisitationConfig",
     "CompiledProfile",
     "ConflictError",
     "ContentFilter",

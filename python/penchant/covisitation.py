@@ -32,6 +32,7 @@ decimal string.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -339,7 +340,13 @@ class CoVisitation:
     def _dense(self, candidates: Candidates) -> npt.NDArray[np.uint32]:
         """The model's dense ids of the candidates. A catalog's rows are aligned once (and again
         only for rows the model did not know, once it has grown), so a request costs a gather."""
-        table = candidates._table
+        return self._dense_rows(candidates._table, candidates._row_array)
+
+    def _dense_rows(
+        self, table: _core.Table, rows: npt.NDArray[np.intp] | npt.NDArray[np.uint32]
+    ) -> npt.NDArray[np.uint32]:
+        """:meth:`_dense` for ``rows`` of ``table`` (a registered catalog's, which lives long
+        enough for the alignment to pay)."""
         size = len(self._model)
         with self._lock:
             entry = self._aligned.get(id(table))
@@ -357,7 +364,44 @@ class CoVisitation:
                 if len(self._aligned) >= _MAX_ALIGNED_TABLES:
                     self._aligned.pop(next(iter(self._aligned)))
                 self._aligned[id(table)] = (table, aligned, size)
-        return aligned[candidates._row_array]
+        return aligned[rows]
+
+    def _factor_values(
+        self,
+        recent: Sequence[str],
+        table: _core.Table,
+        rows: npt.NDArray[np.uint32] | None,
+        aligned: bool,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Both factors' raw values (``covisitation``, ``learned_popularity``) for ``rows`` of
+        ``table`` (all rows when ``None``) and a user whose recent items are ``recent``, newest
+        first: what :meth:`scorers` computes, for the retriever. ``aligned``: keep the table's
+        alignment (a registered catalog's); other tables are looked up once and forgotten."""
+        if aligned:
+            dense = self._dense_rows(table, np.arange(len(table), dtype=np.intp) if rows is None else rows)
+        else:
+            dense = self._model.lookup(table.ids(list(range(len(table))) if rows is None else rows.tolist()))
+        covisitation = self._model.scores(self._model.lookup(recent), dense)
+        return covisitation, np.log1p(self._model.counts(dense))
+
+    def _sources(self, recent: Sequence[str], item_id: str | int, limit: int = 3) -> list[tuple[str, float]]:
+        """Which of the user's ``recent`` items (newest first) give ``item_id`` its co-visitation
+        score: up to ``limit`` of them with their share of it, largest first."""
+        history = self._model.lookup(recent)
+        candidate = self._model.lookup([item_id])
+        if not len(history) or candidate[0] == _UNKNOWN:
+            return []
+        scale = self._model.recency_scale
+        shares: dict[str, float] = {}  # an item met twice in the history speaks twice
+        for p, h in enumerate(history.tolist()):
+            if h == _UNKNOWN:
+                continue
+            value = float(self._model.scores(history[p : p + 1], candidate)[0]) * math.exp(-p / scale)
+            if value > 0:
+                shares[recent[p]] = shares.get(recent[p], 0.0) + value
+        total = math.fsum(shares.values())
+        parts = sorted(shares.items(), key=lambda pair: -pair[1])
+        return [(name, value / total) for name, value in parts[:limit]]
 
     # -- persistence ------------------------------------------------------------------------
 

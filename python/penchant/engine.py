@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import numpy as np
@@ -23,10 +23,12 @@ import numpy.typing as npt
 from penchant._io import Op, run_async, run_sync
 from penchant._time import TimeLike
 from penchant._validate import check_id
+from penchant.covisitation import DEFAULT_COVISITATION_WEIGHTS, CoVisitation
 from penchant.errors import PenchantError, ValidationError
-from penchant.feedback_collector import Feedback, FeedbackCollector, FeedbackProcessor, FeedbackType
+from penchant.feedback_collector import Feedback, FeedbackCollector, FeedbackProcessor, FeedbackType, Signal
 from penchant.items import Catalog, ItemBatch
 from penchant.personalized_retrieval import (
+    COVISITATION_FACTORS,
     DEFAULT_MAX_AGE,
     ContentFilter,
     Exclusion,
@@ -34,13 +36,14 @@ from penchant.personalized_retrieval import (
     RankingConfig,
     RankingEngine,
     RetrievalRequest,
+    _check_covisitation_weights,
 )
-from penchant.profile_store import ProfileStore, open_store
+from penchant.profile_store import ProfileStore, SQLProfileStore, TieredProfileStore, open_store
 from penchant.query_expansion import ExpandedQuery, QueryExpander, QueryExpansionConfig
 from penchant.scoring import Filters, RankedItem
 from penchant.user_profile import InterestModel, ProfileManager
 
-__all__ = ["Engine", "EngineConfig", "FeedbackConfig"]
+__all__ = ["CoVisitationConfig", "Engine", "EngineConfig", "FeedbackConfig"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,53 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class CoVisitationConfig:
+    """The engine's item-to-item co-visitation (:class:`~penchant.CoVisitation`), the model
+    that EVALUATION.md measured. With it, :meth:`Engine.record` and its kin teach one model per
+    engine (so per tenant) from every engaged event, and :meth:`Engine.rank` adds its two
+    factors, ``covisitation`` and ``learned_popularity``.
+
+    - ``weights``: their fully personalized weights (missing ones from
+      :data:`~penchant.DEFAULT_COVISITATION_WEIGHTS`: 1 and 0.02), scaled by ``λ`` as every
+      personalized factor is, so a user without a profile still gets the caller's order.
+    - ``options``: the :class:`~penchant.CoVisitation` constructor's options (``window``,
+      ``max_neighbours``, ``alpha``, ...; defaults as measured).
+    - ``path``: a file for the model. When it exists, the model is loaded from it at open (its
+      options must match ``options``); it is written at close and by
+      :meth:`Engine.save_covisitation`. Events learned since the last write are lost if the
+      process dies. ``None`` (the default): no file.
+    - ``rebuild``: when no file was loaded, rebuild the model at open from the store's durable
+      event log (the SQL tier's; a store without one starts empty). This reads every logged
+      event of the tenant once, so it costs time at open in proportion to the log.
+    """
+
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_COVISITATION_WEIGHTS))
+    options: Mapping[str, Any] = field(default_factory=dict)
+    path: str | os.PathLike[str] | None = None
+    rebuild: bool = True
+
+    def __post_init__(self) -> None:
+        weights = _check_covisitation_weights(self.weights)
+        named = dict(zip(COVISITATION_FACTORS, weights, strict=True))
+        object.__setattr__(self, "weights", MappingProxyType(named))
+        if not isinstance(self.options, Mapping):
+            raise ValidationError(f"CoVisitationConfig.options must be a mapping, got {type(self.options).__name__}")
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        self.new_model()  # checks the options
+        if self.path is not None and not isinstance(self.path, str | os.PathLike):
+            raise ValidationError(f"CoVisitationConfig.path must be a path, got {type(self.path).__name__}")
+        if not isinstance(self.rebuild, bool):
+            raise ValidationError("CoVisitationConfig.rebuild must be a bool")
+
+    def new_model(self) -> CoVisitation:
+        """An empty model with these options."""
+        try:
+            return CoVisitation(**self.options)
+        except TypeError as e:
+            raise ValidationError(f"CoVisitationConfig.options: {e}") from None
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """Everything an :class:`Engine` can be tuned with; the defaults suit a start.
 
@@ -79,6 +129,8 @@ class EngineConfig:
       seconds before one is recompiled although unchanged).
     - ``query_associations_path``: a JSON file of learned query associations, loaded when the
       engine opens (if it exists) and written when it closes; ``None`` keeps them in memory.
+    - ``covisitation``: a :class:`CoVisitationConfig` turns on item-to-item co-visitation
+      (learned from feedback, a ranking factor); ``None`` (the default) leaves it off.
     """
 
     ranking: RankingConfig = field(default_factory=RankingConfig)
@@ -92,8 +144,11 @@ class EngineConfig:
     compiled_cache_size: int = 10_000
     compiled_max_age: float = DEFAULT_MAX_AGE
     query_associations_path: str | os.PathLike[str] | None = None
+    covisitation: CoVisitationConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.covisitation is not None and not isinstance(self.covisitation, CoVisitationConfig):
+            raise ValidationError("EngineConfig.covisitation must be a CoVisitationConfig or None")
         for name, kind in (
             ("ranking", RankingConfig),
             ("content_filter", ContentFilter),
@@ -120,7 +175,9 @@ class Engine:
     Attributes: ``store``, ``profiles`` (:class:`~penchant.ProfileManager`), ``feedback``
     (:class:`~penchant.FeedbackCollector`), ``retriever``
     (:class:`~penchant.PersonalizedRetriever`), ``expander``
-    (:class:`~penchant.QueryExpander`), ``config``.
+    (:class:`~penchant.QueryExpander`), ``covisitation`` (the tenant's
+    :class:`~penchant.CoVisitation` when ``config.covisitation`` is set, else ``None``),
+    ``config``.
     """
 
     def __init__(
@@ -141,6 +198,10 @@ class Engine:
         path = config.query_associations_path
         if path is not None and os.path.exists(path):
             self.expander.load(path)
+        self.covisitation: CoVisitation | None = None
+        covisitation_file = False
+        if config.covisitation is not None:
+            self.covisitation, covisitation_file = _load_covisitation(config.covisitation)
         if store is not None:
             if not isinstance(store, ProfileStore):
                 raise ValidationError(f"store must be a ProfileStore, got {type(store).__name__}")
@@ -164,8 +225,13 @@ class Engine:
         self.tenant = store.tenant
         self.profiles = ProfileManager(store)
         try:
-            self.feedback = FeedbackCollector(store, config.feedback.processor(store.model))
-        except ValidationError:
+            rebuild = config.covisitation is not None and config.covisitation.rebuild and not covisitation_file
+            if self.covisitation is not None and rebuild:
+                self.covisitation.learn(_logged_events(store))
+            self.feedback = FeedbackCollector(
+                store, config.feedback.processor(store.model), covisitation=self.covisitation
+            )
+        except BaseException:
             if self._owns_store:
                 store.close()
             raise
@@ -176,6 +242,8 @@ class Engine:
             expander=self.expander,
             cache_size=config.compiled_cache_size,
             max_age=config.compiled_max_age,
+            covisitation=self.covisitation,
+            covisitation_weights=None if config.covisitation is None else config.covisitation.weights,
         )
         self._closed = False
 
@@ -383,9 +451,30 @@ class Engine:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def save_covisitation(self) -> None:
+        """Writes the co-visitation model to ``config.covisitation.path`` now (atomically: a
+        reader sees the old file or the new one). Without a path or co-visitation, a
+        ``ValidationError``."""
+        self._check_open()
+        self._save_covisitation(required=True)
+
+    def _save_covisitation(self, *, required: bool = False) -> None:
+        options = self.config.covisitation
+        if self.covisitation is None or options is None or options.path is None:
+            if required:
+                raise ValidationError("no co-visitation path is configured (EngineConfig.covisitation.path)")
+            return
+        path = os.fspath(options.path)
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "wb") as f:
+            f.write(self.covisitation.to_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+
     def close(self) -> None:
-        """Writes the query associations (if a path is configured) and closes the store if the
-        engine opened it. Closing twice does nothing."""
+        """Writes the query associations and the co-visitation model (if paths are configured)
+        and closes the store if the engine opened it. Closing twice does nothing."""
         if self._closed:
             return
         self._closed = True
@@ -406,6 +495,7 @@ class Engine:
         path = self.config.query_associations_path
         if path is not None:
             self.expander.save(path)
+        self._save_covisitation()
 
     def __enter__(self) -> Self:
         return self
@@ -422,3 +512,40 @@ class Engine:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _load_covisitation(config: CoVisitationConfig) -> tuple[CoVisitation, bool]:
+    """The engine's model: from ``config.path`` when that file exists (then ``True``), else a
+    new one."""
+    wanted = config.new_model()
+    if config.path is None or not os.path.exists(config.path):
+        return wanted, False
+    with open(config.path, "rb") as f:
+        data = f.read()
+    try:
+        model = CoVisitation.from_bytes(data)
+    except ValidationError as e:
+        raise ValidationError(f"co-visitation model {os.fspath(config.path)!r}: {e}") from None
+    if model.options != wanted.options:
+        differ = sorted(k for k, v in wanted.options.items() if model.options.get(k) != v)
+        raise ValidationError(
+            f"co-visitation model {os.fspath(config.path)!r} was learned with other options ({', '.join(differ)}); "
+            "remove the file to rebuild it from the event log, or configure its options"
+        )
+    return model, True
+
+
+def _logged_events(store: ProfileStore) -> Iterable[Signal]:
+    """Every event of the store's durable log (its SQL tier's), user by user; nothing for a
+    store without one."""
+    database = store.database if isinstance(store, TieredProfileStore) else store
+    if not isinstance(database, SQLProfileStore):
+        return
+    after: str | None = None
+    while True:
+        page = run_sync(database._user_ids_op(after, 500))
+        if not page:
+            return
+        after = page[-1]
+        for user_id in page:
+            yield from run_sync(database._events_op(user_id))

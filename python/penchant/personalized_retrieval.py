@@ -58,6 +58,7 @@ from penchant import _core
 from penchant._io import LoadProfile, LoadProfiles, Op, run_async, run_sync
 from penchant._time import TimeLike, to_epoch
 from penchant._validate import check_finite, check_id, check_name
+from penchant.covisitation import _ENGAGEMENT_NAMES, DEFAULT_COVISITATION_WEIGHTS, CoVisitation
 from penchant.errors import ValidationError
 from penchant.items import Catalog, ItemBatch, _float_column
 from penchant.query_expansion import ExpandedQuery, ProfileView, QueryExpander
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
     from penchant.profile_store import ProfileStore
 
 __all__ = [
+    "COVISITATION_FACTORS",
     "DEFAULT_RETRIEVAL_WEIGHTS",
     "DEFAULT_SEEN_HALF_LIFE",
     "RETRIEVAL_FACTORS",
@@ -126,6 +128,10 @@ DEFAULT_MAX_AGE = 300.0
 decay with time (by at most 0.08 % in 5 minutes at the shortest default half-life, 3 days)."""
 
 _MAX_EXPLAINED_INTERESTS = 5
+
+COVISITATION_FACTORS: tuple[str, ...] = ("covisitation", "learned_popularity")
+"""The factors a retriever with a :class:`~penchant.CoVisitation` adds, after ``query`` and
+before ``novelty`` in explanations."""
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -258,7 +264,9 @@ class Explanation(NamedTuple):
     ``filters``: the rules in force for the request (every returned item passed them all).
     ``personalization``: ``λ = strength × confidence``; ``confidence``: the profile's.
     ``seen_at``: when the user last interacted with it (epoch seconds), if ever. ``why``: one
-    compact line for logs and user interfaces.
+    compact line for logs and user interfaces. ``co_visited``: with co-visitation, the user's
+    recent items that others often chose this one with, ``(item id, share of the item's
+    co-visitation score)``, largest first (at most 3).
     """
 
     contributions: Mapping[str, float]
@@ -269,6 +277,7 @@ class Explanation(NamedTuple):
     confidence: float
     seen_at: float | None
     why: str
+    co_visited: tuple[tuple[str, float], ...] = ()
 
 
 class Exclusion(NamedTuple):
@@ -316,6 +325,7 @@ class _Snapshot:
         "hard",
         "key",
         "made_at",
+        "recent",
         "seen_ids",
         "seen_times",
         "taste",
@@ -323,8 +333,10 @@ class _Snapshot:
         "weights",
     )
 
-    def __init__(self, profile: UserProfile | None, now: float, prior: float) -> None:
+    def __init__(self, profile: UserProfile | None, now: float, prior: float, recent: int = 0) -> None:
         self.made_at = now
+        # The user's engaged items, newest first, as co-visitation reads them (``recent`` of them).
+        self.recent: list[str] = []
         self._view: ProfileView | None = None
         self._plans: dict[tuple[int, float | None], _Plan] = {}
         self.exists = profile is not None
@@ -359,6 +371,12 @@ class _Snapshot:
                 latest[interaction.item_id] = t
         self.seen_ids = list(latest)
         self.seen_times = np.fromiter(latest.values(), dtype=np.float64, count=len(latest))
+        if recent:
+            for interaction in reversed(profile.interaction_history):
+                if interaction.feedback_type in _ENGAGEMENT_NAMES:
+                    self.recent.append(interaction.item_id)
+                    if len(self.recent) == recent:
+                        break
 
     def plan(self, engine: RankingEngine, strength: float | None) -> _Plan:
         """The factor weights for this profile at ``strength``, worked out once per engine."""
@@ -794,6 +812,14 @@ def _candidates(
     return _Candidates(table, None, base, item_list, _TableProfile(table, snapshot), None)
 
 
+class _CoVisitationFactors(NamedTuple):
+    """A retriever's co-visitation model and the fully personalized weights of
+    :data:`COVISITATION_FACTORS`."""
+
+    model: CoVisitation
+    weights: tuple[float, float]
+
+
 def _rank(
     engine: RankingEngine,
     content: ContentFilter,
@@ -802,6 +828,7 @@ def _rank(
     expanded: ExpandedQuery | None,
     cache: _LRU | None,
     tenant: str = "",
+    covisitation: _CoVisitationFactors | None = None,
 ) -> list[RankedItem]:
     """The body of every retrieval: candidates, filters, factors, the kernel, explanations."""
     config = engine.config
@@ -833,10 +860,24 @@ def _rank(
         extra = [(np.zeros(n), 0.0, norm)]
     else:
         extra = []
+    extra_names = ("query",) * len(extra)
+    # Co-visitation weighs λ·W like every personalized factor: nothing for a user without a
+    # profile, the configured weight for a well-known one.
+    covisited = False
+    if covisitation is not None:
+        w_covisitation, w_popularity = (plan.lam * w for w in covisitation.weights)
+        if explain or w_covisitation or w_popularity:
+            covisitation_values, popularity_values = covisitation.model._factor_values(
+                snapshot.recent, candidates.table, candidates.rows, isinstance(request.items, Catalog)
+            )
+            extra.append((covisitation_values, w_covisitation, norm))
+            extra.append((popularity_values, w_popularity, norm))
+            extra_names += COVISITATION_FACTORS
+            covisited = bool(w_covisitation or w_popularity)
     seen = (profile.seen_rows, profile.seen_times, config.seen_half_life, plan.novelty)
     novelty = seen if explain or (plan.novelty and len(profile.seen_rows)) else None
-    extra_names = ("query",) * len(extra) + ("novelty",) * (novelty is not None)
-    only_relevance = plan.only_relevance and query is None
+    extra_names += ("novelty",) * (novelty is not None)
+    only_relevance = plan.only_relevance and query is None and not covisited
     ranked, chosen_rows = rank_prepared(
         candidates.table,
         candidates.rows,
@@ -859,8 +900,11 @@ def _rank(
     if not explain:
         return ranked
     rules = _describe(resolved.sources, window)
+    model = covisitation.model if covisitation is not None else None
     return [
-        item._replace(explanation=_explain(item, row, candidates, snapshot, query_features, rules, plan.lam, now))
+        item._replace(
+            explanation=_explain(item, row, candidates, snapshot, query_features, rules, plan.lam, now, model)
+        )
         for item, row in zip(ranked, chosen_rows, strict=True)
     ]
 
@@ -911,8 +955,12 @@ def _explain(
     rules: tuple[str, ...],
     lam: float,
     now: float,
+    covisitation: CoVisitation | None = None,
 ) -> Explanation:
     contributions = dict(item.contributions or {})
+    co_visited: list[tuple[str, float]] = []
+    if covisitation is not None and contributions.get("covisitation", 0.0) > 0:
+        co_visited = covisitation._sources(snapshot.recent, item.id)
     features = candidates.table.row_features(row)
     matched = sorted(
         ((name, snapshot.weights[name] * w) for name, w in features if snapshot.weights.get(name)),
@@ -928,7 +976,7 @@ def _explain(
         where = int(np.searchsorted(seen_rows, row))
         if where < len(seen_rows) and seen_rows[where] == row:
             seen_at = float(candidates.profile.seen_times[where])
-    why = _why(contributions, matched, query_matched, seen_at, snapshot, lam, now)
+    why = _why(contributions, matched, query_matched, seen_at, snapshot, lam, now, co_visited)
     return Explanation(
         contributions=contributions,
         matched_interests=tuple(matched),
@@ -938,6 +986,7 @@ def _explain(
         confidence=snapshot.confidence,
         seen_at=seen_at,
         why=why,
+        co_visited=tuple(co_visited),
     )
 
 
@@ -949,6 +998,7 @@ def _why(
     snapshot: _Snapshot,
     lam: float,
     now: float,
+    co_visited: Sequence[tuple[str, float]] = (),
 ) -> str:
     """One line: how personalized the ranking was, then the factors that counted most."""
     parts: list[str] = []
@@ -976,6 +1026,11 @@ def _why(
                 phrase = f"seen {_duration(now - seen_at)} ago"
         elif name == "taste":
             phrase = "close to your taste" if value > 0 else "far from your taste"
+        elif name == "covisitation":
+            after = ", ".join(i for i, _ in co_visited)
+            phrase = f"often chosen after {after}" if after else "often chosen with your recent items"
+        elif name == "learned_popularity":
+            phrase = "often chosen by others"
         else:
             phrase = {"relevance": "the caller's relevance", "recency": "recent", "popularity": "popular"}[name]
         parts.append(f"{phrase} ({value:+.2f})")
@@ -988,6 +1043,35 @@ def _why(
 # -- the retriever ----------------------------------------------------------------------------
 
 
+def _covisitation_factors(
+    covisitation: CoVisitation | None, weights: Mapping[str, float] | None
+) -> _CoVisitationFactors | None:
+    if covisitation is None:
+        if weights is not None:
+            raise ValidationError("covisitation_weights need a covisitation model")
+        return None
+    if not isinstance(covisitation, CoVisitation):
+        raise ValidationError(f"covisitation must be a CoVisitation, got {type(covisitation).__name__}")
+    return _CoVisitationFactors(covisitation, _check_covisitation_weights(weights))
+
+
+def _check_covisitation_weights(weights: Mapping[str, float] | None) -> tuple[float, float]:
+    """The weights of :data:`COVISITATION_FACTORS`, checked; missing ones from
+    :data:`~penchant.DEFAULT_COVISITATION_WEIGHTS`."""
+    if weights is None:
+        weights = {}
+    if not isinstance(weights, Mapping):
+        raise ValidationError(f"covisitation weights must be a mapping factor -> weight, got {type(weights).__name__}")
+    unknown = set(weights) - set(COVISITATION_FACTORS)
+    if unknown:
+        raise ValidationError(
+            f"covisitation weights: unknown factor(s) {sorted(map(str, unknown))}; known: {COVISITATION_FACTORS}"
+        )
+    merged = {**DEFAULT_COVISITATION_WEIGHTS, **weights}
+    w_covisitation, w_popularity = (check_finite(merged[name], f"weight of {name!r}") for name in COVISITATION_FACTORS)
+    return w_covisitation, w_popularity
+
+
 class PersonalizedRetriever:
     """User-aware retrieval over a :class:`~penchant.ProfileStore` (module documentation).
 
@@ -996,7 +1080,11 @@ class PersonalizedRetriever:
     ``expander``: the :class:`QueryExpander` whose expansion feeds the query factor.
     ``cache_size``: compiled profiles kept (per user, and per user and catalog); ``max_age``:
     seconds after which a compiled profile is recompiled even if its version did not change
-    (its interests decay with time).
+    (its interests decay with time). ``covisitation``: a tenant's
+    :class:`~penchant.CoVisitation`, whose factors (:data:`COVISITATION_FACTORS`, scored from
+    the user's recent engaged items) are added with ``covisitation_weights`` (by default
+    :data:`~penchant.DEFAULT_COVISITATION_WEIGHTS`), scaled by ``λ`` as every personalized
+    factor is.
 
     Profiles are read with ``get_shared`` (the store's read-only fast path) and compiled once
     per profile version and moment; for a registered :class:`~penchant.Catalog` the compiled
@@ -1014,7 +1102,11 @@ class PersonalizedRetriever:
         expander: QueryExpander | None = None,
         cache_size: int = 10_000,
         max_age: float = DEFAULT_MAX_AGE,
+        covisitation: CoVisitation | None = None,
+        covisitation_weights: Mapping[str, float] | None = None,
     ) -> None:
+        self.covisitation = covisitation
+        self._covisitation = _covisitation_factors(covisitation, covisitation_weights)
         if store is None:
             from penchant.profile_store import InMemoryProfileStore
 
@@ -1054,6 +1146,7 @@ class PersonalizedRetriever:
     def _snapshot(self, profile: UserProfile | None, now: float) -> _Snapshot:
         if profile is None:
             return _Snapshot(None, now, self.ranking.config.confidence_prior)
+        recent = 0 if self.covisitation is None else self.covisitation._model.recent
         key = (self.store.tenant, profile.user_id)
         snapshot: _Snapshot | None = self._snapshots.get(key)
         if (
@@ -1062,7 +1155,7 @@ class PersonalizedRetriever:
             and abs(now - snapshot.made_at) <= self.max_age
         ):
             return snapshot
-        snapshot = _Snapshot(profile, now, self.ranking.config.confidence_prior)
+        snapshot = _Snapshot(profile, now, self.ranking.config.confidence_prior, recent)
         self._snapshots.put(key, snapshot)
         return snapshot
 
@@ -1195,7 +1288,16 @@ class PersonalizedRetriever:
     def _finish(self, request: _Request, profile: UserProfile | None) -> list[RankedItem]:
         snapshot = self._snapshot(profile, request.now)
         expanded = self._expanded(request.query, snapshot)
-        return _rank(self.ranking, self.content_filter, snapshot, request, expanded, self._tables, self.store.tenant)
+        return _rank(
+            self.ranking,
+            self.content_filter,
+            snapshot,
+            request,
+            expanded,
+            self._tables,
+            self.store.tenant,
+            self._covisitation,
+        )
 
     # -- many users -------------------------------------------------------------------------
 

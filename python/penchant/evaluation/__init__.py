@@ -43,6 +43,7 @@ from penchant.evaluation.runner import (
     RankerResult,
     ablations,
     evaluate,
+    evaluate_engine,
     recent_interests,
     replay,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "Split",
     "ablations",
     "evaluate",
+    "evaluate_engine",
     "leave_last_out",
     "markdown",
     "metrics",

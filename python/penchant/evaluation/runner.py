@@ -18,9 +18,9 @@ import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +41,10 @@ from penchant.user_profile import UserProfile
 from .datasets import Interactions
 from .protocol import Metrics, Split, leave_last_out, metrics, paired_difference, sampled_negatives
 
-__all__ = ["Evaluation", "Ranker", "RankerResult", "evaluate", "recent_interests", "replay"]
+if TYPE_CHECKING:
+    from penchant.engine import EngineConfig
+
+__all__ = ["Evaluation", "Ranker", "RankerResult", "evaluate", "evaluate_engine", "recent_interests", "replay"]
 
 _LEARNING = ("window", "lag_scale", "max_neighbours", "half_life")
 _SCORING = ("recent", "recency_scale", "alpha", "beta")
@@ -326,6 +329,78 @@ def _evaluate(
         replay_cpu_seconds=replay_cpu_seconds,
         results=results,
         covisitation=covisitation,
+    )
+
+
+ENGINE_WEIGHTS: Mapping[str, float] = {"affinity": 0.1}
+"""The :class:`~penchant.RankingConfig` weights with which :func:`evaluate_engine` ranks by
+default: with the co-visitation defaults, :data:`PENCHANT`'s model."""
+
+
+def evaluate_engine(
+    data: Interactions,
+    config: EngineConfig | None = None,
+    *,
+    split: Split | None = None,
+    max_users: int | None = None,
+    sampled: bool = True,
+    batch_size: int = 25_000,
+) -> RankerResult:
+    """The protocol of :func:`evaluate` through :class:`penchant.Engine`, as an application
+    holds it: the training events go through ``engine.record_many`` and each test user is
+    ranked by ``engine.rank(user, catalog, filters=..., k=None, now=...)``.
+
+    ``config`` (default: co-visitation on, ``ranking`` weights :data:`ENGINE_WEIGHTS`) is used
+    with its ``feedback.rating_scale`` set to the data set's; profiles live in memory."""
+    from penchant.engine import CoVisitationConfig, Engine, EngineConfig
+    from penchant.personalized_retrieval import RankingConfig
+    from penchant.profile_store import InMemoryProfileStore
+    from penchant.user_profile import InterestModel
+
+    if config is None:
+        config = EngineConfig(ranking=RankingConfig(weights=ENGINE_WEIGHTS), covisitation=CoVisitationConfig())
+    if not isinstance(config, EngineConfig):
+        raise ValidationError(f"config must be an EngineConfig, got {type(config).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValidationError(f"batch_size must be a positive int, got {batch_size!r}")
+    config = replace(config, feedback=replace(config.feedback, rating_scale=data.rating_scale or (1.0, 5.0)))
+    split = split or leave_last_out(data, max_users=max_users)
+    data = split.data
+    if split.n_test == 0:
+        raise ValidationError(f"{data.name}: no user has a test event under this protocol")
+    events = split.order[split.train[split.order]]
+    store = InMemoryProfileStore(
+        max_entries=None, model=InterestModel(max_history=config.max_history, refresh_every=config.refresh_every)
+    )
+    catalog = Catalog(ItemBatch(data.item_ids, features=data.item_features))
+    negatives = sampled_negatives(split) if sampled else None
+    ranks = np.zeros(split.n_test, dtype=np.int64)
+    sranks = np.zeros(split.n_test, dtype=np.int64)
+    seconds = 0.0
+    with _gc_paused(), Engine(store=store, config=config) as engine:
+        for start in range(0, len(events), batch_size):
+            engine.record_many([_feedback(data, int(e)) for e in events[start : start + batch_size]])
+        for x in range(split.n_test):
+            user = data.user_ids[int(split.test_users[x])]
+            excluded = frozenset(data.item_ids[int(i)] for i in split.candidates_excluded(x))
+            now = float(data.timestamps[int(split.test_events[x])])
+            t0 = time.perf_counter()
+            ranked = engine.rank(user, catalog, filters=Filters(excluded_ids=excluded), k=None, now=now)
+            seconds += time.perf_counter() - t0
+            scores = {r.id: r.score for r in ranked}
+            values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
+            test_score = scores[data.item_ids[int(split.test_items[x])]]
+            ranks[x] = int(np.count_nonzero(values >= test_score))
+            if negatives is not None:
+                negative_scores = np.array([scores[data.item_ids[int(j)]] for j in negatives[x]])
+                sranks[x] = 1 + int(np.count_nonzero(negative_scores >= test_score))
+    return RankerResult(
+        ranker=Ranker("penchant.Engine", {}),
+        full=metrics(ranks),
+        sampled=metrics(sranks) if negatives is not None else None,
+        ranks=ranks,
+        sampled_ranks=sranks if negatives is not None else None,
+        seconds=seconds,
     )
 
 
