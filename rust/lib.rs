@@ -1,6 +1,7 @@
 //! The kernels of penchant: pure functions over slices, with no Python in them. The optional
 //! `python` feature adds the PyO3 bindings in [`python`].
 
+pub mod covisit;
 pub mod decay;
 pub mod diversify;
 pub mod error;

@@ -160,6 +160,13 @@ def test_random_junk_never_panics(items: list[Any], filters: Any) -> None:
             call()
 
 
+@pytest.mark.parametrize("embedding", [False, 3, 2.5, object()])
+def test_an_embedding_that_is_not_a_sequence_is_a_validation_error(embedding: Any) -> None:
+    # Found by test_random_junk_never_panics: {"embedding": False} raised a bare TypeError.
+    with pytest.raises(penchant.ValidationError, match="embedding must be a sequence of numbers"):
+        penchant.rank_items({"f": 1.0}, [{"id": 0, "embedding": embedding}])
+
+
 def test_kernels_refuse_bad_arguments_without_panicking() -> None:
     table, _ = _core.Table.from_items([GOOD], [])
     with pytest.raises(penchant.ValidationError):

@@ -11,6 +11,7 @@ Hand penchant a user and candidate items; it re-ranks and filters them for that 
 from __future__ import annotations
 
 from penchant._core import num_threads, set_num_threads
+from penchant.covisitation import DEFAULT_COVISITATION_WEIGHTS, CoVisitation
 from penchant.engine import Engine, EngineConfig, FeedbackConfig
 from penchant.errors import ConflictError, PenchantError, StoreUnavailableError, ValidationError
 from penchant.feedback_collector import (
@@ -66,6 +67,7 @@ from penchant.user_profile import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_COVISITATION_WEIGHTS",
     "DEFAULT_FEEDBACK_RULES",
     "DEFAULT_RETRIEVAL_WEIGHTS",
     "DEFAULT_WEIGHTS",
@@ -75,6 +77,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Candidates",
     "Catalog",
+    "CoVisitation",
     "CompiledProfile",
     "ConflictError",
     "ContentFilter",

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "COVISIT_UNKNOWN",
     "FACTORS",
     "MAX_EMBEDDING_DIM",
     "MAX_EXPONENT",
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_NAME_BYTES",
     "PARALLEL_MIN_ROWS",
+    "CoVisitation",
     "Table",
     "accumulate_signal_objects",
     "accumulate_signals",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 FACTORS: Final[list[str]]
+COVISIT_UNKNOWN: Final[int]
 PARALLEL_MIN_ROWS: Final[int]
 MAX_ITEMS: Final[int]
 MAX_ID_BYTES: Final[int]
@@ -43,6 +46,67 @@ MAX_NAME_BYTES: Final[int]
 MAX_FEATURES_PER_ITEM: Final[int]
 MAX_EMBEDDING_DIM: Final[int]
 MAX_EXPONENT: Final[float]
+
+@final
+class CoVisitation:
+    def __new__(
+        cls,
+        window: int = 20,
+        lag_scale: float = 5.0,
+        max_neighbours: int = 200,
+        half_life: float | None = None,
+        recent: int = 20,
+        recency_scale: float = 4.0,
+        alpha: float = 0.3,
+        beta: float = 0.5,
+    ) -> CoVisitation: ...
+    @property
+    def window(self) -> int: ...
+    @property
+    def lag_scale(self) -> float: ...
+    @property
+    def max_neighbours(self) -> int: ...
+    @property
+    def half_life(self) -> float | None: ...
+    @property
+    def recent(self) -> int: ...
+    @property
+    def recency_scale(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def beta(self) -> float: ...
+    @property
+    def events(self) -> int: ...
+    @property
+    def entries(self) -> int: ...
+    @property
+    def latest(self) -> float | None: ...
+    def __len__(self) -> int: ...
+    def lookup(self, ids: Iterable[str | int]) -> npt.NDArray[np.uint32]: ...
+    def keys(self, dense: Sequence[int]) -> list[str]: ...
+    def observe(self, item: str | int, previous: Iterable[str | int], timestamp: float) -> None: ...
+    def observe_many(
+        self,
+        users: npt.NDArray[np.uint32],
+        items: Iterable[str | int],
+        times: npt.NDArray[np.float64],
+        seeds: Iterable[Iterable[str | int]],
+    ) -> None: ...
+    def scores(
+        self,
+        history: npt.NDArray[np.uint32],
+        candidates: npt.NDArray[np.uint32],
+        recent: int | None = None,
+        recency_scale: float | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+    ) -> npt.NDArray[np.float64]: ...
+    def counts(self, items: npt.NDArray[np.uint32]) -> npt.NDArray[np.float64]: ...
+    def neighbours(self, item: str | int, k: int) -> list[tuple[str, float]]: ...
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> CoVisitation: ...
 
 _FilterSpec = tuple[list[int], list[int], list[int], list[int], list[tuple[str, float, float]]]
 

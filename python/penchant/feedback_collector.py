@@ -49,13 +49,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from penchant import _core, _gc
-from penchant._io import ApplyFeedback, ApplyFeedbackMany, Op, run_async, run_sync
+from penchant._io import ApplyFeedback, ApplyFeedbackMany, LoadProfiles, Op, run_async, run_sync
 from penchant._time import TimeLike, to_datetime, utcnow
 from penchant._validate import MAX_NAME_BYTES, check_finite, check_id, check_name
 from penchant.errors import ValidationError
 from penchant.user_profile import InterestModel, UserProfile
 
 if TYPE_CHECKING:
+    from penchant.covisitation import CoVisitation
     from penchant.profile_store import ProfileStore
 
 __all__ = [
@@ -539,9 +540,18 @@ class FeedbackCollector:
     The store applies signals with its own :class:`~penchant.user_profile.InterestModel`
     (history length, preference refresh); the default in-memory store is given
     ``processor.model``, and the default processor uses the given store's model.
+
+    ``covisitation`` (a :class:`~penchant.CoVisitation`, shared by the whole tenant) learns from
+    every recorded event too, in the user's sequence as the stored profile's history holds it.
     """
 
-    def __init__(self, store: ProfileStore | None = None, processor: FeedbackProcessor | None = None) -> None:
+    def __init__(
+        self,
+        store: ProfileStore | None = None,
+        processor: FeedbackProcessor | None = None,
+        *,
+        covisitation: CoVisitation | None = None,
+    ) -> None:
         # One model for both sides by default: the store applies signals with its own.
         self.processor = processor or FeedbackProcessor(model=getattr(store, "model", None))
         if store is None:
@@ -549,6 +559,7 @@ class FeedbackCollector:
 
             store = InMemoryProfileStore(model=self.processor.model)
         self.store = store
+        self.covisitation = covisitation
 
     def record(
         self,
@@ -604,7 +615,9 @@ class FeedbackCollector:
             user_id, item, feedback_type, value, timestamp=timestamp, event_id=event_id, context=context
         )
         signal = self.processor.signal(feedback)
-        yield ApplyFeedback(self.store, feedback.user_id, [signal])
+        profile = yield ApplyFeedback(self.store, feedback.user_id, [signal])
+        if self.covisitation is not None:
+            self.covisitation.observe_profile(profile, [signal])
         return feedback, signal
 
     def record_many(self, events: Iterable[Feedback | Mapping[str, Any]]) -> list[str]:
@@ -652,4 +665,24 @@ class FeedbackCollector:
         signals = self.processor.signals(feedbacks)
         if signals:
             yield ApplyFeedbackMany(self.store, signals)
+            if self.covisitation is not None:
+                yield from self._observe_covisitation(signals)
         return feedbacks, signals
+
+    def _observe_covisitation(self, signals: list[Signal]) -> Op[None]:
+        """Teaches the co-visitation model a batch just applied: each engaged user's stored
+        history gives the items that precede their new events. Learned in time order across the
+        users, so batching does not change what it learns."""
+        assert self.covisitation is not None
+        from penchant.covisitation import ENGAGEMENT_TYPES
+
+        by_user: dict[str, list[Signal]] = {}
+        for signal in signals:
+            if signal.feedback_type in ENGAGEMENT_TYPES:
+                by_user.setdefault(signal.user_id, []).append(signal)
+        if not by_user:
+            return
+        profiles = yield LoadProfiles(self.store, list(by_user))
+        self.covisitation.observe_profiles(
+            (profiles[user_id], user_signals) for user_id, user_signals in by_user.items() if user_id in profiles
+        )

@@ -206,13 +206,22 @@ class Candidates:
         items: Sequence[Any] | None,
     ) -> None:
         self._table = table
-        self._rows: list[int] = list(range(len(table))) if rows is None else rows.tolist()
+        # The rows as an array, for scorers that gather with NumPy (co-visitation); as a list
+        # only when a column is read, since converting 1,000 rows costs more than the gather.
+        self._row_array: npt.NDArray[np.intp] = (
+            np.arange(len(table), dtype=np.intp) if rows is None else rows.astype(np.intp)
+        )
         self.base_scores = base_scores
         self.items = items
         """The caller's items (``rank_items`` over objects), or ``None`` for a catalog."""
 
+    @functools.cached_property
+    def _rows(self) -> list[int]:
+        rows: list[int] = self._row_array.tolist()
+        return rows
+
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self._row_array)
 
     @property
     def ids(self) -> list[str | int]:

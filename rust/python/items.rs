@@ -457,7 +457,13 @@ fn push_embedding(value: &Bound<'_, PyAny>, out: &mut Vec<f32>, item: usize) -> 
             "item {item}: embedding must be a sequence of numbers, got str"
         )));
     } else {
-        for v in value.try_iter()? {
+        let values = value.try_iter().map_err(|_| {
+            validation_error(format!(
+                "item {item}: embedding must be a sequence of numbers, got {}",
+                type_name(value)
+            ))
+        })?;
+        for v in values {
             out.push(finite(&v?, "embedding value", item)? as f32);
         }
     }

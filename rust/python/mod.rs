@@ -1,6 +1,7 @@
 //! PyO3 bindings: `penchant._core`. Each function converts arguments, releases the GIL around the
 //! pure kernel and converts the result; the algorithms live in the parent modules.
 
+mod covisit;
 mod history;
 mod interests;
 mod items;
@@ -962,6 +963,7 @@ fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::His
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Table>()?;
+    covisit::register(m)?;
     m.add_function(wrap_pyfunction!(normalize, m)?)?;
     m.add_function(wrap_pyfunction!(top_k, m)?)?;
     m.add_function(wrap_pyfunction!(forward_increments, m)?)?;
