@@ -6,7 +6,11 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-pub const PARALLEL_MIN_ROWS: usize = 32_768;
+/// Measured 2026-11-26 on the project's 2-core machine, shared with other work (BENCHMARKS.md):
+/// a ranking on one thread was as fast or faster than on the pool at 10,000, 30,000, 100,000
+/// and 300,000 candidates, so the pool starts above the largest size measured. Callers with
+/// idle cores to spare can lower it with `_core.set_parallel_min_rows` after measuring.
+pub const PARALLEL_MIN_ROWS: usize = 1 << 20;
 
 static MIN_ROWS: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_ROWS);
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
