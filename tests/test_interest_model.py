@@ -251,3 +251,58 @@ def test_large_batches_pause_the_collector_and_always_restore_it() -> None:
     with pytest.raises(penchant.ValidationError):
         model().apply(UserProfile("u"), signals)
     assert gc.isenabled()
+
+
+@given(signal_lists(), st.integers(0, 8))
+@settings(max_examples=100, deadline=None)
+def test_one_event_at_a_time_makes_the_same_profile_as_one_batch(signals: list[Signal], max_history: int) -> None:
+    """Applying one signal takes a path of its own (no batch kernel); it must add exactly what
+    the batch path adds, bit for bit while the landmark stays put, and keep the same history."""
+    batch, single = UserProfile("u"), UserProfile("u")
+    model(max_history=max_history).apply(batch, sorted(signals, key=lambda s: s.timestamp))
+    m = model(max_history=max_history)
+    for s in sorted(signals, key=lambda s: s.timestamp):
+        m.apply(single, [s])
+    now = max(s.timestamp for s in signals)
+    first = min(s.timestamp for s in signals)
+    # After the first event sets it, the landmark moves again only for an event far past it;
+    # one at a time that rescales the sums (rounding), in one batch it does not.
+    landmark_stays = all((s.timestamp - first) / s.half_life <= REBASE_EXPONENT for s in signals)
+    assert single.interests.keys() == batch.interests.keys()
+    scale = max(abs(s.weight) for s in signals)
+    for name, interest in batch.interests.items():
+        assert single.interests[name].count == interest.count
+        assert single.interests[name].last_updated == interest.last_updated
+        assert single.interests[name].weight(now, single.landmark) == pytest.approx(
+            interest.weight(now, batch.landmark), rel=1e-9, abs=1e-12 * scale
+        )
+        if landmark_stays:
+            assert single.interests[name].sums == interest.sums
+    assert [i.__dict__ for i in single.interaction_history] == [i.__dict__ for i in batch.interaction_history]
+    assert single.event_count == batch.event_count == len(signals)
+    assert single.version == len(signals)
+
+
+def test_one_event_of_an_unusual_form_takes_the_batch_path_and_is_still_checked() -> None:
+    """Ints where floats are usual, a mapping that is not a dict: accepted as the batch path
+    accepts them; and a bad single event is refused with the profile unchanged."""
+    from types import MappingProxyType
+
+    profile = UserProfile("u")
+    m = model()
+    m.apply(profile, [Signal("e1", "u", "i1", FeedbackType.CLICK, 1.0, 1, WEEK, T0, {"f": 1})])  # type: ignore[arg-type]
+    m.apply(profile, [sig("e2", MappingProxyType({"f": 1.0}))])  # type: ignore[arg-type]
+    assert profile.interests["f"].count == 2
+    assert profile.interest_weights(T0)["f"] == pytest.approx(2.0)
+    before = profile.to_dict()
+    for bad in (
+        sig("e3", {"\x00": 1.0}),
+        sig("e3", {"f": 1.0, "": 1.0}),
+        sig("e3", {"f": 1.0}, user="someone-else"),
+        sig("e3", {"f": 1.0}, weight=1e308, t=T0 + 2 * WEEK),  # evidence overflows
+        Signal("e3", "u", "", FeedbackType.CLICK, 1.0, 1.0, WEEK, T0, {"f": 1.0}),
+        Signal("e3", "u", "i3", FeedbackType.CLICK, math.nan, 1.0, WEEK, T0, {"f": 1.0}),
+    ):
+        with pytest.raises(penchant.ValidationError):
+            m.apply(profile, [bad])
+        assert profile.to_dict() == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -221,3 +222,78 @@ def test_interest_evidence_refuses_bad_channels_and_sums() -> None:
         interest.sums = {key: value}
         with pytest.raises(penchant.ValidationError, match=message):
             _core.interest_evidence({"f": interest}, 0.0, 0.0)
+
+
+class _SlottedInteraction:
+    """An interaction without an instance dict: the reader's general path."""
+
+    __slots__ = ("attributes", "half_life", "timestamp", "weight")
+
+    def __init__(self, interaction: Interaction) -> None:
+        self.timestamp, self.weight = interaction.timestamp, interaction.weight
+        self.half_life, self.attributes = interaction.half_life, interaction.attributes
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Any]:
+    """Interactions in the common form (floats, a dict of float attributes) mixed with forms the
+    reader's fast path hands to its general path: int weights and values, bool and str
+    attributes, an object without an instance dict."""
+    out: list[Any] = []
+    for k in range(draw(st.integers(0, 25))):
+        attributes = draw(
+            st.dictionaries(
+                st.sampled_from(["price", "length", "colour", "flag"]),
+                st.one_of(finite, st.integers(-5, 5), st.booleans(), st.just("red")),
+                max_size=3,
+            )
+        )
+        weight: float = draw(st.one_of(finite, st.integers(-3, 3)))
+        interaction = Interaction(
+            f"i{k}",
+            "click",
+            1.0,
+            weight,
+            {"f": 1.0},
+            attributes,
+            draw(st.floats(0, 1e6)),
+            f"e{k}",
+            draw(st.sampled_from(HALF_LIVES)),
+        )
+        interaction.weight = weight  # keep an int as an int (the constructor makes a float)
+        out.append(_SlottedInteraction(interaction) if draw(st.booleans()) and k % 3 == 0 else interaction)
+    return out
+
+
+@given(histories(), st.floats(0, 2e6))
+@settings(max_examples=200, deadline=None)
+def test_read_decayed_history_matches_reading_then_decaying(history: list[Any], now: float) -> None:
+    times, decayed, activity, rows, ids, values, names = _core.read_decayed_history(history, now)
+    expected = ref.history_columns(history)
+    # Times from datetimes differ from datetime.timestamp() in the last bit at most.
+    np.testing.assert_allclose(times, expected["times"], rtol=1e-15, atol=1e-9)
+    np.testing.assert_array_equal(rows, expected["rows"])
+    np.testing.assert_array_equal(ids, expected["ids"])
+    np.testing.assert_array_equal(values, expected["values"])
+    assert names == expected["names"]
+    reference = ref.decayed_weights(times, expected["weights"], expected["half_lives"], now)
+    np.testing.assert_allclose(decayed, reference, rtol=1e-12, atol=0)
+    unit = ref.decayed_weights(times, np.ones(len(history)), expected["half_lives"], now)
+    np.testing.assert_allclose(activity, unit, rtol=1e-12, atol=0)
+    # And the same columns as the separate kernels, bit for bit.
+    columns = _core.read_history(history)
+    np.testing.assert_array_equal(decayed, _core.decayed_weights(columns[0], columns[1], columns[2], now))
+
+
+def test_read_decayed_history_refuses_what_read_history_refuses() -> None:
+    good = Interaction("a", "click", 1.0, 1.0, {"f": 1.0}, {"price": 5.0}, 86_400.0, "e1", 60.0)  # type: ignore[arg-type]
+    with pytest.raises(penchant.ValidationError, match="timestamp"):
+        _core.read_decayed_history([good, object()], 0.0)
+    with pytest.raises(penchant.ValidationError, match="NaN"):
+        _core.read_decayed_history([good, Interaction("b", "click", 1.0, 1.0, {}, {"price": math.inf})], 0.0)
+    with pytest.raises(penchant.ValidationError, match="now"):
+        _core.read_decayed_history([good], math.nan)
+    bad_weight = Interaction("c", "click", 1.0, 1.0, {"f": 1.0}, {}, 0.0, "e3")
+    bad_weight.weight = math.nan
+    with pytest.raises(penchant.ValidationError, match="weight"):
+        _core.read_decayed_history([good, bad_weight], 0.0)

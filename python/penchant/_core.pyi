@@ -30,6 +30,7 @@ __all__ = [
     "normalize",
     "num_threads",
     "periodic_histogram",
+    "read_decayed_history",
     "read_history",
     "rebase_factor",
     "set_num_threads",
@@ -241,6 +242,17 @@ def interest_evidence(
 ) -> tuple[list[str], list[float], list[float]]: ...
 def read_history(
     interactions: list[Any],
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.float64],
+    list[str],
+]: ...
+def read_decayed_history(
+    interactions: list[Any], now: float
 ) -> tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],

@@ -519,6 +519,15 @@ class FeedbackProcessor:
     def apply(self, profile: UserProfile, feedbacks: Iterable[Feedback]) -> None:
         """Processes ``feedbacks`` and applies them to ``profile`` in memory (no store)."""
         batch = feedbacks if isinstance(feedbacks, list) else list(feedbacks)
+        if len(batch) == 1:
+            # One event, on a budget of microseconds: no collector pause to arrange.
+            signals = self._signals(batch, None)
+            if signals[0].user_id != profile.user_id:
+                raise ValidationError(
+                    f"feedback for user {signals[0].user_id!r} applied to profile {profile.user_id!r}"
+                )
+            self.model._apply(profile, signals)
+            return
         with _gc.paused(len(batch)):
             signals = self.signals(batch)
             for signal in signals:

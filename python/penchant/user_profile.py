@@ -880,13 +880,13 @@ class PreferenceExtractor:
         for preference in self.categorical(profile, moment, stamp):
             found.setdefault(preference.name, preference)
         if profile.interaction_history:
-            times, weights, half_lives, rows, attribute_ids, values, names = _core.read_history(
-                profile.interaction_history
+            # One call reads the history's columns and decays each event's weight (and its
+            # activity, a unit weight) to now, with one exponential per event.
+            times, decayed, activity, rows, attribute_ids, values, names = _core.read_decayed_history(
+                profile.interaction_history, moment
             )
-            decayed = _core.decayed_weights(times, weights, half_lives, moment)
             for preference in self.numeric(decayed, rows, attribute_ids, values, names, stamp):
                 found[preference.name] = preference
-            activity = _core.decayed_weights(times, np.ones(len(times)), half_lives, moment)
             for preference in self.temporal(times, activity, stamp):
                 found[preference.name] = preference
         return found
@@ -970,7 +970,7 @@ class PreferenceExtractor:
         names: Sequence[str],
         stamp: datetime,
     ) -> list[Preference]:
-        """Numeric preferences from history columns (see :func:`penchant._core.read_history`)."""
+        """Numeric preferences from history columns (see :func:`penchant._core.read_decayed_history`)."""
         if not names:
             return []
         liked = np.maximum(decayed, 0.0)
@@ -1122,6 +1122,8 @@ class InterestModel:
             self._apply(profile, batch)
 
     def _apply(self, profile: UserProfile, signals: list[Signal]) -> None:
+        if len(signals) == 1 and self._apply_one(profile, signals[0]):
+            return
         seen: set[str] = set()
         fresh: list[Signal] = []
         for signal in signals:
@@ -1145,6 +1147,81 @@ class InterestModel:
         self._update_preferences(profile, fresh, update.touched)
         profile.version += 1
         profile.updated_at = utcnow()
+
+    def _apply_one(self, profile: UserProfile, signal: Signal) -> bool:
+        """:meth:`_apply` of one signal in its common form (float fields, a dict of features with
+        float weights, no rebase): the same additions, bit for bit, with none of the batch
+        machinery, which cost more than the arithmetic of one event. Returns ``False``, having
+        changed nothing, for anything else; the batch path then applies it (or explains what
+        is wrong with it)."""
+        t, w, h, features = signal.timestamp, signal.weight, signal.half_life, signal.features
+        if not (
+            type(t) is float
+            and type(w) is float
+            and type(h) is float
+            and type(features) is dict
+            and math.isfinite(t)
+            and math.isfinite(w)
+            and 0.0 < h < math.inf
+        ):
+            return False
+        if signal.user_id != profile.user_id:
+            raise ValidationError(f"signal {signal.event_id!r} is for user {signal.user_id!r}, not {profile.user_id!r}")
+        # The arithmetic of accumulate_signals, in its order: exponent, 2^exponent, (w·v)·scale.
+        exponent = (t - profile.landmark) / h
+        if not (math.isfinite(exponent) and exponent <= REBASE_EXPONENT):
+            return False
+        scale = math.exp2(exponent)
+        negative_key, positive_key = _channel_keys(h)
+        additions: list[tuple[str, str, float]] = []
+        for name, share in features.items():
+            if type(name) is not str or type(share) is not float:
+                return False
+            amount = (w * share) * scale
+            if amount == 0.0:
+                continue
+            if not math.isfinite(amount):
+                return False
+            additions.append((name, positive_key, amount) if amount > 0 else (name, negative_key, -amount))
+        # Everything that can fail first (new interests check their names), then the changes.
+        stamp = _utc(t)
+        interests = profile.interests
+        new = {name: Interest(name=name, last_updated=stamp) for name, _, _ in additions if name not in interests}
+        entry: Interaction | None = None
+        if self.max_history:
+            entry = object.__new__(Interaction)  # as _new_interactions fills it
+            entry.__dict__.update(
+                item_id=check_id(signal.item_id, "item_id"),
+                feedback_type=str(signal.feedback_type),
+                value=check_finite(signal.value, "value"),
+                weight=w,
+                features=dict(features),
+                attributes=dict(signal.attributes),
+                timestamp=stamp,
+                event_id=signal.event_id,
+                half_life=h,
+            )
+        interests.update(new)
+        for name, key, amount in additions:
+            interest = interests[name]
+            sums = interest.sums
+            sums[key] = sums.get(key, 0.0) + amount
+            interest.count += 1
+            if stamp > interest.last_updated:
+                interest.last_updated = stamp
+        if entry is not None:
+            history = profile.interaction_history
+            if not history or _history_key(history[-1]) <= _history_key(entry):
+                history.append(entry)
+                if len(history) > self.max_history:
+                    del history[: len(history) - self.max_history]
+            else:
+                self._add_history(profile, [entry])
+        profile.event_count += 1
+        self._update_preferences(profile, [signal], {name for name, _, _ in additions})
+        profile.version += 1
+        profile.updated_at = utcnow()
+        return True
 
     def _interest_update(
         self, profile: UserProfile, signals: Sequence[Signal], datetimes: _Datetimes
@@ -1221,6 +1298,8 @@ class InterestModel:
         k = self.refresh_every
         if k and profile.event_count // k != (profile.event_count - len(signals)) // k:
             self.extractor.update(profile, profile.last_event_time())
+            return
+        if not profile.explicit_preferences:
             return
         touched_priors = [name for name in profile.explicit_priors() if name in touched]
         if touched_priors:
@@ -1418,8 +1497,11 @@ class ProfileManager:
         replayed into the user's profile, so an event recorded under both ids counts once.
         Evidence from anonymous events that had already left the bounded history is added
         as it stands (those events' ids are no longer known, so only the history window is
-        checked for duplicates). Explicit preferences are combined, the user's own winning a
-        contradiction. Merging an id twice adds nothing the second time."""
+        checked for duplicates: an event recorded under both ids that has left the anonymous
+        history is counted twice, as nothing records what it added). Explicit preferences are
+        combined, the user's own winning a contradiction; a taste vector is kept from the
+        anonymous profile only when the user has none. Merging an id twice adds nothing the
+        second time, nor does merging a profile that was merged into the anonymous one."""
         check_id(anonymous_id, "anonymous_id")
         check_id(user_id)
         if anonymous_id == user_id:
@@ -1451,7 +1533,13 @@ class ProfileManager:
                     profile.set_explicit_preference(rule, target, value)
                 except ValidationError:
                     continue  # e.g. a min above the user's own max: the user's statement wins
-            profile.merged_from.append(anonymous_id)
+            # Profiles merged into the anonymous one are merged into this one now: merging one
+            # of them again (a retry that still finds it) must add nothing.
+            for earlier in (*anonymous.merged_from, anonymous_id):
+                if earlier not in profile.merged_from and earlier != user_id:
+                    profile.merged_from.append(earlier)
+            if profile.taste_vector is None and anonymous.taste_vector is not None:
+                profile.taste_vector = list(anonymous.taste_vector)
             self._refresh(profile)
             return profile
 

@@ -6,9 +6,10 @@ use super::items::epoch_seconds;
 use super::names::NameIds;
 use super::validation_error;
 use numpy::{IntoPyArray, PyArray1};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString};
 
 /// Columns of a history: per event its time, weight and half-life; per numeric attribute value
 /// its event row, attribute id and value; and the attribute names by id.
@@ -60,30 +61,110 @@ fn attribute<'py>(
     })
 }
 
-/// Reads `timestamp`, `weight`, `half_life` and the numeric entries of `attributes` (a dict;
-/// non-numeric values are skipped, as the ranking reader skips them) of every interaction.
-pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryColumns<'py>> {
-    let py = interactions.py();
-    let n = interactions.len();
-    let (mut times, mut weights, mut half_lives) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut rows, mut attribute_ids, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    let mut names = NameIds::default();
-    for (row, interaction) in interactions.iter().enumerate() {
+/// The columns of a history, as [`read_history`] returns them, before they become arrays.
+#[derive(Default)]
+pub struct History {
+    pub times: Vec<f64>,
+    pub weights: Vec<f64>,
+    pub half_lives: Vec<f64>,
+    pub rows: Vec<u32>,
+    pub attribute_ids: Vec<u32>,
+    pub values: Vec<f64>,
+    pub names: Vec<String>,
+}
+
+struct Reader<'py> {
+    out: History,
+    names: NameIds<'py>,
+}
+
+impl<'py> Reader<'py> {
+    /// One interaction in the common case: an instance dict holding the fields, float weight
+    /// and half-life, a dict of float attributes. Returns `false`, having added nothing, for
+    /// anything else; the general reader then handles the row (and explains what is wrong).
+    /// Reading the instance dict through the C API skips the attribute machinery, which cost
+    /// more than the rest of a row.
+    fn fast_row(&mut self, interaction: &Bound<'py, PyAny>, row: usize) -> PyResult<bool> {
+        let py = interaction.py();
+        // SAFETY: the GIL is held. `PyObject_GenericGetDict` returns a new reference (or null
+        // with an exception set, which is cleared). `PyDict_GetItemWithError` returns a borrowed
+        // reference that is turned into an owned one at once, before any other call.
+        let fields = unsafe {
+            let dict = ffi::PyObject_GenericGetDict(interaction.as_ptr(), std::ptr::null_mut());
+            if dict.is_null() {
+                ffi::PyErr_Clear();
+                return Ok(false);
+            }
+            Bound::from_owned_ptr(py, dict)
+        };
+        if !fields.is_exact_instance_of::<PyDict>() {
+            return Ok(false);
+        }
+        let get = |key: &Bound<'py, PyString>| -> Option<Bound<'py, PyAny>> {
+            // SAFETY: as above; the keys are exact `str`, so the lookup runs no Python code.
+            unsafe {
+                let value = ffi::PyDict_GetItemWithError(fields.as_ptr(), key.as_ptr());
+                if value.is_null() {
+                    ffi::PyErr_Clear();
+                }
+                Bound::from_borrowed_ptr_or_opt(py, value)
+            }
+        };
+        let float = |value: Option<Bound<'py, PyAny>>| -> Option<f64> {
+            let v = value?.cast_exact::<PyFloat>().ok()?.value();
+            v.is_finite().then_some(v)
+        };
+        let (Some(t), Some(w), Some(h), Some(attributes)) = (
+            get(intern!(py, "timestamp")),
+            float(get(intern!(py, "weight"))),
+            float(get(intern!(py, "half_life"))),
+            get(intern!(py, "attributes")),
+        ) else {
+            return Ok(false);
+        };
+        let Ok(attributes) = attributes.cast_exact::<PyDict>() else {
+            return Ok(false);
+        };
+        if h <= 0.0 {
+            return Ok(false);
+        }
+        let mark = self.out.values.len();
+        for (name, value) in attributes.iter() {
+            let Some(v) = float(Some(value)) else {
+                // Ints, bools, strings, NaN: the general reader's rules decide.
+                self.out.rows.truncate(mark);
+                self.out.attribute_ids.truncate(mark);
+                self.out.values.truncate(mark);
+                return Ok(false);
+            };
+            let id = self
+                .names
+                .id(&name, || format!("interaction {row}: attribute names"))?;
+            self.out.rows.push(row as u32);
+            self.out.attribute_ids.push(id);
+            self.out.values.push(v);
+        }
+        self.out.times.push(epoch_seconds(&t, "timestamp", row)?);
+        self.out.weights.push(w);
+        self.out.half_lives.push(h);
+        Ok(true)
+    }
+
+    /// One interaction of any form: fields from the instance dict or by attribute, numbers of
+    /// any numeric type, non-numeric attributes skipped.
+    fn row(&mut self, interaction: &Bound<'py, PyAny>, row: usize) -> PyResult<()> {
+        let py = interaction.py();
         let instance_dict = interaction.getattr_opt(intern!(py, "__dict__"))?;
         let fields = instance_dict.as_ref().and_then(|d| d.cast::<PyDict>().ok());
-        let t = attribute(&interaction, fields, intern!(py, "timestamp"), row)?;
-        times.push(epoch_seconds(&t, "timestamp", row)?);
-        weights.push(number(
-            &attribute(&interaction, fields, intern!(py, "weight"), row)?,
+        let t = attribute(interaction, fields, intern!(py, "timestamp"), row)?;
+        let t = epoch_seconds(&t, "timestamp", row)?;
+        let w = number(
+            &attribute(interaction, fields, intern!(py, "weight"), row)?,
             "weight",
             row,
-        )?);
+        )?;
         let h = number(
-            &attribute(&interaction, fields, intern!(py, "half_life"), row)?,
+            &attribute(interaction, fields, intern!(py, "half_life"), row)?,
             "half_life",
             row,
         )?;
@@ -92,8 +173,7 @@ pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryC
                 "interaction {row}: half_life must be positive"
             )));
         }
-        half_lives.push(h);
-        let attributes = attribute(&interaction, fields, intern!(py, "attributes"), row)?;
+        let attributes = attribute(interaction, fields, intern!(py, "attributes"), row)?;
         let Ok(attributes) = attributes.cast::<PyDict>() else {
             return Err(validation_error(format!(
                 "interaction {row}: attributes must be a dict"
@@ -111,19 +191,96 @@ pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryC
                     "interaction {row}: attribute {name} is NaN or infinite"
                 )));
             }
-            let id = names.id(&name, || format!("interaction {row}: attribute names"))?;
-            rows.push(row as u32);
-            attribute_ids.push(id);
-            values.push(v);
+            let id = self
+                .names
+                .id(&name, || format!("interaction {row}: attribute names"))?;
+            self.out.rows.push(row as u32);
+            self.out.attribute_ids.push(id);
+            self.out.values.push(v);
+        }
+        self.out.times.push(t);
+        self.out.weights.push(w);
+        self.out.half_lives.push(h);
+        Ok(())
+    }
+}
+
+/// Reads `timestamp`, `weight`, `half_life` and the numeric entries of `attributes` (a dict;
+/// non-numeric values are skipped, as the ranking reader skips them) of every interaction.
+pub fn read(interactions: &Bound<'_, PyList>) -> PyResult<History> {
+    let n = interactions.len();
+    let mut reader = Reader {
+        out: History {
+            times: Vec::with_capacity(n),
+            weights: Vec::with_capacity(n),
+            half_lives: Vec::with_capacity(n),
+            rows: Vec::with_capacity(2 * n),
+            attribute_ids: Vec::with_capacity(2 * n),
+            values: Vec::with_capacity(2 * n),
+            names: Vec::new(),
+        },
+        names: NameIds::default(),
+    };
+    for (row, interaction) in interactions.iter().enumerate() {
+        if !reader.fast_row(&interaction, row)? {
+            reader.row(&interaction, row)?;
         }
     }
+    reader.out.names = reader.names.names;
+    Ok(reader.out)
+}
+
+/// [`read`]'s columns as NumPy arrays.
+pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryColumns<'py>> {
+    let py = interactions.py();
+    let h = read(interactions)?;
     Ok((
-        times.into_pyarray(py),
-        weights.into_pyarray(py),
-        half_lives.into_pyarray(py),
-        rows.into_pyarray(py),
-        attribute_ids.into_pyarray(py),
-        values.into_pyarray(py),
-        names.names,
+        h.times.into_pyarray(py),
+        h.weights.into_pyarray(py),
+        h.half_lives.into_pyarray(py),
+        h.rows.into_pyarray(py),
+        h.attribute_ids.into_pyarray(py),
+        h.values.into_pyarray(py),
+        h.names,
+    ))
+}
+
+/// Columns of a history with each event's weight and activity decayed to `now`: times, decayed
+/// weights `wᵢ·2^(−max(now − tᵢ, 0)/hᵢ)`, activity `2^(−max(now − tᵢ, 0)/hᵢ)` (the decayed
+/// weight of a unit event), then rows, attribute ids, values and names as [`read_history`].
+pub type DecayedHistory<'py> = (
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<f64>>,
+    Vec<String>,
+);
+
+/// What preference extraction reads from a history, in one call: [`read`], then
+/// [`crate::profile::decay_factors`] once for both the weights and the activity.
+pub fn read_decayed_history<'py>(
+    interactions: &Bound<'py, PyList>,
+    now: f64,
+) -> PyResult<DecayedHistory<'py>> {
+    let py = interactions.py();
+    let h = read(interactions)?;
+    let activity =
+        crate::profile::decay_factors(&h.times, &h.half_lives, now).map_err(super::kernel_error)?;
+    let decayed: Vec<f64> = h
+        .weights
+        .iter()
+        .zip(&activity)
+        .map(|(w, f)| w * f)
+        .collect();
+    Ok((
+        h.times.into_pyarray(py),
+        decayed.into_pyarray(py),
+        activity.into_pyarray(py),
+        h.rows.into_pyarray(py),
+        h.attribute_ids.into_pyarray(py),
+        h.values.into_pyarray(py),
+        h.names,
     ))
 }

@@ -960,6 +960,14 @@ fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::His
     history::read_history(interactions)
 }
 
+#[pyfunction]
+fn read_decayed_history<'py>(
+    interactions: &Bound<'py, PyList>,
+    now: f64,
+) -> PyResult<history::DecayedHistory<'py>> {
+    history::read_decayed_history(interactions, now)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Table>()?;
@@ -979,6 +987,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attribute_quantiles, m)?)?;
     m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
+    m.add_function(wrap_pyfunction!(read_decayed_history, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(build_signals, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
