@@ -156,6 +156,7 @@ impl<'a> CompiledFilters<'a> {
     }
 
     /// Whether the item at `row` passes every rule.
+    #[inline]
     pub fn passes(&self, table: &ItemTable, row: u32) -> bool {
         if self.dropped.as_ref().is_some_and(|d| d.contains(row)) {
             return false;
@@ -219,9 +220,13 @@ pub fn apply(table: &ItemTable, rows: &[u32], filters: &Filters) -> Vec<u32> {
         return (0..rows.len() as u32).collect();
     }
     let compiled = CompiledFilters::new(table, filters);
-    (0..rows.len() as u32)
-        .filter(|&p| compiled.passes(table, rows[p as usize]))
-        .collect()
+    let mut kept = Vec::with_capacity(rows.len());
+    for (p, &row) in rows.iter().enumerate() {
+        if compiled.passes(table, row) {
+            kept.push(p as u32);
+        }
+    }
+    kept
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-pub const PARALLEL_MIN_ROWS: usize = 32_768;
+/// Measured 2026-11-26 on the project's 2-core machine, shared with other work (BENCHMARKS.md):
+/// a ranking on one thread was as fast or faster than on the pool at 10,000, 30,000, 100,000
+/// and 300,000 candidates, so the pool starts above the largest size measured. Callers with
+/// idle cores to spare can lower it with `_core.set_parallel_min_rows` after measuring.
+pub const PARALLEL_MIN_ROWS: usize = 1 << 20;
 
 static MIN_ROWS: AtomicUsize = AtomicUsize::new(PARALLEL_MIN_ROWS);
 static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
@@ -70,6 +74,25 @@ where
     }
 }
 
+/// `f(start, chunk)` over consecutive chunks of `out` that cover it, where `chunk` begins at
+/// index `start`: one chunk (the whole slice) below the threshold, chunks on the pool above.
+/// For kernels whose per-element work is a loop worth compiling as one (SIMD) loop.
+pub fn fill_chunks<F>(out: &mut [f64], f: F)
+where
+    F: Fn(usize, &mut [f64]) + Sync + Send,
+{
+    const CHUNK: usize = 4096;
+    if out.len() < parallel_min_rows() {
+        f(0, out);
+    } else {
+        pool().install(|| {
+            out.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(i, chunk)| f(i * CHUNK, chunk));
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +102,13 @@ mod tests {
         for n in [10, PARALLEL_MIN_ROWS + 7] {
             let mut out = vec![0.0; n];
             fill(&mut out, |i| (i * 3) as f64);
+            assert!(out.iter().enumerate().all(|(i, &v)| v == (i * 3) as f64));
+            let mut out = vec![0.0; n];
+            fill_chunks(&mut out, |start, chunk| {
+                for (j, v) in chunk.iter_mut().enumerate() {
+                    *v = (start + j) as f64 * 3.0;
+                }
+            });
             assert!(out.iter().enumerate().all(|(i, &v)| v == (i * 3) as f64));
         }
     }

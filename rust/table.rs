@@ -25,7 +25,15 @@ impl std::fmt::Display for ItemKey {
 pub struct IdIndex {
     ints: FxHashMap<i64, u32>,
     strs: FxHashMap<Box<str>, u32>,
+    /// When the integer ids are dense (they span at most [`DENSE_SPAN`] times their number),
+    /// `dense[id − dense_base]` is the row of `id` (`u32::MAX` for none): an array read instead
+    /// of hashing, for the common catalog of ids 0..n or 1..=n.
+    dense: Vec<u32>,
+    dense_base: i64,
 }
+
+/// How sparse integer ids may be, at most, for [`IdIndex`] to keep a dense array of them.
+const DENSE_SPAN: usize = 4;
 
 impl IdIndex {
     /// Adds `key` at `row`; returns false (and changes nothing) when the key is already there.
@@ -58,7 +66,32 @@ impl IdIndex {
     }
 
     pub fn int(&self, id: i64) -> Option<u32> {
+        if !self.dense.is_empty() {
+            let slot = (id as u64).wrapping_sub(self.dense_base as u64);
+            let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+            return match self.dense.get(slot) {
+                Some(&row) if row != u32::MAX => Some(row),
+                _ => None,
+            };
+        }
         self.ints.get(&id).copied()
+    }
+
+    /// Builds the dense array when the integer ids allow it (see [`IdIndex::dense`]).
+    fn densify(&mut self) {
+        self.dense = Vec::new();
+        let (Some(&lo), Some(&hi)) = (self.ints.keys().min(), self.ints.keys().max()) else {
+            return;
+        };
+        let span = (hi as i128 - lo as i128) as u128 + 1;
+        if span > (DENSE_SPAN * self.ints.len()) as u128 {
+            return;
+        }
+        self.dense = vec![u32::MAX; span as usize];
+        self.dense_base = lo;
+        for (&id, &row) in &self.ints {
+            self.dense[(id - lo) as usize] = row;
+        }
     }
 
     pub fn str(&self, id: &str) -> Option<u32> {
@@ -75,6 +108,7 @@ impl IdIndex {
     fn clear(&mut self) {
         self.ints.clear();
         self.strs.clear();
+        self.dense.clear();
     }
 }
 
@@ -285,6 +319,29 @@ pub fn dot(a: &[f32], b: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
+/// `dot(a, b)` with `b` already widened to f64 (a profile's taste vector, widened once per
+/// request instead of once per candidate): the same products summed in the same order, so the
+/// same result to the bit. Always inlined, so that a loop compiled for the CPU's features
+/// (see `scoring::taste`) compiles this with them.
+#[inline(always)]
+pub fn dot_wide(a: &[f32], b: &[f64]) -> f64 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f64; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(&x, &y)| x as f64 * y)
+        .sum();
+    for (ca, cb) in a_chunks.zip(b_chunks) {
+        for j in 0..LANES {
+            acc[j] += ca[j] as f64 * cb[j];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
 pub fn norm(v: &[f32]) -> f64 {
     dot(v, v).sqrt()
 }
@@ -330,6 +387,7 @@ impl ItemTable {
                 return Err(KernelError::Invalid(format!("duplicate item id {key}")));
             }
         }
+        self.index.densify();
         check_len("features", n, self.features.rows())?;
         if let Some(&bad) = self
             .features
@@ -426,6 +484,37 @@ mod tests {
     }
 
     #[test]
+    fn integer_ids_dense_or_not_find_their_rows() {
+        for ids in [
+            vec![0i64, 1, 2, 3],
+            vec![5, 3, 4, 9],
+            vec![i64::MIN, i64::MAX, 0],
+            vec![-2, 7, 1_000_000],
+            vec![i64::MAX - 1, i64::MAX],
+            vec![i64::MIN, i64::MIN + 2],
+        ] {
+            let mut t = ItemTable {
+                ids: ids.iter().map(|&i| ItemKey::Int(i)).collect(),
+                ..Default::default()
+            };
+            for _ in &ids {
+                t.features.push_row([]);
+            }
+            t.ids.push(ItemKey::Str("s".into()));
+            t.features.push_row([]);
+            t.finish().unwrap();
+            for (row, &id) in ids.iter().enumerate() {
+                assert_eq!(t.index.int(id), Some(row as u32), "{ids:?}");
+            }
+            for probe in [i64::MIN, i64::MIN + 1, -1, 2, 6, 8, 10, 1_000_001, i64::MAX] {
+                let want = ids.iter().position(|&i| i == probe).map(|r| r as u32);
+                assert_eq!(t.index.int(probe), want, "{probe} in {ids:?}");
+            }
+            assert_eq!(t.index.str("s"), Some(ids.len() as u32));
+        }
+    }
+
+    #[test]
     fn postings_transpose_the_features() {
         let mut m = FeatureMatrix::default();
         m.push_row([(1, 0.5), (0, 1.0)]);
@@ -444,6 +533,13 @@ mod tests {
         let b: Vec<f32> = (0..19).map(|i| (i * i) as f32 * 0.1).collect();
         let plain: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
         assert!((dot(&a, &b) - plain).abs() < 1e-9);
+        let wide: Vec<f64> = b.iter().map(|&x| x as f64).collect();
+        for len in [0, 1, 7, 8, 9, 16, 19] {
+            assert_eq!(
+                dot_wide(&a[..len], &wide[..len]).to_bits(),
+                dot(&a[..len], &b[..len]).to_bits()
+            );
+        }
     }
 
     #[test]

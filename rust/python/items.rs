@@ -4,7 +4,7 @@
 
 use super::{validation_error, LIMITS};
 use crate::table::{Embeddings, ItemKey, ItemTable, Vocabulary};
-use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArrayDescrMethods, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -49,6 +49,7 @@ impl HashFilter {
         Self(words)
     }
 
+    #[inline(always)]
     fn may_contain(&self, hash: isize) -> bool {
         let bit = hash as usize % Self::BITS;
         self.0[bit / 64] & (1 << (bit % 64)) != 0
@@ -78,8 +79,53 @@ impl<'a, 'py> FeatureIds<'a, 'py> {
     }
 }
 
+/// `hash(name)`: for an exact `str` whose hash CPython has already cached (every str used as
+/// a dict key has), read from the object itself instead of through `PyObject_Hash`; a str
+/// subclass (which may define its own `__hash__`) or an uncached str takes the general call.
+/// penchant builds for CPython's full (not limited) API, where the struct layout is known.
+#[inline(always)]
+fn str_hash(name: &Bound<'_, PyString>) -> PyResult<isize> {
+    if name.is_exact_instance_of::<PyString>() {
+        // SAFETY: `name` is an exact str, so its object starts with a PyASCIIObject; the hash
+        // field is written at most once (from -1 to the hash), read here as CPython's own
+        // free-threaded build reads it, with a relaxed atomic load.
+        let cached = unsafe {
+            let ascii = name.as_ptr().cast::<pyo3::ffi::PyASCIIObject>();
+            let field = std::ptr::addr_of!((*ascii).hash).cast::<std::sync::atomic::AtomicIsize>();
+            (*field).load(std::sync::atomic::Ordering::Relaxed)
+        };
+        if cached != -1 {
+            return Ok(cached);
+        }
+    }
+    name.hash()
+}
+
 impl FeatureIds<'_, '_> {
+    /// The id of a feature name, `None` for a name that does not matter to the request. Most
+    /// names of a ranking request do not: their cached hash against the bitmap rules them out
+    /// in a few instructions, inline; the rest takes [`FeatureIds::id_slow`].
+    #[inline(always)]
     fn id(&mut self, name: &Bound<'_, PyAny>, item: usize) -> PyResult<Option<u32>> {
+        if let FeatureIds::Known {
+            hashes,
+            intern_prefixes,
+            ..
+        } = self
+        {
+            if intern_prefixes.is_empty() {
+                if let Ok(text) = name.cast::<PyString>() {
+                    if !hashes.may_contain(str_hash(text)?) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        self.id_slow(name, item)
+    }
+
+    #[inline(never)]
+    fn id_slow(&mut self, name: &Bound<'_, PyAny>, item: usize) -> PyResult<Option<u32>> {
         let Ok(name) = name.cast::<PyString>() else {
             return Err(validation_error(format!(
                 "item {item}: feature names must be str, got {}",
@@ -95,8 +141,9 @@ impl FeatureIds<'_, '_> {
                 intern_prefixes,
             } => {
                 // Most of an item's features are not among the few the request names: the
-                // string's cached hash against a bitmap rules them out without a dict lookup.
-                if intern_prefixes.is_empty() && !hashes.may_contain(name.hash()?) {
+                // string's cached hash against a bitmap rules them out without a dict lookup
+                // (done inline by `id`; again here for the callers that come straight here).
+                if intern_prefixes.is_empty() && !hashes.may_contain(str_hash(name)?) {
                     return Ok(None);
                 }
                 let address = name.as_ptr() as usize;
@@ -163,6 +210,78 @@ fn field<'py>(
         item.getattr_opt(name)?
     };
     Ok(value.filter(|v| !v.is_none()))
+}
+
+/// The names of the fields that ranking reads, in the order of [`ItemFields`].
+const FIELD_NAMES: [&str; 7] = [
+    "id",
+    "features",
+    "embedding",
+    "timestamp",
+    "popularity",
+    "attributes",
+    "score",
+];
+
+/// Dicts with at most this many entries are read in one walk over their entries; larger
+/// ones with a lookup per field.
+const WALK_MAX_ENTRIES: usize = 16;
+
+/// The fields of one item in the order of [`FIELD_NAMES`], each `None` when absent or None.
+type ItemFields<'py> = [Option<Bound<'py, PyAny>>; 7];
+
+/// Reads the fields of `item` named by `keys` (the interned [`FIELD_NAMES`]), as [`field`]
+/// would one by one. A small dict is walked once instead: each key is matched by identity
+/// with the interned names (keys written in the source are the same objects), else by text
+/// (keys parsed from JSON, say), and other keys are skipped; no Python code runs meanwhile.
+/// Fields that `wanted` marks false are left `None` (and, on an object, not read at all).
+fn item_fields<'py>(
+    item: &Bound<'py, PyAny>,
+    keys: &[&Bound<'py, PyString>; 7],
+    wanted: [bool; 7],
+) -> PyResult<ItemFields<'py>> {
+    let mut out: ItemFields<'py> = Default::default();
+    match item.cast::<PyDict>() {
+        Ok(dict) if dict.len() <= WALK_MAX_ENTRIES => {
+            for (key, value) in dict.iter() {
+                let slot = match keys.iter().position(|k| k.as_ptr() == key.as_ptr()) {
+                    Some(slot) => Some(slot),
+                    None => match key.cast::<PyString>() {
+                        Ok(text) if text.is_exact_instance_of::<PyString>() => {
+                            match text.to_str() {
+                                Ok(text) => FIELD_NAMES.iter().position(|n| *n == text),
+                                Err(_) => None,
+                            }
+                        }
+                        _ => None,
+                    },
+                };
+                if let Some(slot) = slot {
+                    if wanted[slot] && !value.is_none() {
+                        out[slot] = Some(value);
+                    }
+                }
+            }
+        }
+        _ => {
+            for ((slot, key), wanted) in out.iter_mut().zip(keys).zip(wanted) {
+                if wanted {
+                    *slot = field(item, key)?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether every value is finite, in one pass without early exit (so that it vectorises).
+fn all_finite(values: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let mut bad = false;
+    for v in values {
+        bad |= v.to_bits() & EXPONENT == EXPONENT;
+    }
+    !bad
 }
 
 fn finite(value: &Bound<'_, PyAny>, what: &str, item: usize) -> PyResult<f64> {
@@ -269,9 +388,40 @@ pub fn epoch_seconds(value: &Bound<'_, PyAny>, what: &str, item: usize) -> PyRes
     }
 }
 
+/// The values of `value` when it is a 1-D, C-contiguous, aligned float32 array in native byte
+/// order, read off the array's header: cheaper than the typed cast, which compares dtypes
+/// through NumPy's API.
+fn f32_vector<'a>(value: &'a Bound<'_, PyAny>) -> Option<&'a [f32]> {
+    let array = value.cast::<numpy::PyUntypedArray>().ok()?;
+    let dtype = array.dtype();
+    if array.ndim() != 1
+        || dtype.kind() != b'f'
+        || dtype.itemsize() != std::mem::size_of::<f32>()
+        || dtype.is_native_byteorder() == Some(false)
+        || !array.is_c_contiguous()
+    {
+        return None;
+    }
+    let len = array.len();
+    // SAFETY: a 1-D C-contiguous array of `len` float32 starts at `data`; alignment is checked
+    // before the slice is made. The GIL is held and no Python code runs while the caller
+    // copies the slice (see `push_embedding`).
+    unsafe {
+        let data = (*array.as_array_ptr()).fields.data as *const f32;
+        if len == 0 || data.is_null() || !data.is_aligned() {
+            return None;
+        }
+        Some(std::slice::from_raw_parts(data, len))
+    }
+}
+
 /// Appends one embedding, converting from a NumPy array or any sequence of numbers.
 fn push_embedding(value: &Bound<'_, PyAny>, out: &mut Vec<f32>, item: usize) -> PyResult<usize> {
     let start = out.len();
+    if let Some(values) = f32_vector(value) {
+        out.extend_from_slice(values);
+        return finish_embedding(out, start, item);
+    }
     let borrow_error =
         |e: numpy::BorrowError| validation_error(format!("item {item}: embedding: {e}"));
     if let Ok(array) = value.cast::<PyArray1<f32>>() {
@@ -317,8 +467,14 @@ fn push_embedding(value: &Bound<'_, PyAny>, out: &mut Vec<f32>, item: usize) -> 
             out.push(finite(&v?, "embedding value", item)? as f32);
         }
     }
+    finish_embedding(out, start, item)
+}
+
+/// Checks the embedding just appended to `out` from `start`; returns its length.
+fn finish_embedding(out: &[f32], start: usize, item: usize) -> PyResult<usize> {
     let added = &out[start..];
-    if let Some(index) = added.iter().position(|v| !v.is_finite()) {
+    if !all_finite(added) {
+        let index = added.iter().position(|v| !v.is_finite()).unwrap_or(0);
         return Err(validation_error(format!(
             "item {item}: embedding value at position {index} is NaN or infinite"
         )));
@@ -358,7 +514,7 @@ pub fn table_from_items(
     attribute_names: Vec<String>,
 ) -> PyResult<(ItemTable, Vec<f64>)> {
     let py = items.py();
-    let keys = (
+    let keys = [
         intern!(py, "id"),
         intern!(py, "features"),
         intern!(py, "embedding"),
@@ -366,7 +522,7 @@ pub fn table_from_items(
         intern!(py, "popularity"),
         intern!(py, "attributes"),
         intern!(py, "score"),
-    );
+    ];
     let attribute_keys: Vec<Bound<'_, PyString>> = attribute_names
         .iter()
         .map(|n| PyString::new(py, n))
@@ -388,6 +544,16 @@ pub fn table_from_items(
         FeatureIds::Known { ids, intern_prefixes, .. } if ids.is_empty() && intern_prefixes.is_empty()
     );
 
+    let wanted = [
+        true,
+        features_matter,
+        true,
+        true,
+        true,
+        !attribute_keys.is_empty(),
+        true,
+    ];
+
     let mut add = |row: usize, item: Bound<'_, PyAny>| -> PyResult<()> {
         if row >= LIMITS.max_items {
             return Err(validation_error(format!(
@@ -395,39 +561,41 @@ pub fn table_from_items(
                 LIMITS.max_items
             )));
         }
-        let id = field(&item, keys.0)?
-            .ok_or_else(|| validation_error(format!("item {row} has no id")))?;
+        let [id, feature_value, embedding, timestamp, item_popularity, attributes, score] =
+            item_fields(&item, &keys, wanted)?;
+        let id = id.ok_or_else(|| validation_error(format!("item {row} has no id")))?;
         table.ids.push(item_key(&id, || format!("item {row}"))?);
         scores.push(
-            field(&item, keys.6)?
+            score
                 .map(|v| finite(&v, "score", row))
                 .transpose()?
                 .unwrap_or(0.0),
         );
 
-        let mut row_features: Vec<(u32, f32)> = Vec::new();
-        let value = if features_matter {
-            field(&item, keys.1)?
-        } else {
-            None
-        };
-        if let Some(value) = value {
+        // Straight into the table's feature columns: no list per item.
+        let matrix = &mut table.features;
+        let first = matrix.ids.len();
+        if let Some(value) = feature_value {
             if value.is_instance_of::<PyString>() {
                 return Err(validation_error(format!(
                     "item {row}: features must be a list of names or a mapping name -> weight, got a str"
                 )));
             }
+            let mut push = |id: u32, weight: f32| {
+                matrix.ids.push(id);
+                matrix.weights.push(weight);
+            };
             if let Ok(dict) = value.cast::<PyDict>() {
                 for (name, weight) in dict.iter() {
                     let w = finite(&weight, "feature weight", row)?;
                     if let Some(id) = features.id(&name, row)? {
-                        row_features.push((id, w as f32));
+                        push(id, w as f32);
                     }
                 }
             } else if let Ok(list) = value.cast::<PyList>() {
                 for name in list.iter() {
                     if let Some(id) = features.id(&name, row)? {
-                        row_features.push((id, 1.0));
+                        push(id, 1.0);
                     }
                 }
             } else if value.is_instance_of::<PyMapping>() {
@@ -435,7 +603,7 @@ pub fn table_from_items(
                     let (name, weight): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
                     let w = finite(&weight, "feature weight", row)?;
                     if let Some(id) = features.id(&name, row)? {
-                        row_features.push((id, w as f32));
+                        push(id, w as f32);
                     }
                 }
             } else {
@@ -447,20 +615,20 @@ pub fn table_from_items(
                 })?;
                 for name in iter {
                     if let Some(id) = features.id(&name?, row)? {
-                        row_features.push((id, 1.0));
+                        push(id, 1.0);
                     }
                 }
             }
-            if row_features.len() > LIMITS.max_features_per_item {
+            if matrix.ids.len() - first > LIMITS.max_features_per_item {
                 return Err(validation_error(format!(
                     "item {row}: more than {} features",
                     LIMITS.max_features_per_item
                 )));
             }
         }
-        table.features.push_row(row_features);
+        matrix.indptr.push(matrix.ids.len());
 
-        match field(&item, keys.2)? {
+        match embedding {
             Some(value) => {
                 let dim = push_embedding(&value, &mut embedding_values, row)?;
                 match embedding_dim {
@@ -483,17 +651,16 @@ pub fn table_from_items(
             },
         }
 
-        let t = field(&item, keys.3)?
+        let t = timestamp
             .map(|v| epoch_seconds(&v, "timestamp", row))
             .transpose()?;
         timestamps.push(row, t);
-        let p = field(&item, keys.4)?
+        let p = item_popularity
             .map(|v| finite(&v, "popularity", row))
             .transpose()?;
         popularity.push(row, p);
 
         if !attribute_keys.is_empty() {
-            let attributes = field(&item, keys.5)?;
             for (column, key) in table.attributes.iter_mut().zip(&attribute_keys) {
                 let value = match &attributes {
                     Some(a) => field(a, key)?,
