@@ -9,7 +9,9 @@ N calls and none, divided by N (the Redis cases need the servers of .ci/services
     # then (totals of cg.100 - totals of cg.0) / 100, e.g. from `callgrind_annotate cg.100 | head`
 
 Operations: owned-heavy, sqlite-apply-50, sqlite-apply-500, decode-snapshot, redis-get,
-redis-get-many (N calls of get_many of 100 users).
+redis-get-many (N calls of get_many of 100 users; after the first, the store skips sliding their
+TTLs, as for any user read again within a quarter of the TTL), redis-get-many-sliding (the same,
+with every user's TTL slid each time: users not read within the last quarter of the TTL).
 """
 
 from __future__ import annotations
@@ -55,11 +57,18 @@ def decode_snapshot() -> Callable[[], Any]:
     return lambda: serializer.decode_snapshot(snapshot, version=1, landmark=0, updated_at=0, event_count=50)
 
 
-def redis(many: bool) -> Callable[[], Any]:
+def redis(many: bool, *, sliding: bool = False) -> Callable[[], Any]:
     store = RedisProfileStore(os.environ["PENCHANT_TEST_REDIS_URL"], tenant="cg" + uuid.uuid4().hex[:8])
     users = [f"user{i}" for i in range(100)]
     store.apply_feedback_many([s for u in users for s in typical_events(u)])
     store.get_many(users)  # stores the snapshots
+    if sliding:
+
+        def get_many_sliding() -> Any:
+            store._slid.clear()  # as if a quarter of the TTL had passed since the last read
+            return store.get_many(users)
+
+        return get_many_sliding
     return (lambda: store.get_many(users)) if many else (lambda: store.get("user1"))
 
 
@@ -70,6 +79,7 @@ OPERATIONS: dict[str, Callable[[], Callable[[], Any]]] = {
     "decode-snapshot": decode_snapshot,
     "redis-get": lambda: redis(False),
     "redis-get-many": lambda: redis(True),
+    "redis-get-many-sliding": lambda: redis(True, sliding=True),
 }
 
 

@@ -28,13 +28,14 @@ from penchant.profile_store import (
     TieredProfileStore,
     open_database,
     open_store,
+    redis_store,
     user_keys,
 )
 from penchant.profile_store._effects import Effect, run_async, run_sync
 from penchant.profile_store.redis_store import parse_cluster_url
 from penchant.user_profile import SCHEMA_VERSION, Interaction, Interest, InterestModel, Preference, UserProfile
 
-from .store_support import mixed_signals, new_tenant, postgres_url, redis_url, signal
+from .store_support import cluster_url, mixed_signals, new_tenant, postgres_url, redis_url, signal
 
 
 def rich_profile() -> UserProfile:
@@ -370,6 +371,64 @@ def test_redis_keys_expire_per_kind_and_slide() -> None:
     client.close()
 
 
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_redis_reads_slide_keys_only_once_a_quarter_of_the_ttl_has_passed(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read skips the PEXPIREs when the same store slid the user's keys less than a quarter
+    of the shortest TTL ago (so at least 3/4 of every TTL remains), and slides them otherwise;
+    another store (process) keeps its own record. The keys' PTTLs are lowered by hand to stand
+    for time passing, and the store's clock is moved forward."""
+    url = redis_url() if kind == "redis" else cluster_url()
+    tenant = new_tenant()
+    full = (60_000, 60_000, 120_000, 600_000)  # profile, interests, history, events
+    ttl = KeyTTL(profile=60, history=120, events=600)
+    elapsed = [0.0]
+    with (
+        RedisProfileStore(url, tenant=tenant, ttl=ttl) as store,
+        RedisProfileStore(url, tenant=tenant, ttl=ttl) as other,
+    ):
+        store._clock = lambda: time.monotonic() + elapsed[0]
+        client = store.connection.sync()
+        store.apply_feedback_many(mixed_signals("alice", 3) + mixed_signals("bob", 3))
+        users = ["alice", "bob"]
+        assert set(store.get_many(users)) == {"alice", "bob"}  # slides and records it
+
+        def age(seconds: int) -> None:  # as if `seconds` had passed since the keys were slid
+            for user in users:
+                for key, ms in zip(user_keys(tenant, user), full, strict=True):
+                    client.pexpire(key, ms - seconds * 1000)
+
+        def remaining(user: str) -> list[int]:
+            return [int(client.pttl(key)) for key in user_keys(tenant, user)]
+
+        age(10)
+        elapsed[0] = 14.0
+        assert store.get("alice") is not None
+        assert set(store.get_many(users)) == set(users)
+        for user in users:  # within a quarter of 60 s: not slid, and more than 3/4 remains
+            assert all(ms * 3 // 4 < left <= ms - 10_000 for left, ms in zip(remaining(user), full, strict=True))
+        assert other.get("bob") is not None  # a store that never slid them does
+        assert all(ms - 1_000 < left <= ms for left, ms in zip(remaining("bob"), full, strict=True))
+        elapsed[0] = 15.5
+        assert set(store.get_many(users)) == set(users)  # a quarter has passed: slid again
+        for user in users:
+            assert all(ms - 1_000 < left <= ms for left, ms in zip(remaining(user), full, strict=True))
+        age(10)
+        assert store.get("alice") is not None  # slid at 15.5: not yet again
+        assert all(left <= ms - 10_000 for left, ms in zip(remaining("alice"), full, strict=True))
+
+        # The record is bounded: when full it starts over, and a forgotten user is slid again.
+        monkeypatch.setattr(redis_store, "MAX_SLIDES_REMEMBERED", 1)
+        assert store.delete("bob") is True
+        store.apply_feedback("carol", mixed_signals("carol", 2))
+        assert store.get("carol") is not None
+        assert list(store._slid) == ["carol"]
+        assert store.get("alice") is not None  # alice was forgotten: slid again
+        assert all(ms - 1_000 < left <= ms for left, ms in zip(remaining("alice"), full, strict=True))
+        assert list(store._slid) == ["alice"]
+
+
 def test_redis_reads_from_a_snapshot_slide_every_key_and_survive_a_bad_snapshot() -> None:
     """Reads served from the snapshot (no script) slide each kind of key as a script would;
     a snapshot that cannot be decoded is passed over for the parts and stored again."""
@@ -385,6 +444,9 @@ def test_redis_reads_from_a_snapshot_slide_every_key_and_survive_a_bad_snapshot(
         assert client.hget(keys[0], "snap_version") == b"1"
         for key in keys:
             client.pexpire(key, 5_000)
+        # The first read slid the keys; a read slides them again once a quarter of the shortest
+        # TTL (15 s) has passed since, which the store's clock is moved forward to stand for.
+        store._clock = lambda: time.monotonic() + 16
         assert store.get("alice") == first  # from the snapshot
         for key, full in zip(keys, (60_000, 60_000, 120_000, 600_000), strict=True):
             assert full - 1_000 < client.pttl(key) <= full

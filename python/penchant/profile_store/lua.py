@@ -24,9 +24,10 @@ forward-decayed sums would lose their precision.)
 
 A read takes the snapshot while it is current, with no script: one ``HMGET`` of the snapshot
 and the fields kept beside it (atomic by itself), then a ``PEXPIRE`` of each key to slide its
-expiry (a script costs Redis several times these commands: measured with ``INFO
-commandstats``, ``EVALSHA`` of the read script ~65 µs against ~4.5 µs for the ``HMGET`` and
-~2.4 µs per ``PEXPIRE``, under load). ``PEXPIRE`` never creates a key; a read of a profile that
+expiry, unless the same store slid them less than a quarter of their shortest TTL ago (a script
+costs Redis several times these commands: measured with ``INFO commandstats``, ``EVALSHA`` of
+the read script ~65 µs against ~4.5 µs for the ``HMGET`` and ~2.4 µs per ``PEXPIRE``, under
+load). ``PEXPIRE`` never creates a key; a read of a profile that
 has expired may slide the expiry of its leftover history and event keys, which still expire
 once such reads stop. When the snapshot is stale (or its reader cannot decode it), ``READ``
 sends the parts. Moving a hash of 70 fields and 50 history members through Lua tables costs

@@ -15,8 +15,10 @@ by rescaling every sum inside the same script. The client computes the amounts a
 landmark it believes is stored; the script refuses them when that landmark has moved, and the
 client recomputes (a rare retry).
 
-**TTL** slides per key kind (:class:`KeyTTL`): every read and write of a user restarts the
-expiry of all its keys.
+**TTL** slides per key kind (:class:`KeyTTL`): every write of a user restarts the expiry of all
+its keys, and so does a read unless this store slid them less than a quarter of the shortest TTL
+ago (so after any read at least three quarters of each TTL remain, and a hot profile costs one
+command per read instead of five).
 """
 
 from __future__ import annotations
@@ -115,6 +117,14 @@ profiles run with the cyclic collector paused (``penchant._gc``), which otherwis
 ``get_many`` of 100."""
 
 _SNAPSHOT_FIELDS = ("version", "landmark", "updated_at", "event_count", "snap_version", "snap")
+
+SLIDE_FRACTION = 4
+"""A read skips sliding a user's keys when this store slid them within 1/SLIDE_FRACTION of the
+shortest of their TTLs."""
+
+MAX_SLIDES_REMEMBERED = 100_000
+"""Users whose last slide a store remembers; when full the record starts over (forgetting only
+costs a slide)."""
 
 PREFERENCE_ATTEMPTS = 3
 """Times a refresh of preferences is recomputed when other writers keep changing the profile
@@ -446,6 +456,10 @@ class RedisProfileStore(ProfileStore):
         profile_ms, history_ms, events_ms = self.key_ttl.milliseconds()
         self._key_ttls = (profile_ms, profile_ms, history_ms, events_ms)  # as the scripts' touch()
         self._landmarks: dict[str, str] = {}  # user -> landmark last seen: a guess the script checks
+        ttls = [ms for ms in self._key_ttls if ms]
+        self._slide_interval = min(ttls) / 1000 / SLIDE_FRACTION if ttls else None  # seconds
+        self._slid: dict[str, float] = {}  # user -> monotonic time just before its keys were last slid
+        self._clock = time.monotonic  # tests may replace it
 
     def __repr__(self) -> str:
         return f"RedisProfileStore({self.connection!r}, tenant={self.tenant!r})"
@@ -465,14 +479,30 @@ class RedisProfileStore(ProfileStore):
     def _read_call(self, user_id: str, *, parts: bool = False) -> tuple[Any, ...]:
         return self._script(_READ, user_id, *self._ttl_args, "parts" if parts else "")
 
-    def _snapshot_calls(self, user_id: str) -> list[tuple[Any, ...]]:
+    def _snapshot_calls(self, user_id: str, now: float, sliding: list[str]) -> list[tuple[Any, ...]]:
         """A read without a script: the snapshot and the fields kept beside it (one HMGET,
-        atomic by itself), then the sliding expiry of each key. A script costs Redis several
-        times these commands, and most reads find their snapshot current."""
+        atomic by itself), then the sliding expiry of each key unless this store slid them
+        within the last quarter of their shortest TTL (then appended to ``sliding``). A script
+        costs Redis several times these commands, and most reads find their snapshot current."""
         keys = self.keys(user_id)
         calls: list[tuple[Any, ...]] = [("HMGET", keys[0], *_SNAPSHOT_FIELDS)]
-        calls += [("PEXPIRE", key, ms) for key, ms in zip(keys, self._key_ttls, strict=True) if ms]
+        interval = self._slide_interval
+        if interval is not None:
+            last = self._slid.get(user_id)
+            if last is None or not now - last < interval:
+                calls += [("PEXPIRE", key, ms) for key, ms in zip(keys, self._key_ttls, strict=True) if ms]
+                sliding.append(user_id)
         return calls
+
+    def _remember_slides(self, user_ids: list[str], at: float) -> None:
+        """Records that the keys of ``user_ids`` were slid by commands sent after ``at`` (a
+        reading of ``_clock`` taken before they were sent, so the record never overstates what
+        remains of a TTL)."""
+        slid = self._slid
+        if len(slid) + len(user_ids) > MAX_SLIDES_REMEMBERED:
+            slid.clear()
+        for user_id in user_ids:
+            slid[user_id] = at
 
     def _remember_landmark(self, user_id: str, landmark: str) -> None:
         if len(self._landmarks) >= 100_000:  # a bounded guess cache: forgetting only costs a retry
@@ -687,8 +717,11 @@ class RedisProfileStore(ProfileStore):
         """Snapshots first (no script); the users whose snapshot is stale (or cannot be
         decoded) are then read from their parts by the ``READ`` script, which is atomic, and
         their new snapshots stored."""
-        per_user = [self._snapshot_calls(u) for u in user_ids]
+        now = self._clock()
+        sliding: list[str] = []
+        per_user = [self._snapshot_calls(u, now, sliding) for u in user_ids]
         replies = yield self._batch([call for calls in per_user for call in calls])
+        self._remember_slides(sliding, now)  # only once Redis has answered them
         with _gc.paused(len(user_ids) * OBJECTS_PER_PROFILE):
             found, unreadable = self._decode_snapshots(user_ids, per_user, replies)
         if unreadable:
@@ -747,6 +780,7 @@ class RedisProfileStore(ProfileStore):
     def _delete_op(self, user_id: str) -> Op[bool]:
         (existed,) = yield self._batch([self._delete_call(user_id)])
         self._landmarks.pop(user_id, None)
+        self._slid.pop(user_id, None)
         return bool(existed)
 
     def _delete_call(self, user_id: str) -> tuple[Any, ...]:
