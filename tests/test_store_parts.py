@@ -35,7 +35,7 @@ from penchant.profile_store._effects import Effect, run_async, run_sync
 from penchant.profile_store.redis_store import parse_cluster_url
 from penchant.user_profile import SCHEMA_VERSION, Interaction, Interest, InterestModel, Preference, UserProfile
 
-from .store_support import cluster_url, mixed_signals, new_tenant, postgres_url, redis_url, signal
+from .store_support import T0, cluster_url, mixed_signals, new_tenant, postgres_url, redis_url, signal
 
 
 def rich_profile() -> UserProfile:
@@ -269,7 +269,7 @@ def test_embedded_default_is_a_cache_and_a_sqlite_file(tmp_path: Path, monkeypat
     assert not (tmp_path / "penchant.db").exists()
     with sqlite3.connect(default) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("SELECT version FROM penchant_schema").fetchone()[0] == 1
+        assert connection.execute("SELECT version FROM penchant_schema").fetchone()[0] == store.database.schema_version
     monkeypatch.setenv("PENCHANT_DATABASE_URL", f"sqlite:///{tmp_path}/from-env.db")
     with open_store(cache=False) as store:
         assert store.cache is None
@@ -608,7 +608,107 @@ def test_sql_store_keeps_a_bounded_number_of_written_profiles(tmp_path: Path, mo
                 store.apply_feedback(f"user{n}", mixed_signals(f"user{n}", 5, start=5 * round_))
             kept = store._written
             assert 0 < len(kept) < 20
-            assert store._written_bytes == sum(len(data) for data, _ in kept.values()) <= 20_000
+            assert store._written_bytes == sum(k.size for k in kept.values()) <= 20_000
             assert list(kept)[-1] == "user19"  # the most recent stay
         assert store.get("user0") == store.apply_feedback("user0", [])
         assert store.get("user0").event_count == 10  # type: ignore[union-attr]
+
+
+def history_rows(store: profile_store.SQLProfileStore, user_id: str) -> list[int]:
+    """The ``ord`` of each history row of the user, read with a separate connection."""
+    query = "SELECT ord FROM penchant_history WHERE tenant = ? AND user_id = ? ORDER BY ord"
+    if isinstance(store, SQLiteProfileStore):
+        with sqlite3.connect(store.path) as connection:
+            return [r[0] for r in connection.execute(query, (store.tenant, user_id))]
+    import psycopg
+
+    with psycopg.connect(postgres_url()) as connection:
+        return [r[0] for r in connection.execute(query.replace("?", "%s"), (store.tenant, user_id))]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sql_history_rows_follow_the_profile_history(kind: str, tmp_path: Path) -> None:
+    """The history lives in rows of its own: events in time order add rows and delete those
+    that left the window; an event older than the newest entry, a put and a second writer
+    rewrite them. Every read equals the in-memory store fed the same calls."""
+    tenant = new_tenant()
+    model = InterestModel(max_history=5)
+    url = f"sqlite:///{tmp_path}/history.db" if kind == "sqlite" else postgres_url()
+    reference = InMemoryProfileStore(tenant=tenant, model=model)
+    with (
+        open_database(url, tenant=tenant, model=model) as store,
+        open_database(url, tenant=tenant, model=model) as other,
+    ):
+
+        def same(user_id: str = "alice") -> list[str]:
+            got, want = store.get(user_id), reference.get(user_id)
+            assert got is not None
+            assert want is not None
+            assert got.interaction_history == want.interaction_history
+            assert got.interests == want.interests
+            ords = history_rows(store, user_id)
+            assert len(ords) == len(want.interaction_history)
+            assert ords == list(range(ords[0], ords[0] + len(ords))) if ords else True
+            return [i.event_id for i in got.interaction_history]
+
+        for n in range(3):
+            for s in (store, reference):
+                s.apply_feedback("alice", [signal(n)])
+        assert same() == ["alice-e0", "alice-e1", "alice-e2"]
+        assert history_rows(store, "alice") == [0, 1, 2]
+        for n in range(3, 9):  # past the window: the oldest rows go, the numbering goes on
+            for s in (store, reference):
+                s.apply_feedback("alice", [signal(n)])
+        assert same() == [f"alice-e{n}" for n in range(4, 9)]
+        assert history_rows(store, "alice") == [4, 5, 6, 7, 8]
+        for s in (store, reference):  # a batch of several, one of them older than the newest
+            s.apply_feedback("alice", [signal(9), signal(10), signal(20, timestamp=T0 + 60.0 * 6.5)])
+        assert same() == ["alice-e20", "alice-e7", "alice-e8", "alice-e9", "alice-e10"]
+        assert history_rows(store, "alice") == [0, 1, 2, 3, 4]  # rewritten
+        for s in (other, reference):  # another writer: the first store must not reuse its copy
+            s.apply_feedback("alice", [signal(11)])
+        for s in (store, reference):
+            s.apply_feedback("alice", [signal(12)])
+        assert same()[-2:] == ["alice-e11", "alice-e12"]
+        profile = store.get("alice")
+        assert profile is not None
+        profile.interaction_history = profile.interaction_history[:2]
+        store.put(profile)
+        reference.put(profile)
+        assert same() == ["alice-e8", "alice-e9"]
+        assert history_rows(store, "alice") == [0, 1]
+        assert store.apply_feedback("alice", [signal(12)]).version == store.get("alice").version  # type: ignore[union-attr]
+        store.delete("alice")
+        assert history_rows(store, "alice") == []
+
+
+def test_sql_snapshots_written_with_their_history_inline_are_read_and_moved_into_rows(tmp_path: Path) -> None:
+    """A database of schema 1 held each history inside its snapshot: it is migrated, read as
+    it is, and the next event moves the history into rows."""
+    path = tmp_path / "old.db"
+    model = InterestModel(max_history=5)
+    old = InMemoryProfileStore(model=model).apply_feedback("alice", [signal(n) for n in range(4)])
+    serializer = profile_store.ProfileSerializer()
+    with sqlite3.connect(path) as connection:
+        from penchant.profile_store.sql_store import _migrations, _SQLiteDatabase
+
+        for text in _migrations(_SQLiteDatabase(str(path), synchronous="FULL", busy_timeout=1))[0]:
+            connection.execute(text)
+        connection.execute("CREATE TABLE penchant_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO penchant_schema VALUES (1, 1)")
+        connection.execute(
+            "INSERT INTO penchant_profiles VALUES (?, ?, ?, ?, ?, ?)",
+            ("default", "alice", old.version, SCHEMA_VERSION, old.updated_at.timestamp(), serializer.encode(old)),
+        )
+    with SQLiteProfileStore(path, model=model) as store:
+        read = store.get("alice")
+        assert read is not None
+        assert read.interaction_history == old.interaction_history
+        assert history_rows(store, "alice") == []
+        after = store.apply_feedback("alice", [signal(4), signal(5)])
+        assert [i.event_id for i in after.interaction_history] == [f"alice-e{n}" for n in range(1, 6)]
+        assert history_rows(store, "alice") == [0, 1, 2, 3, 4]
+        assert store.get("alice") == after
+        with sqlite3.connect(path) as connection:
+            (body,) = connection.execute("SELECT body FROM penchant_profiles").fetchone()
+        assert serializer.decode(body).interaction_history == []

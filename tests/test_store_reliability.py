@@ -75,27 +75,42 @@ def scan_user_keys(client: Any, tenant: str, user_id: str) -> list[bytes]:
 
 
 def sql_rows(store: SQLProfileStore, tenant: str, user_id: str) -> dict[str, int]:
-    """Rows of the user in each penchant table, counted with a separate connection."""
+    """Rows of the user in every penchant table (found in the database's catalog, so that a
+    table added later is covered), counted with a separate connection."""
     counts = {}
     if isinstance(store, SQLiteProfileStore):
         import sqlite3
 
         with sqlite3.connect(store.path) as connection:
-            for table in ("penchant_events", "penchant_profiles"):
-                row = connection.execute(
-                    f"SELECT count(*) FROM {table} WHERE tenant = ? AND user_id = ?", (tenant, user_id)
-                ).fetchone()
-                counts[table] = row[0]
+            tables = [
+                r[0]
+                for r in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'penchant%'"
+                )
+            ]
+            for table in tables:
+                if table != "penchant_schema":
+                    row = connection.execute(
+                        f"SELECT count(*) FROM {table} WHERE tenant = ? AND user_id = ?", (tenant, user_id)
+                    ).fetchone()
+                    counts[table] = row[0]
         return counts
     import psycopg
 
     with psycopg.connect(postgres_url()) as connection:
-        for table in ("penchant_events", "penchant_profiles"):
-            row = connection.execute(
-                f"SELECT count(*) FROM {table} WHERE tenant = %s AND user_id = %s", (tenant, user_id)
-            ).fetchone()
-            assert row is not None
-            counts[table] = row[0]
+        tables = [
+            r[0]
+            for r in connection.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'penchant%'"
+            )
+        ]
+        for table in tables:
+            if table != "penchant_schema":
+                row = connection.execute(
+                    f"SELECT count(*) FROM {table} WHERE tenant = %s AND user_id = %s", (tenant, user_id)
+                ).fetchone()
+                assert row is not None
+                counts[table] = row[0]
     return counts
 
 
@@ -250,7 +265,8 @@ def test_delete_removes_every_key_and_row(kind: str, tmp_path: Path) -> None:
         if redis_client is not None:
             assert len(scan_user_keys(redis_client, tenant, "victim")) >= 3
         if sql is not None:
-            assert sql_rows(sql, tenant, "victim") == {"penchant_events": 8, "penchant_profiles": 1}
+            rows = {"penchant_events": 8, "penchant_profiles": 1, "penchant_history": 8}
+            assert sql_rows(sql, tenant, "victim") == rows
 
         assert store.delete("victim") is True
 
@@ -260,7 +276,7 @@ def test_delete_removes_every_key_and_row(kind: str, tmp_path: Path) -> None:
             assert scan_user_keys(redis_client, tenant, "bystander") != []
             redis_client.close()
         if sql is not None:
-            assert sql_rows(sql, tenant, "victim") == {"penchant_events": 0, "penchant_profiles": 0}
+            assert set(sql_rows(sql, tenant, "victim").values()) == {0}
             assert sql_rows(sql, tenant, "bystander")["penchant_events"] == 3
 
 

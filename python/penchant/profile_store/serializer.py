@@ -272,6 +272,33 @@ class ProfileSerializer:
             raise ValidationError(f"stored profile cannot be decoded: {error or exc}") from exc
         return profile
 
+    # -- profiles with the history apart (SQL) ------------------------------------------------------
+
+    def encode_apart(self, profile: UserProfile) -> tuple[bytes, bytes]:
+        """The stored form of ``profile`` (as :meth:`encode`, size-checked) and the same without
+        its history: an SQL store keeps each history entry (:meth:`encode_interaction`) in a row
+        of its own."""
+        data = self.encode(profile)
+        rest = copy.copy(profile)
+        rest.interaction_history = []
+        return data, self._encode({"schema": SCHEMA_VERSION, "profile": rest}, f"profile {profile.user_id!r}")
+
+    def decode_apart(self, body: bytes, entries: Sequence[bytes]) -> tuple[UserProfile, bool]:
+        """A profile from :meth:`encode_apart`'s second part and its history entries (decoded
+        when first read); and whether ``body`` held a history itself (written before the
+        history had rows of its own: then that history is the profile's, and ``entries`` are
+        ignored)."""
+        profile = self.decode(body)
+        state = profile.__dict__
+        if "_history_source" in state or state.get("interaction_history"):
+            return profile, True
+        size = len(body) + sum(len(e) for e in entries)
+        if size > self.max_profile_bytes:
+            raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
+        if entries:
+            self._leave_history_encoded(profile, _array_header(len(entries)) + b"".join(entries))
+        return profile, False
+
     # -- profiles in parts (Redis) --------------------------------------------------------------
 
     def encode_document(self, profile: UserProfile) -> bytes:

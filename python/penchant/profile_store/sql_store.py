@@ -6,7 +6,11 @@ Two tables hold everything about a user:
 * ``penchant_events``: the append-only feedback event log, unique per ``(tenant, event_id)``
   so a repeated event is ignored. It is the source of truth that ``rebuild`` replays.
 * ``penchant_profiles``: one snapshot per ``(tenant, user_id)`` with its version, written in
-  the same transaction as the events that changed it.
+  the same transaction as the events that changed it, without the interaction history;
+* ``penchant_history``: the history, one row per entry, numbered by ``ord`` in the history's
+  order. An event that extends the history inserts its entry and deletes the entries that fell
+  out of the window, so a write costs the same whatever the history's length (rewriting a
+  snapshot that held 500 entries, ~90 KB, took most of an event's time).
 
 penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
 use. Every value reaches the database as a query parameter, never inside the SQL text.
@@ -15,6 +19,7 @@ use. Every value reaches the database as a query parameter, never inside the SQL
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import sqlite3
 import threading
@@ -31,7 +36,7 @@ from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
 from penchant.profile_store._effects import Effect, Op
 from penchant.profile_store._loops import PerLoop
 from penchant.profile_store.serializer import ProfileSerializer
-from penchant.user_profile import SCHEMA_VERSION, InterestModel, UserProfile
+from penchant.user_profile import SCHEMA_VERSION, Interaction, InterestModel, UserProfile
 
 if TYPE_CHECKING:
     import psycopg
@@ -69,6 +74,43 @@ class AppliedChange:
     profile: UserProfile
     data: bytes
     fresh: list[Signal]
+
+
+@dataclass(slots=True)
+class _Rows:
+    """A user's history rows as read: the ``ord`` of the first, and the entries in order."""
+
+    base: int
+    bodies: list[bytes]
+    contiguous: bool = True
+
+
+_ALL_ROWS = 1 << 62
+"""A cut below which every history row lies."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A profile on its way into the database: its whole encoding (for the caller and the
+    tiers above), the snapshot body without the history, the history rows to delete (those
+    numbered below ``cut``; ``None``: none) and to add, and the ``ord`` of its first row after."""
+
+    profile: UserProfile
+    data: bytes
+    body: bytes
+    cut: int | None
+    rows: list[tuple[str, int, bytes]]
+    base: int
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A profile this store wrote, decoded, with the body it wrote and its first row's ``ord``."""
+
+    body: bytes
+    profile: UserProfile
+    base: int
+    size: int
 
 
 WRITTEN_BYTES = 4 << 20
@@ -176,6 +218,39 @@ class _Database(ABC):
                 )
             )
         return statements
+
+    def select_history(self, tenant: str, user_ids: Sequence[str]) -> list[Sql]:
+        """Statements that read the history rows of ``user_ids`` as (user_id, ord, body), each
+        user's in order."""
+        statements = []
+        for chunk in _chunks(user_ids):
+            marks = ", ".join("?" * len(chunk))
+            statements.append(
+                Sql(
+                    f"SELECT user_id, ord, body FROM penchant_history WHERE tenant = ? AND user_id IN ({marks}) "
+                    "ORDER BY user_id, ord",
+                    (tenant, *chunk),
+                )
+            )
+        return statements
+
+    def insert_history(self, tenant: str, rows: Sequence[tuple[str, int, bytes]]) -> list[Sql]:
+        """Statements that add ``(user_id, ord, body)`` history rows."""
+        return [
+            Sql(
+                "INSERT INTO penchant_history (tenant, user_id, ord, body) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                [v for u, o, b in chunk for v in (tenant, u, o, b)],
+            )
+            for chunk in _chunks(rows)
+        ]
+
+    def trim_history(self, tenant: str, cuts: Sequence[tuple[str, int]]) -> list[Sql]:
+        """Statements that delete each ``(user_id, ord)``'s history rows numbered below ``ord``."""
+        return [
+            Sql("DELETE FROM penchant_history WHERE tenant = ? AND user_id = ? AND ord < ?", (tenant, user_id, ord_))
+            for user_id, ord_ in cuts
+        ]
 
     def insert_events(
         self, tenant: str, recorded_at: float, events: Sequence[tuple[str, str, float, bytes]]
@@ -471,6 +546,41 @@ class _PostgresDatabase(_Database):
             )
         ]
 
+    def select_history(self, tenant: str, user_ids: Sequence[str]) -> list[Sql]:
+        if len(user_ids) == 1:
+            return super().select_history(tenant, user_ids)
+        return [
+            Sql(
+                "SELECT user_id, ord, body FROM penchant_history WHERE tenant = ? AND user_id = ANY(?::text[]) "
+                "ORDER BY user_id, ord",
+                (tenant, list(user_ids)),
+            )
+        ]
+
+    def insert_history(self, tenant: str, rows: Sequence[tuple[str, int, bytes]]) -> list[Sql]:
+        if len(rows) <= 4:
+            return super().insert_history(tenant, rows)
+        columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+        return [
+            Sql(
+                """INSERT INTO penchant_history (tenant, user_id, ord, body)
+                   SELECT ?, u, o, b FROM unnest(?::text[], ?::int8[], ?::bytea[]) AS x(u, o, b)""",
+                (tenant, *columns),
+            )
+        ]
+
+    def trim_history(self, tenant: str, cuts: Sequence[tuple[str, int]]) -> list[Sql]:
+        if len(cuts) <= 1:
+            return super().trim_history(tenant, cuts)
+        users, ords = [list(c) for c in zip(*cuts, strict=True)]
+        return [
+            Sql(
+                """DELETE FROM penchant_history AS h USING unnest(?::text[], ?::int8[]) AS c(u, o)
+                   WHERE h.tenant = ? AND h.user_id = c.u AND h.ord < c.o""",
+                (users, ords, tenant),
+            )
+        ]
+
     def upsert_profiles(self, tenant: str, rows: Sequence[tuple[str, int, float, bytes]]) -> list[Sql]:
         if len(rows) <= 4:
             return super().upsert_profiles(tenant, rows)
@@ -510,6 +620,17 @@ def _migrations(db: _Database) -> list[list[str]]:
                 PRIMARY KEY (tenant, user_id)
             )""",
         ],
+        [
+            # Snapshots written before this step hold their history inline: they are read as
+            # they are, and the next write moves the history into rows.
+            f"""CREATE TABLE penchant_history (
+                tenant TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                ord BIGINT NOT NULL,
+                body {db.blob} NOT NULL,
+                PRIMARY KEY (tenant, user_id, ord)
+            )""",
+        ],
     ]
 
 
@@ -528,9 +649,9 @@ class SQLProfileStore(ProfileStore):
         super().__init__(tenant=tenant, model=model, serializer=serializer)
         self._db = database
         self._schema_ready = False
-        # user -> (the snapshot this store last wrote, that profile decoded): the next apply
-        # starts from the object when the row still holds exactly those bytes (see _start_from).
-        self._written: OrderedDict[str, tuple[bytes, UserProfile]] = OrderedDict()
+        # user -> the profile this store last wrote, decoded: the next apply starts from it when
+        # the row still holds exactly the body written then (see _take_kept).
+        self._written: OrderedDict[str, _Kept] = OrderedDict()
         self._written_bytes = 0
         self._written_lock = threading.Lock()
 
@@ -578,18 +699,44 @@ class SQLProfileStore(ProfileStore):
     def _select_statements(self, user_ids: Sequence[str]) -> list[Sql]:
         return self._db.select_profiles(self.tenant, user_ids)
 
-    def _decode_rows(self, results: list[Rows]) -> dict[str, UserProfile]:
-        found: dict[str, UserProfile] = {}
+    def _select_history(self, user_ids: Sequence[str]) -> TransactionBody[dict[str, _Rows]]:
+        """The history rows of ``user_ids`` (those with none are left out)."""
+        if not user_ids:
+            return {}
+        results = yield self._db.select_history(self.tenant, user_ids)
+        found: dict[str, _Rows] = {}
         for rows in results:
-            for user_id, version, body in rows:
-                profile = self.serializer.decode(body)
-                profile.version = int(version)
-                found[user_id] = profile
+            for user_id, ord_, body in rows:
+                entry = found.get(user_id)
+                if entry is None:
+                    entry = found[user_id] = _Rows(int(ord_), [])
+                entry.bodies.append(body)
+                if int(ord_) != entry.base + len(entry.bodies) - 1:
+                    entry.contiguous = False
         return found
 
+    def _decode_profile(self, version: Any, body: Any, rows: _Rows | None) -> tuple[UserProfile, int | None]:
+        """A profile from its row and its history rows, and the ``ord`` of its first history
+        row (``None`` when the history rows must be written anew: a body that held its history
+        inline, or rows that are not numbered one after another)."""
+        profile, inline = self.serializer.decode_apart(body, rows.bodies if rows is not None else ())
+        profile.version = int(version)
+        if inline or (rows is not None and not rows.contiguous):
+            return profile, None
+        return profile, rows.base if rows is not None else 0
+
     def _select_profiles(self, user_ids: Sequence[str]) -> TransactionBody[dict[str, UserProfile]]:
-        results = yield self._select_statements(user_ids)
-        return self._decode_rows(results)
+        selects = self._select_statements(user_ids)
+        results = yield [*selects, *self._db.select_history(self.tenant, user_ids)]
+        history: dict[str, _Rows] = {}
+        for rows in results[len(selects) :]:
+            for user_id, ord_, body in rows:
+                history.setdefault(user_id, _Rows(int(ord_), [])).bodies.append(body)
+        found: dict[str, UserProfile] = {}
+        for rows in results[: len(selects)]:
+            for user_id, version, body in rows:
+                found[user_id] = self._decode_profile(version, body, history.get(user_id))[0]
+        return found
 
     def _select_version(self, user_id: str) -> TransactionBody[int]:
         rows = yield Sql(
@@ -597,10 +744,56 @@ class SQLProfileStore(ProfileStore):
         )
         return int(rows[0][0]) if rows else 0
 
-    def _upsert_many(self, written: Sequence[tuple[UserProfile, bytes]]) -> list[Sql]:
-        return self._db.upsert_profiles(
-            self.tenant, [(p.user_id, p.version, p.updated_at.timestamp(), data) for p, data in written]
-        )
+    def _write_statements(self, written: Sequence[_Written]) -> list[Sql]:
+        """The snapshots and history rows of ``written``, in a few statements."""
+        cuts = [(w.profile.user_id, w.cut) for w in written if w.cut is not None]
+        added = [row for w in written for row in w.rows]
+        return [
+            *self._db.upsert_profiles(
+                self.tenant,
+                [(w.profile.user_id, w.profile.version, w.profile.updated_at.timestamp(), w.body) for w in written],
+            ),
+            *(self._db.trim_history(self.tenant, cuts) if cuts else []),
+            *(self._db.insert_history(self.tenant, added) if added else []),
+        ]
+
+    def _rewrite(self, profile: UserProfile) -> _Written:
+        """``profile`` to be stored whole: every history row replaced."""
+        data, body = self.serializer.encode_apart(profile)
+        history = profile.interaction_history
+        encode = self.serializer.encode_interaction
+        rows = [(profile.user_id, n, encode(entry)) for n, entry in enumerate(history)]
+        return _Written(profile, data, body, _ALL_ROWS, rows, 0)
+
+    def _extend(self, profile: UserProfile, before: list[Interaction], base: int | None) -> _Written:
+        """``profile`` to be stored after a change that took its history from ``before`` (whose
+        rows are numbered from ``base``) to what it holds now: when the change only dropped
+        entries from the front and appended new ones (events in time order), the dropped rows
+        are deleted and the new ones added; anything else rewrites every row."""
+        history = profile.interaction_history
+        if base is None:
+            return self._rewrite(profile)
+        # The entries of `before` still held must be the first of `history`, in order, and
+        # `before`'s last among them: find the first one held, then compare identities.
+        first = len(before)
+        if history:
+            head = history[0]
+            for n, entry in enumerate(before):
+                if entry is head:
+                    first = n
+                    break
+        kept = len(before) - first
+        if (
+            len(history) < kept
+            or not all(map(operator.is_, before[first:], history[:kept]))
+            or not {id(e) for e in before[:first]}.isdisjoint(id(e) for e in history[kept:])
+        ):
+            return self._rewrite(profile)
+        data, body = self.serializer.encode_apart(profile)
+        encode = self.serializer.encode_interaction
+        end = base + len(before)
+        rows = [(profile.user_id, end + n, encode(entry)) for n, entry in enumerate(history[kept:])]
+        return _Written(profile, data, body, base + first if first else None, rows, base + first)
 
     def _put_body(
         self, profile: UserProfile, expected_version: int | None
@@ -610,9 +803,9 @@ class SQLProfileStore(ProfileStore):
         if expected_version is not None and expected_version != current:
             raise ConflictError(f"profile {profile.user_id!r} is at version {current}, not {expected_version}")
         profile.version = current + 1
-        data = self.serializer.encode(profile)
-        yield self._upsert_many([(profile, data)])
-        return profile, data
+        written = self._rewrite(profile)
+        yield self._write_statements([written])
+        return profile, written.data
 
     def _put_many_body(self, profiles: list[UserProfile]) -> TransactionBody[list[tuple[UserProfile, bytes]]]:
         stored = []
@@ -624,7 +817,9 @@ class SQLProfileStore(ProfileStore):
         self, by_user: dict[str, list[Signal]], payloads: dict[str, bytes]
     ) -> TransactionBody[dict[str, AppliedChange]]:
         """Every user of the batch in a few statements: lock them, log the events (learning
-        which are new), read their snapshots, apply the new events, write the snapshots."""
+        which are new), read their snapshots (and the history rows of those this store does
+        not hold decoded), apply the new events, write the snapshots and the history rows that
+        changed."""
         users = sorted(by_user)
         recorded_at = time.time()
         signals = [s for u in users for s in by_user[u]]
@@ -642,59 +837,68 @@ class SQLProfileStore(ProfileStore):
         }
         selected = results[len(results) - len(selects) :]
         stored = {user_id: (version, body) for rows in selected for user_id, version, body in rows}
+        fresh_by_user = {u: [s for s in by_user[u] if s.event_id in fresh_ids] for u in users}
+        kept = {u: self._take_kept(u, *stored[u]) for u in users if fresh_by_user[u] and u in stored}
+        history = yield from self._select_history([u for u in users if u in stored and kept.get(u) is None])
         changes: dict[str, AppliedChange] = {}
-        written: list[tuple[UserProfile, bytes]] = []
+        written: list[_Written] = []
         for user_id in users:
-            fresh = [s for s in by_user[user_id] if s.event_id in fresh_ids]
+            fresh = fresh_by_user[user_id]
             row = stored.get(user_id)
+            held = kept.get(user_id)
+            base: int | None
+            if held is not None:
+                work, base = held.profile, held.base
+            elif row is not None:
+                work, base = self._decode_profile(*row, history.get(user_id))
+            else:
+                work, base = UserProfile(user_id=user_id), 0
             if not fresh:
-                profile = self._decode_row(*row) if row is not None else UserProfile(user_id=user_id)
-                changes[user_id] = AppliedChange(profile.version, profile.landmark, profile, b"", fresh)
+                changes[user_id] = AppliedChange(work.version, work.landmark, work, b"", fresh)
                 continue
-            work = self._start_from(user_id, *row) if row is not None else UserProfile(user_id=user_id)
             old_version, old_landmark = work.version, work.landmark
+            before = list(work.interaction_history)
             self.model.apply(work, fresh)
             work.version = old_version + 1
-            data = self.serializer.encode(work)
-            written.append((work, data))
+            change = self._extend(work, before, base)
+            written.append(change)
             # The caller gets its own copy (the history stays encoded until read); this store
             # keeps `work` for the user's next apply.
-            changes[user_id] = AppliedChange(old_version, old_landmark, self.serializer.decode(data), data, fresh)
+            changes[user_id] = AppliedChange(
+                old_version, old_landmark, self.serializer.decode(change.data), change.data, fresh
+            )
         if written:
-            yield self._upsert_many(written)
+            yield self._write_statements(written)
             with self._written_lock:
-                for profile, data in written:
-                    old = self._written.pop(profile.user_id, None)
+                for change in written:
+                    user_id = change.profile.user_id
+                    old = self._written.pop(user_id, None)
                     if old is not None:
-                        self._written_bytes -= len(old[0])
-                    self._written[profile.user_id] = (data, profile)
-                    self._written_bytes += len(data)
+                        self._written_bytes -= old.size
+                    self._written[user_id] = _Kept(change.body, change.profile, change.base, len(change.data))
+                    self._written_bytes += len(change.data)
                 while self._written_bytes > WRITTEN_BYTES:
-                    _, (dropped, _) = self._written.popitem(last=False)
-                    self._written_bytes -= len(dropped)
+                    _, dropped = self._written.popitem(last=False)
+                    self._written_bytes -= dropped.size
         return changes
 
-    def _decode_row(self, version: Any, body: Any) -> UserProfile:
-        profile = self.serializer.decode(body)
-        profile.version = int(version)
-        return profile
-
-    def _start_from(self, user_id: str, version: Any, body: Any) -> UserProfile:
-        """The stored profile, to be changed: the object this store wrote last if the row holds
-        exactly the bytes it wrote (another writer, a deletion or a failed commit since then
-        leaves other bytes, or a newer version), else decoded from the row. Taken out of the
-        map, so that a failure after the change leaves nothing half-changed behind."""
+    def _take_kept(self, user_id: str, version: Any, body: Any) -> _Kept | None:
+        """The profile this store wrote last for ``user_id``, to be changed, if the row holds
+        exactly the body it wrote (another writer, a deletion or a failed commit since then
+        leaves another body, or a newer version). Taken out of the map, so that a failure after
+        the change leaves nothing half-changed behind."""
         with self._written_lock:
             kept = self._written.pop(user_id, None)
             if kept is not None:
-                self._written_bytes -= len(kept[0])
-        if kept is not None and kept[1].version == int(version) and kept[0] == body:
-            return kept[1]
-        return self._decode_row(version, body)
+                self._written_bytes -= kept.size
+        if kept is not None and kept.profile.version == int(version) and kept.body == body:
+            return kept
+        return None
 
     def _delete_body(self, user_id: str) -> TransactionBody[bool]:
         yield from self._lock(user_id)
         yield Sql("DELETE FROM penchant_events WHERE tenant = ? AND user_id = ?", (self.tenant, user_id))
+        yield Sql("DELETE FROM penchant_history WHERE tenant = ? AND user_id = ?", (self.tenant, user_id))
         rows = yield Sql(
             "DELETE FROM penchant_profiles WHERE tenant = ? AND user_id = ? RETURNING user_id", (self.tenant, user_id)
         )
