@@ -586,8 +586,7 @@ class RedisProfileStore(ProfileStore):
         features each event touches."""
         args: list[Any] = []
         touched: list[list[str]] = []
-        for signal in signals:
-            increments = self.model.increments(landmark, signal)
+        for signal, increments in zip(signals, self.model.increments_of(landmark, signals), strict=True):
             args += [signal.event_id, repr(float(signal.timestamp)), self._history_member(signal), len(increments)]
             for name, key, amount in increments:
                 args += [name, key, repr(amount)]

@@ -178,12 +178,12 @@ def check_signal(signal: Any, user_id: str | None = None) -> Signal:
     if check_finite(signal.half_life, "signal half_life") <= 0:
         raise ValidationError(f"half_life of signal {signal.event_id!r} must be positive, got {signal.half_life}")
     for what, mapping in (("feature", signal.features), ("attribute", signal.attributes)):
-        if not isinstance(mapping, Mapping):
+        if type(mapping) is not dict and not isinstance(mapping, Mapping):  # dict: skips the ABC check
             raise ValidationError(f"{what}s of signal {signal.event_id!r} must be a mapping")
         for name, weight in mapping.items():
             check_name(name, f"{what} name")
             check_finite(weight, f"{what} {name!r} of signal {signal.event_id!r}")
-    if not isinstance(signal.context, Mapping):
+    if type(signal.context) is not dict and not isinstance(signal.context, Mapping):
         raise ValidationError(f"context of signal {signal.event_id!r} must be a mapping")
     return signal
 
