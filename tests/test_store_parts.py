@@ -712,3 +712,49 @@ def test_sql_snapshots_written_with_their_history_inline_are_read_and_moved_into
         with sqlite3.connect(path) as connection:
             (body,) = connection.execute("SELECT body FROM penchant_profiles").fetchone()
         assert serializer.decode(body).interaction_history == []
+
+
+def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers never run SQLite's automatic checkpoint; a thread copies the log instead, and the
+    log restarts from its beginning although writes go on without a pause."""
+    from penchant.profile_store import sql_store
+
+    monkeypatch.setattr(sql_store, "CHECKPOINT_EVERY", 5)
+    with SQLiteProfileStore(tmp_path / "log.db", model=InterestModel(max_history=50)) as store:
+        store.apply_feedback("alice", [signal(0)])
+        connection = store._db._connect()  # type: ignore[attr-defined]
+        assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        checkpointer = store._db.checkpointer  # type: ignore[attr-defined]
+        sizes = []
+        for n in range(1, 400):
+            store.apply_feedback("alice", [signal(n)])
+            sizes.append((tmp_path / "log.db-wal").stat().st_size)
+        deadline = time.monotonic() + 10
+        while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.checkpoints > 0
+        # Each write adds ~8 pages of 4 KiB: without a log restarted by the checkpoints, 400
+        # writes would leave ~13 MB of it (the file keeps its largest size once restarted).
+        assert max(sizes) < 3 << 20
+        assert store.get("alice").event_count == 400  # type: ignore[union-attr]
+    assert not checkpointer._thread.is_alive()  # closing the store stops its thread
+
+
+def test_sqlite_writers_checkpoint_themselves_when_the_thread_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from penchant.profile_store import sql_store
+
+    monkeypatch.setattr(sql_store, "CHECKPOINT_EVERY", 5)
+    monkeypatch.setattr(sql_store, "INLINE_CHECKPOINT_AFTER", 10)
+    monkeypatch.setattr(sql_store._Checkpointer, "_run", lambda self: None)
+    with SQLiteProfileStore(tmp_path / "log.db") as store:
+        for n in range(25):
+            store.apply_feedback("alice", [signal(n)])
+        assert store._db.checkpointer.checkpoints == 2  # type: ignore[attr-defined]
+        with sqlite3.connect(tmp_path / "log.db") as other:
+            busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0
+        assert copied == log

@@ -19,6 +19,7 @@ use. Every value reaches the database as a query parameter, never inside the SQL
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import os
 import sqlite3
@@ -41,6 +42,8 @@ from penchant.user_profile import SCHEMA_VERSION, Interaction, InterestModel, Us
 if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
+
+logger = logging.getLogger("penchant.profile_store")
 
 __all__ = ["AppliedChange", "PostgresProfileStore", "SQLProfileStore", "SQLiteProfileStore"]
 
@@ -286,6 +289,83 @@ _UPDATE_SNAPSHOT = (
 )
 
 
+CHECKPOINT_EVERY = 100
+"""Write transactions of an SQLite store between two checkpoints of its write-ahead log."""
+
+INLINE_CHECKPOINT_AFTER = 20 * CHECKPOINT_EVERY
+"""Write transactions after which a writer checkpoints the log itself (the checkpoint thread
+has fallen behind, or cannot run)."""
+
+
+class _Checkpointer:
+    """Copies an SQLite store's write-ahead log into the database from a thread of its own.
+
+    SQLite's automatic checkpoint runs inside the commit that fills the log past 1,000 pages,
+    so about one write in a hundred waited for the copy and its fsync: one event into a profile
+    at ``synchronous=NORMAL`` had a p99 of 14 ms, against 1.9 ms with no checkpoint at all. The
+    store's connection turns it off (``wal_autocheckpoint=0``) and this daemon thread, with a
+    connection of its own, checkpoints every :data:`CHECKPOINT_EVERY` writes (or each second
+    after one): first a PASSIVE checkpoint while writers go on (it copies most of the log), then
+    one more holding the store's lock, so that it copies the few pages written meanwhile and
+    the next write starts the log afresh (a log written to without a pause is never all copied,
+    and would grow without bound). A writer checkpoints itself after
+    :data:`INLINE_CHECKPOINT_AFTER` writes without one, whatever happens to the thread.
+    """
+
+    def __init__(self, path: str, busy_timeout: float, lock: threading.Lock) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._lock = lock
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.pending = 0  # writes since the last checkpoint
+        self.checkpoints = 0
+
+    def wrote(self) -> bool:
+        """Counts a committed write; whether the writer must checkpoint now."""
+        self.pending += 1
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="penchant-sqlite-checkpoint", daemon=True)
+            self._thread.start()
+        if self.pending >= CHECKPOINT_EVERY:
+            self._wake.set()
+        return self.pending >= INLINE_CHECKPOINT_AFTER
+
+    def checkpoint(self, connection: sqlite3.Connection) -> None:
+        self.pending = 0
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.checkpoints += 1
+
+    def _run(self) -> None:
+        try:
+            connection = sqlite3.connect(
+                self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            logger.warning("SQLite checkpoint thread for %r cannot connect: %s", self._path, exc)
+            return
+        try:
+            while not self._stopping:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self.pending and not self._stopping:
+                    self.pending = 0
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    with self._lock:
+                        self.checkpoint(connection)
+        except sqlite3.Error as exc:  # the writers checkpoint themselves from now on
+            logger.warning("SQLite checkpoint thread for %r stopped: %s", self._path, exc)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 class _SQLiteDatabase(_Database):
     name = "SQLite"
     blob = "BLOB"
@@ -301,6 +381,7 @@ class _SQLiteDatabase(_Database):
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self.checkpointer = None if path == ":memory:" else _Checkpointer(path, busy_timeout, self._lock)
 
     def _connect(self) -> sqlite3.Connection:
         if self._closed:
@@ -315,6 +396,8 @@ class _SQLiteDatabase(_Database):
                 )
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute(f"PRAGMA synchronous={self._synchronous}")  # checked against a fixed list
+                if self.checkpointer is not None:
+                    connection.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
             except (sqlite3.Error, OSError) as exc:
                 raise StoreUnavailableError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             self._connection = connection
@@ -342,6 +425,11 @@ class _SQLiteDatabase(_Database):
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+            if write and self.checkpointer is not None and self.checkpointer.wrote():
+                try:
+                    self.checkpointer.checkpoint(connection)
+                except sqlite3.Error as exc:  # the write is committed: a later one tries again
+                    logger.warning("SQLite checkpoint of %r failed: %s", self.path, exc)
             return value
 
     async def run_async(self, body: TransactionBody[T], write: bool) -> T:
@@ -349,6 +437,8 @@ class _SQLiteDatabase(_Database):
         return await asyncio.to_thread(self.run_sync, body, write)
 
     def close_sync(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         with self._lock:
             self._closed = True
             if self._connection is not None:
