@@ -55,6 +55,18 @@ local function touch(ttl_profile, ttl_history, ttl_events)
   if ttl_history > 0 then redis.call('PEXPIRE', KEYS[3], ttl_history) end
   if ttl_events > 0 then redis.call('PEXPIRE', KEYS[4], ttl_events) end
 end
+-- HMGET and HSET of any number of fields, in chunks that Lua's stack can unpack.
+local function hmget(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for j = 1, #part do out[i + j - 1] = part[j] end
+  end
+  return out
+end
+local function hset(key, pairs_)
+  for i = 1, #pairs_, 1000 do redis.call('HSET', key, unpack(pairs_, i, math.min(i + 999, #pairs_))) end
+end
 local function state()
   local meta = redis.call('HMGET', KEYS[1], 'version', 'landmark', 'updated_at', 'event_count', 'doc')
   return {meta[1], meta[2], meta[3], meta[4], meta[5],
@@ -101,7 +113,8 @@ APPLY = (
 --       6 priors to store with that doc
 --       7 updated_at  8 max_history  9 max_event_ids  10-12 ttl profile/history/events
 --       13 channel  14 user_id
---       15 'profile': return the state; otherwise only when preferences must be refreshed
+--       15 'profile': return the state; otherwise only when preferences must be refreshed (never
+--          in follow mode, whose document carries them)
 --       16 refresh_every (0: never)
 --       17 '1' if leaving out events applied before could move the landmark: then, when some
 --          were, answer 'replan' with the mask of new events, changing nothing
@@ -188,20 +201,31 @@ for e = 1, n do
     if mode == 'dedup' then redis.call('ZADD', KEYS[4], at, event_id) end
   end
 end
-for _, field in ipairs(fields) do
-  local total = sums[field]
-  local stored = redis.call('HGET', KEYS[2], field)
-  if stored then total = tonumber(stored) + total end
-  redis.call('HSET', KEYS[2], field, string.format('%.17g', total))
-end
+-- Every field this batch changes is read with one HMGET and written with one HSET.
+local wanted = {}
+for _, field in ipairs(fields) do wanted[#wanted + 1] = field end
 for _, name in ipairs(names) do
-  local prefix = name .. '\\31'
-  redis.call('HINCRBY', KEYS[2], prefix .. '#', counts[name])
-  local stored = redis.call('HGET', KEYS[2], prefix .. '@')
-  if (not stored) or tonumber(stored) < tonumber(latest[name]) then
-    redis.call('HSET', KEYS[2], prefix .. '@', latest[name])
+  wanted[#wanted + 1] = name .. '\\31#'
+  wanted[#wanted + 1] = name .. '\\31@'
+end
+local stored = hmget(KEYS[2], wanted)
+local writes = {}
+for f, field in ipairs(fields) do
+  local total = sums[field]
+  if stored[f] then total = tonumber(stored[f]) + total end
+  writes[#writes + 1] = field
+  writes[#writes + 1] = string.format('%.17g', total)
+end
+for m, name in ipairs(names) do
+  local at = #fields + 2 * m - 1
+  writes[#writes + 1] = wanted[at]
+  writes[#writes + 1] = string.format('%d', (tonumber(stored[at]) or 0) + counts[name])
+  if (not stored[at + 1]) or tonumber(stored[at + 1]) < tonumber(latest[name]) then
+    writes[#writes + 1] = wanted[at + 1]
+    writes[#writes + 1] = latest[name]
   end
 end
+hset(KEYS[2], writes)
 local max_history = tonumber(ARGV[8])
 if max_history > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_history - 1)
@@ -217,7 +241,8 @@ if ARGV[13] ~= '' then redis.call('PUBLISH', ARGV[13], version .. '\\31' .. ARGV
 local k = tonumber(ARGV[16])
 local crossed = k > 0 and math.floor(event_count / k) ~= math.floor((event_count - fresh) / k)
 local result = {'ok', fresh, version, mask, false}
-if ARGV[15] == 'profile' or crossed or touched_prior then result[5] = state() end
+-- A follower's document carries the refreshed preferences already: it never needs the state.
+if ARGV[15] == 'profile' or (mode ~= 'follow' and (crossed or touched_prior)) then result[5] = state() end
 return result
 """
 )
