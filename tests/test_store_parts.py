@@ -10,6 +10,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 
 import msgspec
 import pytest
@@ -200,7 +201,17 @@ def test_serializer_refuses_values_msgpack_cannot_hold() -> None:
 def test_signals_round_trip() -> None:
     serializer = ProfileSerializer()
     original = signal(3, "alice")
-    assert serializer.decode_signal(serializer.encode_signal(original)) == original
+    encoded = serializer.encode_signal(original)
+    assert serializer.decode_signal(encoded) == original
+    assert msgspec.msgpack.decode(encoded)["schema"] == SCHEMA_VERSION
+    # Mappings other than dicts take the general path and read back as dicts.
+    proxied = dataclasses.replace(original, features=MappingProxyType({"genre:x": 1.0}), context={"page": 2})
+    back = serializer.decode_signal(serializer.encode_signal(proxied))
+    assert back.features == {"genre:x": 1.0}
+    assert back.context == {"page": 2}
+    assert msgspec.msgpack.decode(serializer.encode_signal(proxied))["schema"] == SCHEMA_VERSION
+    with pytest.raises(ValidationError, match="cannot be stored"):
+        serializer.encode_signal(dataclasses.replace(original, context={"bad": object()}))
 
 
 def test_no_pickle_anywhere_in_the_store() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -161,6 +162,9 @@ class _TrustedTypes:
 _TRUSTED = _TrustedTypes()
 
 
+_NAME_OF = {"feature": "feature name", "attribute": "attribute name"}
+
+
 def check_signal(signal: Any, user_id: str | None = None) -> Signal:
     """``signal`` if it is a :class:`~penchant.feedback_collector.Signal` fit to store (for
     ``user_id`` when given); a ``ValidationError`` naming the problem otherwise."""
@@ -181,8 +185,9 @@ def check_signal(signal: Any, user_id: str | None = None) -> Signal:
         if type(mapping) is not dict and not isinstance(mapping, Mapping):  # dict: skips the ABC check
             raise ValidationError(f"{what}s of signal {signal.event_id!r} must be a mapping")
         for name, weight in mapping.items():
-            check_name(name, f"{what} name")
-            check_finite(weight, f"{what} {name!r} of signal {signal.event_id!r}")
+            check_name(name, _NAME_OF[what])
+            if type(weight) is not float or not math.isfinite(weight):  # the message only when needed
+                check_finite(weight, f"{what} {name!r} of signal {signal.event_id!r}")
     if type(signal.context) is not dict and not isinstance(signal.context, Mapping):
         raise ValidationError(f"context of signal {signal.event_id!r} must be a mapping")
     return signal
@@ -416,12 +421,21 @@ class ProfileSerializer:
     # -- feedback signals -----------------------------------------------------------------------
 
     def encode_signal(self, signal: Signal) -> bytes:
-        record = {f.name: getattr(signal, f.name) for f in dataclasses.fields(Signal)}
-        for name, value in record.items():
-            if isinstance(value, Mapping) and not isinstance(value, dict):
-                record[name] = dict(value)
-        record["schema"] = SCHEMA_VERSION
-        data = self._encode(record, f"signal {signal.event_id!r}")
+        """A map of the signal's fields and ``schema``."""
+        data = b""
+        if type(signal.features) is dict and type(signal.attributes) is dict and type(signal.context) is dict:
+            # msgspec encodes the dataclass itself (~13x faster than building a dict first):
+            # its map gets one more entry, the schema.
+            fields = self._encode(signal, f"signal {signal.event_id!r}")
+            if fields[0] & 0xF0 == 0x80 and fields[0] < 0x8F:  # a fixmap with room for one more
+                data = bytes([fields[0] + 1]) + fields[1:] + _SCHEMA_ENTRY
+        if not data:
+            record = {f.name: getattr(signal, f.name) for f in dataclasses.fields(Signal)}
+            for name, value in record.items():
+                if isinstance(value, Mapping) and not isinstance(value, dict):
+                    record[name] = dict(value)
+            record["schema"] = SCHEMA_VERSION
+            data = self._encode(record, f"signal {signal.event_id!r}")
         if len(data) > MAX_SIGNAL_BYTES:
             raise ValidationError(
                 f"signal {signal.event_id!r} is {len(data)} bytes encoded; the limit is {MAX_SIGNAL_BYTES}"
@@ -464,6 +478,8 @@ assert {f.name for f in dataclasses.fields(Interest)} == {"name", "sums", "count
 
 
 _EMPTY_ARRAY = b"\x90"
+
+_SCHEMA_ENTRY = msgspec.msgpack.encode("schema") + msgspec.msgpack.encode(SCHEMA_VERSION)
 
 
 def _bin_header(n: int) -> bytes:
