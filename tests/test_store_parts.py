@@ -769,3 +769,36 @@ def test_sqlite_writers_checkpoint_themselves_when_the_thread_cannot(
             busy, log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert busy == 0
         assert copied == log
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_redis_follows_the_sql_tier_change_by_change(kind: str, tmp_path: Path) -> None:
+    """After each write of a tiered store, Redis holds what SQL holds (history window, an event
+    older than the newest, repeated events, a preference refresh), reached by following the
+    change, never by rewriting the whole profile."""
+    tenant = new_tenant()
+    model = InterestModel(max_history=4, refresh_every=3)
+    url = f"sqlite:///{tmp_path}/follow.db" if kind == "sqlite" else postgres_url()
+    with open_store(redis_url(), url, tenant, model=model) as store:
+        assert isinstance(store, TieredProfileStore)
+        assert store.redis is not None
+
+        def same() -> None:
+            from_sql, from_redis = store.database.get("alice"), store.redis.get("alice")  # type: ignore[union-attr]
+            assert from_sql is not None
+            assert from_redis is not None
+            assert from_redis.version == from_sql.version
+            assert from_redis.interaction_history == from_sql.interaction_history
+            assert from_redis.interests == from_sql.interests
+            assert from_redis.preferences == from_sql.preferences
+
+        store.apply_feedback("alice", [signal(0)])
+        same()
+        for n in range(1, 7):
+            store.apply_feedback("alice", [signal(n)])
+            same()
+        store.apply_feedback("alice", [signal(7), signal(20, timestamp=T0 + 60.0 * 4.5), signal(3)])
+        same()
+        store.apply_feedback_many([signal(8), signal(9), signal(8)])
+        same()
+        assert store.stats()["redis_stale_fallbacks"] == 0

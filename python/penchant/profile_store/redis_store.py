@@ -580,14 +580,23 @@ class RedisProfileStore(ProfileStore):
         )
         return self.serializer.history_member(interaction)
 
-    def _event_args(self, landmark: float, signals: Sequence[Signal]) -> tuple[list[Any], list[list[str]]]:
+    def _event_args(
+        self, landmark: float, signals: Sequence[Signal], entries: dict[str, tuple[Interaction, bytes]] | None
+    ) -> tuple[list[Any], list[list[str]]]:
         """Per event: its id, time, history member and, per feature, the forward-decayed amount
         that ``InterestModel.increments`` gives (what ``InterestModel.apply`` adds); and the
-        features each event touches."""
+        features each event touches. With ``entries`` (what an SQL store added to the history,
+        by event id, encoded), the members are made from them, and an event without one (it
+        fell out of the history's window) gets none."""
         args: list[Any] = []
         touched: list[list[str]] = []
         for signal, increments in zip(signals, self.model.increments_of(landmark, signals), strict=True):
-            args += [signal.event_id, repr(float(signal.timestamp)), self._history_member(signal), len(increments)]
+            if entries is None:
+                member = self._history_member(signal)
+            else:
+                entry = entries.get(signal.event_id)
+                member = b"" if entry is None else self.serializer.history_member(*entry)
+            args += [signal.event_id, repr(float(signal.timestamp)), member, len(increments)]
             for name, key, amount in increments:
                 args += [name, key, repr(amount)]
             touched.append([name for name, _, _ in increments])
@@ -614,6 +623,7 @@ class RedisProfileStore(ProfileStore):
         follow: int | None = None,
         document: bytes | None = None,
         priors: str = "",
+        entries: dict[str, tuple[Interaction, bytes]] | None = None,
     ) -> _ApplyCall:
         """The script that applies ``signals`` against the landmark believed stored. Without
         ``follow``, events applied before are skipped ('dedup'); with it, Redis must be at
@@ -625,7 +635,7 @@ class RedisProfileStore(ProfileStore):
         if document is None:
             new = UserProfile(user_id=user_id)
             document, priors = (b"", "") if follow else (self.serializer.encode_document(new), "")
-        args, touched = self._event_args(landmark, signals)
+        args, touched = self._event_args(landmark, signals, entries)
         call = self._script(
             _APPLY,
             user_id,
@@ -692,10 +702,12 @@ class RedisProfileStore(ProfileStore):
         old_landmark: float,
         fresh: Sequence[Signal],
         document: bytes,
+        entries: dict[str, tuple[Interaction, bytes]],
     ) -> tuple[Any, ...]:
         """Brings Redis from ``old_version`` (with ``old_landmark``) to ``profile`` by adding what
-        ``fresh`` adds; the script answers ``stale`` (and changes nothing) when Redis is not at
-        ``old_version``, ``retry`` when its landmark differs."""
+        ``fresh`` adds (``entries``: the history entries the change kept, by event id, encoded);
+        the script answers ``stale`` (and changes nothing) when Redis is not at ``old_version``,
+        ``retry`` when its landmark differs."""
         return self._apply_call(
             profile.user_id,
             fresh,
@@ -704,6 +716,7 @@ class RedisProfileStore(ProfileStore):
             follow=old_version,
             document=document,
             priors=self._priors(profile),
+            entries=entries,
         ).call
 
     # -- operations -------------------------------------------------------------------------------

@@ -317,15 +317,16 @@ class ProfileSerializer:
     def encode_interaction(self, interaction: Interaction) -> bytes:
         return self._encode(interaction, "interaction")
 
-    def history_member(self, interaction: Interaction) -> bytes:
+    def history_member(self, interaction: Interaction, encoded: bytes | None = None) -> bytes:
         """The member of a Redis history (a sorted set ordered by bytes) that holds
-        ``interaction``: its time as a sort key, its event id, ``␟``, then the interaction."""
+        ``interaction``: its time as a sort key, its event id, ``␟``, then the interaction
+        (``encoded``: its :meth:`encode_interaction`, when the caller has it already)."""
         microseconds = (interaction.timestamp - _EPOCH) // _MICROSECOND
         return (
             _core.history_sort_key(microseconds)
             + interaction.event_id.encode("utf-8", "surrogatepass")
             + b"\x1f"
-            + self._encode(interaction, "interaction")
+            + (self._encode(interaction, "interaction") if encoded is None else encoded)
         )
 
     @staticmethod

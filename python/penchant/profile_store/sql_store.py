@@ -28,7 +28,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from penchant.errors import ConflictError, StoreUnavailableError, ValidationError
@@ -77,6 +77,8 @@ class AppliedChange:
     profile: UserProfile
     data: bytes
     fresh: list[Signal]
+    entries: dict[str, tuple[Interaction, bytes]] = field(default_factory=dict)
+    """The history entries this change added, by event id, each with its encoding."""
 
 
 @dataclass(slots=True)
@@ -104,6 +106,7 @@ class _Written:
     cut: int | None
     rows: list[tuple[str, int, bytes]]
     base: int
+    entries: dict[str, tuple[Interaction, bytes]]
 
 
 @dataclass(slots=True)
@@ -850,10 +853,13 @@ class SQLProfileStore(ProfileStore):
     def _rewrite(self, profile: UserProfile) -> _Written:
         """``profile`` to be stored whole: every history row replaced."""
         data, body = self.serializer.encode_apart(profile)
-        history = profile.interaction_history
+        encoded = self._encoded(profile.interaction_history)
+        rows = [(profile.user_id, n, body_) for n, (_, body_) in enumerate(encoded)]
+        return _Written(profile, data, body, _ALL_ROWS, rows, 0, {e.event_id: (e, b) for e, b in encoded})
+
+    def _encoded(self, history: Sequence[Interaction]) -> list[tuple[Interaction, bytes]]:
         encode = self.serializer.encode_interaction
-        rows = [(profile.user_id, n, encode(entry)) for n, entry in enumerate(history)]
-        return _Written(profile, data, body, _ALL_ROWS, rows, 0)
+        return [(entry, encode(entry)) for entry in history]
 
     def _extend(self, profile: UserProfile, before: list[Interaction], base: int | None) -> _Written:
         """``profile`` to be stored after a change that took its history from ``before`` (whose
@@ -880,10 +886,11 @@ class SQLProfileStore(ProfileStore):
         ):
             return self._rewrite(profile)
         data, body = self.serializer.encode_apart(profile)
-        encode = self.serializer.encode_interaction
+        encoded = self._encoded(history[kept:])
         end = base + len(before)
-        rows = [(profile.user_id, end + n, encode(entry)) for n, entry in enumerate(history[kept:])]
-        return _Written(profile, data, body, base + first if first else None, rows, base + first)
+        rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded)]
+        entries = {e.event_id: (e, b) for e, b in encoded}
+        return _Written(profile, data, body, base + first if first else None, rows, base + first, entries)
 
     def _put_body(
         self, profile: UserProfile, expected_version: int | None
@@ -955,7 +962,7 @@ class SQLProfileStore(ProfileStore):
             # The caller gets its own copy (the history stays encoded until read); this store
             # keeps `work` for the user's next apply.
             changes[user_id] = AppliedChange(
-                old_version, old_landmark, self.serializer.decode(change.data), change.data, fresh
+                old_version, old_landmark, self.serializer.decode(change.data), change.data, fresh, change.entries
             )
         if written:
             yield self._write_statements(written)

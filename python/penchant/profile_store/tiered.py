@@ -428,6 +428,7 @@ class TieredProfileStore(ProfileStore):
                 change.old_landmark,
                 change.fresh,
                 self.serializer.encode_document(change.profile),
+                change.entries,
             )
             for change in changed
         ]
