@@ -802,3 +802,23 @@ def test_redis_follows_the_sql_tier_change_by_change(kind: str, tmp_path: Path) 
         store.apply_feedback_many([signal(8), signal(9), signal(8)])
         same()
         assert store.stats()["redis_stale_fallbacks"] == 0
+
+
+def test_sql_history_rows_with_a_gap_are_read_in_order_and_written_anew(tmp_path: Path) -> None:
+    """Rows not numbered one after another (never written by penchant; a hand-edited database)
+    are read row by row, in order, and the next write numbers them afresh."""
+    model = InterestModel(max_history=10)
+    with SQLiteProfileStore(tmp_path / "gap.db", model=model) as store:
+        store.apply_feedback("alice", [signal(n) for n in range(6)])
+        with sqlite3.connect(tmp_path / "gap.db") as connection:
+            connection.execute("DELETE FROM penchant_history WHERE ord = 2")
+            connection.execute("UPDATE penchant_history SET ord = ord + 100 WHERE ord = 5")
+        with SQLiteProfileStore(tmp_path / "gap.db", model=model) as other:
+            read = other.get("alice")
+            assert read is not None
+            assert [i.event_id for i in read.interaction_history] == [f"alice-e{n}" for n in (0, 1, 3, 4, 5)]
+            other.apply_feedback("alice", [signal(6)])
+            assert history_rows(other, "alice") == [0, 1, 2, 3, 4, 5]
+            again = other.get("alice")
+            assert again is not None
+            assert [i.event_id for i in again.interaction_history] == [f"alice-e{n}" for n in (0, 1, 3, 4, 5, 6)]

@@ -288,20 +288,20 @@ class ProfileSerializer:
         rest.interaction_history = []
         return data, self._encode({"schema": SCHEMA_VERSION, "profile": rest}, f"profile {profile.user_id!r}")
 
-    def decode_apart(self, body: bytes, entries: Sequence[bytes]) -> tuple[UserProfile, bool]:
-        """A profile from :meth:`encode_apart`'s second part and its history entries (decoded
-        when first read); and whether ``body`` held a history itself (written before the
-        history had rows of its own: then that history is the profile's, and ``entries`` are
-        ignored)."""
+    def decode_apart(self, body: bytes, count: int, entries: bytes) -> tuple[UserProfile, bool]:
+        """A profile from :meth:`encode_apart`'s second part and its ``count`` history entries
+        (:meth:`encode_interaction` each, joined; decoded when first read); and whether
+        ``body`` held a history itself (written before the history had rows of its own: then
+        that history is the profile's, and ``entries`` are ignored)."""
         profile = self.decode(body)
         state = profile.__dict__
         if "_history_source" in state or state.get("interaction_history"):
             return profile, True
-        size = len(body) + sum(len(e) for e in entries)
+        size = len(body) + len(entries)
         if size > self.max_profile_bytes:
             raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
-        if entries:
-            self._leave_history_encoded(profile, _array_header(len(entries)) + b"".join(entries))
+        if count:
+            self._leave_history_encoded(profile, _array_header(count) + entries)
         return profile, False
 
     # -- profiles in parts (Redis) --------------------------------------------------------------
