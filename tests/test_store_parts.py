@@ -4,13 +4,17 @@ serializer, URLs, TTLs and LRU bounds, the SQLite file, the schema, the sans-I/O
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import re
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,6 +22,7 @@ import redis
 
 import penchant
 import penchant.profile_store as profile_store
+import penchant.profile_store.serializer as serializer_module
 from penchant import StoreUnavailableError, ValidationError
 from penchant.profile_store import (
     InMemoryProfileStore,
@@ -140,9 +145,248 @@ def test_snapshot_decoding_reads_the_first_inline_form_and_ignores_later_element
     # A later format may append elements: this one reads the three it knows.
     later = msgspec.msgpack.encode([document, profile.interests, history, {"new": 1}])
     assert serializer.decode_snapshot(later, **meta) == expected
-    for bad in (b"\x93\xc4", msgspec.msgpack.encode([document, {"x": 1}, history]), b"\x92\xa1x\xa1y"):
+    for bad in (b"\x93\xc4", b"\x92\xa1x\xa1y"):
         with pytest.raises(ValidationError, match="snapshot cannot be decoded"):
             serializer.decode_snapshot(bad, **meta)
+    # Damaged interests are kept encoded like the rest, and refused when read.
+    damaged = serializer.decode_snapshot(msgspec.msgpack.encode([document, {"x": 1}, history]), **meta)
+    with pytest.raises(ValidationError, match="stored interests cannot be decoded"):
+        _ = damaged.interests
+
+
+ENCODED = ("preferences", "interests", "interaction_history")
+
+
+def redis_state(serializer: ProfileSerializer, profile: UserProfile) -> list[bytes]:
+    """The parts a Redis script sends for ``profile`` (see ``ProfileSerializer.decode_state``)."""
+    fields = serializer.interest_fields(profile)
+    return [
+        str(profile.version).encode(),
+        repr(profile.landmark).encode(),
+        repr(profile.updated_at.timestamp()).encode(),
+        str(profile.event_count).encode(),
+        serializer.encode_document(profile),
+        b"\x1e".join(part.encode() for item in fields.items() for part in item),
+        b"".join(sorted(serializer.history_member(i) for i in profile.interaction_history)),
+    ]
+
+
+def decode_paths(serializer: ProfileSerializer, profile: UserProfile) -> dict[str, Callable[[], UserProfile]]:
+    """Every way a store decodes ``profile``, each making a new profile per call, by the
+    fields each leaves encoded (the parts' interests are read in Rust, for the snapshot)."""
+    encoded = serializer.encode(profile)
+    snapshot = serializer.encode_snapshot(profile)
+    state = redis_state(serializer, profile)
+    meta = dict(zip(("version", "landmark", "updated_at", "event_count"), state[:4], strict=True))
+    return {
+        "decode": lambda: serializer.decode(encoded),
+        "decode_snapshot": lambda: serializer.decode_snapshot(snapshot, **meta),  # type: ignore[arg-type]
+        "decode_state": lambda: serializer.decode_state(state)[0],
+    }
+
+
+LEFT_ENCODED = {
+    "decode": ENCODED,
+    "decode_snapshot": ENCODED,
+    "decode_state": ("preferences", "interaction_history"),
+}
+
+
+def eager(serializer: ProfileSerializer, profile: UserProfile) -> UserProfile:
+    """``profile`` decoded with every field made at once (and every check of the classes)."""
+    return serializer.checked_copy(profile)[0]
+
+
+@pytest.mark.parametrize("path", list(LEFT_ENCODED))
+def test_every_decode_path_leaves_the_big_fields_encoded_until_read(path: str) -> None:
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    expected = eager(serializer, profile)
+    decode = decode_paths(serializer, profile)[path]
+    decoded = decode()
+    for name in LEFT_ENCODED[path]:
+        assert name not in vars(decoded), f"{name} is decoded when first read"
+    assert decoded == expected
+    assert repr(decoded) == repr(expected)
+    assert all(name in vars(decoded) for name in ENCODED)
+    assert "_encoded_fields" not in vars(decoded), "the map of encoded fields goes once all are read"
+    # Each field alone, with the public classes (not the decoder's subclasses).
+    for name in ENCODED:
+        alone = decode()
+        value = getattr(alone, name)
+        assert value == getattr(expected, name)
+        assert getattr(alone, name) is value, "decoded once"
+    alone = decode()
+    assert all(type(p) is Preference for p in alone.preferences.values())
+    assert alone.preferences["genre"].source is penchant.PreferenceSource.IMPLICIT
+    assert all(type(i) is Interest for i in decode().interests.values())
+    assert all(type(i) is Interaction for i in decode().interaction_history)
+    # What reads the interests in Rust, and ranking, read the encoded ones alike.
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    assert decode().interest_weights(now) == expected.interest_weights(now)
+    items = [{"id": f"i{n}", "score": 0.5, "features": [f"genre:{n}", f"tag:{n % 3}"]} for n in range(12)]
+    assert [r.id for r in penchant.rank_items(decode(), items, now=now)] == [
+        r.id for r in penchant.rank_items(expected, items, now=now)
+    ]
+
+
+@pytest.mark.parametrize("path", list(LEFT_ENCODED))
+def test_a_value_assigned_to_an_encoded_field_wins(path: str) -> None:
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    decode = decode_paths(serializer, profile)[path]
+    decoded = decode()
+    mine = Preference("mine", 1, 0.5, "explicit", "categorical")
+    decoded.preferences = {"mine": mine}
+    decoded.interests = {}
+    assert decoded.preferences == {"mine": mine}
+    assert decoded.interests == {}
+    assert decoded.interaction_history == profile.interaction_history  # still encoded until here
+    assert "_encoded_fields" not in vars(decoded)
+    for copy_ in (copy.copy(decoded), copy.deepcopy(decoded), serializer.decode(serializer.encode(decoded))):
+        assert copy_.preferences == {"mine": mine}
+        assert copy_.interests == {}
+        assert copy_ == decoded
+    # Assigned while another field is still encoded: the copies keep both right.
+    other = decode()
+    other.interaction_history = []
+    for copy_ in (copy.copy(other), copy.deepcopy(other), serializer.decode(serializer.encode(other))):
+        assert copy_.interaction_history == []
+        assert copy_.preferences == profile.preferences
+    # The model's own updates replace and change them in place.
+    refreshed = decode()
+    InterestModel().apply(refreshed, mixed_signals("alice", 3, start=100))
+    expected = eager(serializer, profile)
+    InterestModel().apply(expected, mixed_signals("alice", 3, start=100))
+    refreshed.updated_at = expected.updated_at  # the time of the update
+    assert refreshed == expected
+
+
+@pytest.mark.parametrize("path", list(LEFT_ENCODED))
+def test_copies_and_encodings_of_a_profile_with_encoded_fields(path: str) -> None:
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    expected = eager(serializer, profile)
+    decode = decode_paths(serializer, profile)[path]
+    # A shallow copy shares each field with its original, whichever of them reads it first.
+    decoded = decode()
+    shallow = copy.copy(decoded)
+    assert shallow.interests is decoded.interests
+    assert decoded.preferences is shallow.preferences
+    assert shallow.interaction_history is decoded.interaction_history
+    # A deep copy is equal and shares nothing, read before or after the original.
+    for read_first in (False, True):
+        decoded = decode()
+        if read_first:
+            assert decoded == expected
+        deep = copy.deepcopy(decoded)
+        assert deep == expected
+        assert decoded == expected
+        for name in ENCODED:
+            assert getattr(deep, name) is not getattr(decoded, name)
+        deep.interests["genre:1"].sums.clear()
+        deep.preferences.clear()
+        deep.interaction_history[0].features.clear()
+        assert decoded == expected
+    # Encoded again before any field is read: the same bytes and the same profile.
+    for encode in (serializer.encode, serializer.encode_snapshot, serializer.encode_document):
+        assert encode(decode()) == encode(expected)
+    assert msgspec.msgpack.encode(decode()) == msgspec.msgpack.encode(expected)
+    assert serializer.decode(serializer.encode(decode())) == expected
+    assert serializer.checked_copy(decode())[0] == expected
+    assert dataclasses.replace(decode(), version=9) == dataclasses.replace(expected, version=9)
+    assert dataclasses.asdict(decode()) == dataclasses.asdict(expected)
+    assert decode().to_dict() == expected.to_dict()
+
+
+def test_damaged_encoded_fields_are_refused_when_read() -> None:
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    raw = msgspec.msgpack.decode(serializer.encode(profile))
+    raw["profile"]["preferences"] = {"genre": {"name": "genre", "confidence": "high"}}
+    raw["profile"]["interests"] = {"genre:1": [1, 2]}
+    raw["profile"]["interaction_history"] = [{"item_id": 5}]
+    damaged = serializer.decode(msgspec.msgpack.encode(raw))
+    assert damaged.user_id == "alice"
+    for name, what in (("preferences", "preferences"), ("interests", "interests"), ("interaction_history", "history")):
+        for _ in range(2):  # refused on every read, not once
+            with pytest.raises(ValidationError, match=f"stored {what} cannot be decoded"):
+                getattr(damaged, name)
+    with pytest.raises(ValidationError, match="stored preferences cannot be decoded"):
+        copy.deepcopy(damaged).preferences  # noqa: B018
+    # Bytes that are not MessagePack at all are refused at once: the fields cannot be skipped.
+    encoded = serializer.encode(profile)
+    with pytest.raises(ValidationError, match="cannot be decoded"):
+        serializer.decode(encoded[: len(encoded) // 3])
+    snapshot = serializer.encode_snapshot(profile)
+    with pytest.raises(ValidationError, match="snapshot cannot be decoded"):
+        serializer.decode_snapshot(snapshot[:-10], version=1, landmark=0, updated_at=0, event_count=1)
+
+
+def read_in_two_threads(
+    targets: tuple[UserProfile, UserProfile], name: str, monkeypatch: pytest.MonkeyPatch
+) -> list[Any]:
+    """``getattr(target, name)`` of each target in a thread of its own, both threads decoding
+    at once: a barrier holds each inside the decoder until both have decoded."""
+    barrier = threading.Barrier(2, timeout=10)
+    original = serializer_module._Field.decode
+
+    def decode_together(self: Any, raw: Any) -> Any:
+        value = original(self, raw)
+        barrier.wait()
+        return value
+
+    monkeypatch.setattr(serializer_module._Field, "decode", decode_together)
+    got: list[Any] = []
+    errors: list[BaseException] = []
+
+    def read(target: UserProfile) -> None:
+        try:
+            got.append(getattr(target, name))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    monkeypatch.setattr(serializer_module._Field, "decode", original)
+    assert not errors
+    assert len(got) == 2
+    return got
+
+
+THREADED = [(path, name) for path, names in LEFT_ENCODED.items() for name in names]
+
+
+@pytest.mark.parametrize(("path", "name"), THREADED)
+def test_two_threads_reading_an_encoded_field_first_get_one_object(
+    path: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both end with the one value the profile keeps, as readers of a shared (read-only)
+    profile need."""
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    decoded = decode_paths(serializer, profile)[path]()
+    first, second = read_in_two_threads((decoded, decoded), name, monkeypatch)
+    assert first is second
+    assert vars(decoded)[name] is first
+    assert first == getattr(eager(serializer, profile), name)
+
+
+@pytest.mark.parametrize(("path", "name"), THREADED)
+def test_a_shallow_copy_and_its_original_read_in_two_threads_share_the_field(
+    path: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    decoded = decode_paths(serializer, profile)[path]()
+    shallow = copy.copy(decoded)
+    first, second = read_in_two_threads((decoded, shallow), name, monkeypatch)
+    assert first is second
+    assert vars(decoded)[name] is vars(shallow)[name] is first
+    assert first == getattr(eager(serializer, profile), name)
 
 
 def test_serializer_tolerates_unknown_and_missing_fields() -> None:

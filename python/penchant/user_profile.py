@@ -450,6 +450,11 @@ class _Datetimes(dict[float, datetime]):
         return made
 
 
+ENCODED_FIELDS = "_encoded_fields"
+"""The key, in a :class:`UserProfile`'s instance dict, of the fields a store left encoded (a map
+of field name to a callable that decodes it; see ``UserProfile.__getattr__``)."""
+
+
 def _history_key(interaction: Interaction) -> tuple[datetime, str]:
     return interaction.timestamp, interaction.event_id
 
@@ -503,21 +508,33 @@ class UserProfile:
     if not TYPE_CHECKING:  # mypy would take any attribute of a class with __getattr__ as valid
 
         def __getattr__(self, name: str) -> Any:
-            # A store may leave the history encoded until it is first read (ranking never reads
-            # it): the decoder waits in the instance dict. Two threads reading a shared profile
-            # at once may both decode; both get the one list that was stored first.
-            if name == "interaction_history":
-                source = self.__dict__.get("_history_source")
-                if source is not None:
-                    history = self.__dict__.setdefault("interaction_history", source())
-                    self.__dict__.pop("_history_source", None)
-                    return history
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            # Only called for a name missing from the instance dict. A store may leave fields
+            # encoded until they are first read (ranking never reads the preferences; a profile
+            # read to be cached reads none): ENCODED_FIELDS in the instance dict maps each such
+            # field to a callable that decodes it. A value in the instance dict (decoded or
+            # assigned since) always wins over it. The map is never changed once made, so a
+            # shallow copy may share it; the decoders remember what they made, so a shallow copy
+            # and its original get the same object, as for any field. Two threads reading a
+            # shared profile at once may both call the decoder; both get the one value stored
+            # first.
+            state = self.__dict__
+            encoded = state.get(ENCODED_FIELDS)
+            decode = None if encoded is None else encoded.get(name)
+            if decode is not None:
+                value = state.setdefault(name, decode())
+                if encoded.keys() <= state.keys():  # every field decoded or assigned: drop the map
+                    state.pop(ENCODED_FIELDS, None)
+                return value
+            try:  # another thread may have stored it since this lookup began
+                return state[name]
+            except KeyError:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> UserProfile:
         """A deep copy, written out for speed: stores copy a profile on every read and write,
         and the generic ``copy.deepcopy`` walks every object of a long history (tens of
-        milliseconds for 500 events). Fields it does not know are deep-copied generically."""
+        milliseconds for 500 events). Fields it does not know are deep-copied generically.
+        Fields still encoded stay encoded in the copy (which decodes them for itself)."""
         fast: dict[str, Callable[[Any], Any]] = {
             "preferences": lambda d: {k: _copy_preference(p, memo) for k, p in d.items()},
             "interests": lambda d: {k: _copy_interest(i) for k, i in d.items()},
@@ -527,9 +544,18 @@ class UserProfile:
         }
         new = object.__new__(type(self))
         memo[id(self)] = new
-        for key, value in self.__dict__.items():
+        # A copy of the dict first: another thread may decode a field (adding it) meanwhile.
+        state = dict(self.__dict__)
+        encoded = state.pop(ENCODED_FIELDS, None)
+        for key, value in state.items():
             copier = fast.get(key)
             new.__dict__[key] = copier(value) if copier is not None else copy.deepcopy(value, memo)
+        if encoded is not None:
+            # Decoders of their own (a deep copy of one forgets what it made); the fields
+            # decoded or assigned since are left out.
+            left = {name: copy.deepcopy(decode, memo) for name, decode in encoded.items() if name not in state}
+            if left:
+                new.__dict__[ENCODED_FIELDS] = left
         return new
 
     # -- interests ----------------------------------------------------------------------------

@@ -111,10 +111,10 @@ _READ, _APPLY, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT = (
 )
 _SCRIPTS = (_READ, _APPLY, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT)
 
-OBJECTS_PER_PROFILE = 100
-"""About how many objects decoding a profile makes (none in a cycle): reads of ten or more
-profiles run with the cyclic collector paused (``penchant._gc``), which otherwise took ~40 % of a
-``get_many`` of 100."""
+OBJECTS_PER_PROFILE = 20
+"""About how many objects decoding a profile makes (none in a cycle; its preferences, interests
+and history are decoded later, when first read): reads of fifty or more profiles run with the
+cyclic collector paused (``penchant._gc``)."""
 
 _SNAPSHOT_FIELDS = ("version", "landmark", "updated_at", "event_count", "snap_version", "snap")
 

@@ -10,11 +10,31 @@ Decoding trusts what penchant stored: the profile classes validate their fields 
 Re-running those checks on every read would cost more than the read itself (a profile with 50
 history entries takes ~0.4 ms to validate and ~0.1 ms to decode), so stored data is decoded into
 subclasses whose ``__post_init__`` does nothing and the objects get their public class back
-afterwards. A profile's history (up to thousands of entries) is skipped as raw bytes and
-decoded when ``interaction_history`` is first read: ranking never reads it, so a read for
-ranking and an owned copy from the in-process cache cost the same whatever the history's
-length. Sizes are checked before any decoding, so a hostile or corrupt value cannot make the
-decoder allocate without bound.
+afterwards.
+
+The fields that hold most of a profile's objects (``preferences``, ``interests`` and
+``interaction_history``: nearly all the objects of a typical profile, with 20 interests, a
+dozen preferences and 50 history entries) are skipped as raw bytes and each decoded when first
+read. A decoded profile keeps them in a map in its instance dict (``ENCODED_FIELDS``: field
+name → ``_Encoded``, which holds the bytes, views of the buffer that was decoded, never copies)
+and ``UserProfile.__getattr__``, which Python calls only for a name missing from the instance
+dict, decodes the field and stores it there. So:
+
+* a value assigned to the field wins over its encoded form, which is then never read;
+* two threads reading a shared profile at once may both decode, and both get the one value
+  that was stored first; a shallow copy shares the map and gets the same objects as its
+  original; a deep copy decodes for itself (``UserProfile.__deepcopy__``);
+* whatever reads the field (equality, ``repr``, msgspec encoding, copies, the Rust kernels,
+  which get the field's value from Python) sees exactly what an eager decode gives, with the
+  public classes;
+* a damaged field raises ``ValidationError`` when it is read, every time it is read. (Only
+  bytes that are not MessagePack at all are refused when the profile is decoded: a Redis
+  snapshot whose interests are damaged is no longer passed over for the parts.)
+
+Ranking reads the interests and the history once per profile version (when it compiles the
+profile) and never the preferences; a read for a cache, or an owned copy from the in-process
+cache, reads none of them. Sizes are checked before any decoding (a field's bytes are part of a
+checked whole), so a hostile or corrupt value cannot make the decoder allocate without bound.
 """
 
 from __future__ import annotations
@@ -24,7 +44,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,7 +54,7 @@ from penchant import _core
 from penchant._validate import check_finite, check_id, check_name
 from penchant.errors import ValidationError
 from penchant.feedback_collector import FeedbackType, Signal
-from penchant.user_profile import SCHEMA_VERSION, Interaction, Interest, UserProfile
+from penchant.user_profile import ENCODED_FIELDS, SCHEMA_VERSION, Interaction, Interest, Preference, UserProfile
 
 __all__ = ["DEFAULT_MAX_PROFILE_BYTES", "FIELD_SEPARATOR", "ProfileSerializer", "check_signal"]
 
@@ -52,6 +72,7 @@ _COUNT = "#"
 _LAST_UPDATED = "@"
 
 T = TypeVar("T")
+_Sized = TypeVar("_Sized", bound=Sized)
 
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``_UPGRADES[n]`` turns the raw map of a schema-``n`` profile into a schema-``n + 1`` one."""
@@ -115,27 +136,28 @@ class _TrustedTypes:
             return origin[mapped] if len(mapped) > 1 else origin[mapped[0]]
         return hint
 
-    def with_raw_field(self, cls: type, name: str) -> type:
-        """The trusted subclass of ``cls`` whose field ``name`` decodes to ``msgspec.Raw``: the
-        bytes of the field are skipped (not made into objects) and kept for later."""
+    def with_raw_fields(self, cls: type, names: tuple[str, ...]) -> type:
+        """The trusted subclass of ``cls`` whose fields ``names`` decode to ``msgspec.Raw``: the
+        bytes of those fields are skipped (not made into objects) and kept for later."""
         trusted = self.of(cls)
-        # msgspec cannot give a Raw field a default: the field becomes required here, and a
-        # stored profile without it (never written by penchant) is decoded the slow way.
+        # msgspec cannot give a Raw field a default: the fields become required here, and a
+        # stored profile without one of them (never written by penchant) is decoded the slow way.
         fields = dict(trusted.__dataclass_fields__)  # type: ignore[attr-defined]
-        field = copy.copy(fields[name])
-        field.default = field.default_factory = dataclasses.MISSING
-        field.type = msgspec.Raw
-        fields[name] = field
+        for name in names:
+            field = copy.copy(fields[name])
+            field.default = field.default_factory = dataclasses.MISSING
+            field.type = msgspec.Raw
+            fields[name] = field
         namespace = {
             "__post_init__": None,
             "__dataclass_fields__": fields,
-            "__annotations__": {name: msgspec.Raw},
+            "__annotations__": dict.fromkeys(names, msgspec.Raw),
             "__module__": cls.__module__,
-            "__qualname__": f"{cls.__qualname__}[stored, {name} raw]",
+            "__qualname__": f"{cls.__qualname__}[stored, {', '.join(names)} raw]",
         }
         raw = type(cls.__name__, (trusted,), namespace)
         self._public[raw] = cls
-        self._nested[raw] = tuple(n for n in self._nested[trusted] if n != name)
+        self._nested[raw] = tuple(n for n in self._nested[trusted] if n not in names)
         return raw
 
     def restore(self, value: Any) -> None:
@@ -207,23 +229,31 @@ class ProfileSerializer:
             raise ValidationError(f"max_profile_bytes must be an int of at least 1024, got {max_profile_bytes!r}")
         self.max_profile_bytes = max_profile_bytes
         self._encoder = msgspec.msgpack.Encoder()
-        # The history is skipped and decoded when first read (a read for ranking never reads it).
-        stored = _TRUSTED.with_raw_field(UserProfile, "interaction_history")
+        # The fields that hold many objects are skipped and decoded when first read: a read for
+        # ranking never reads the history or the preferences, and one for a cache reads nothing.
+        self._fields = {
+            "preferences": _Field("preferences", dict[str, _TRUSTED.of(Preference)]),  # type: ignore[misc]
+            "interests": _Field("interests", dict[str, _TRUSTED.of(Interest)]),  # type: ignore[misc]
+            "interaction_history": _Field("history", list[_TRUSTED.of(Interaction)]),  # type: ignore[misc]
+        }
+        stored = _TRUSTED.with_raw_fields(UserProfile, tuple(self._fields))
         envelope = msgspec.defstruct("StoredProfile", [("schema", int), ("profile", stored)])
         self._profile_decoder = msgspec.msgpack.Decoder(envelope)
         checked = msgspec.defstruct("CheckedProfile", [("schema", int), ("profile", UserProfile)])
         self._checking_decoder = msgspec.msgpack.Decoder(checked)
         self._raw_decoder = msgspec.msgpack.Decoder(dict[str, Any])
-        self._history_decoder = msgspec.msgpack.Decoder(list[_TRUSTED.of(Interaction)])  # type: ignore[misc]
         self._signal_decoder = msgspec.msgpack.Decoder(dict[str, Any])
-        trusted_interests: Any = dict[str, _TRUSTED.of(Interest)]  # type: ignore[misc]
         # An array-like struct ignores trailing elements: a later snapshot format may add some.
+        # The doc and the history are views of the snapshot's bytes, the interests its raw
+        # bytes: nothing is copied.
         snapshot = msgspec.defstruct(
-            "StoredSnapshot", [("doc", bytes), ("interests", trusted_interests), ("history", bytes)], array_like=True
+            "StoredSnapshot",
+            [("doc", memoryview), ("interests", msgspec.Raw), ("history", memoryview)],
+            array_like=True,
         )
         self._snapshot_decoder = msgspec.msgpack.Decoder(snapshot)
         # The first snapshots (never released) held the doc and history inline, not as bytes.
-        self._inline_snapshot_decoder = msgspec.msgpack.Decoder(tuple[msgspec.Raw, trusted_interests, msgspec.Raw])
+        self._inline_snapshot_decoder = msgspec.msgpack.Decoder(tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw])
 
     # -- whole profiles ------------------------------------------------------------------------
 
@@ -235,8 +265,13 @@ class ProfileSerializer:
         return self._check_size(data, f"profile {profile.user_id!r}")
 
     def decode(self, data: bytes | bytearray | memoryview) -> UserProfile:
-        """The profile that :meth:`encode` made ``data`` from (possibly by another version)."""
-        data = self._check_size(bytes(data), "stored profile")
+        """The profile that :meth:`encode` made ``data`` from (possibly by another version).
+        Its preferences, interests and history are decoded when first read."""
+        return self._decode(bytes(data))  # a copy unless bytes: the profile keeps parts of it
+
+    def _decode(self, data: bytes | memoryview | msgspec.Raw) -> UserProfile:
+        """:meth:`decode` of an immutable buffer (kept, not copied)."""
+        self._check_size(data, "stored profile")
         try:
             envelope: Any = self._profile_decoder.decode(data)
         except msgspec.MsgspecError as exc:
@@ -245,11 +280,9 @@ class ProfileSerializer:
             return self._decode_other_schema(data, None)
         profile: UserProfile = envelope.profile
         _TRUSTED.restore(profile)
-        history = profile.__dict__["interaction_history"]
-        if len(history) > len(_EMPTY_ARRAY):
-            self._leave_history_encoded(profile, history)
-        else:
-            profile.interaction_history = []
+        state = profile.__dict__
+        for name in self._fields:
+            self._leave_encoded(profile, name, state[name])
         return profile
 
     def checked_copy(self, profile: UserProfile) -> tuple[UserProfile, bytes]:
@@ -264,7 +297,7 @@ class ProfileSerializer:
             raise ValidationError(f"profile {profile.user_id!r} is not valid: {exc}") from exc
         return copy_, data
 
-    def _decode_other_schema(self, data: bytes, error: Exception | None) -> UserProfile:
+    def _decode_other_schema(self, data: bytes | memoryview | msgspec.Raw, error: Exception | None) -> UserProfile:
         try:
             raw = self._raw_decoder.decode(data)
             schema = int(raw["schema"])
@@ -295,13 +328,13 @@ class ProfileSerializer:
         that history is the profile's, and ``entries`` are ignored)."""
         profile = self.decode(body)
         state = profile.__dict__
-        if "_history_source" in state or state.get("interaction_history"):
+        if "interaction_history" in state.get(ENCODED_FIELDS, ()) or state.get("interaction_history"):
             return profile, True
         size = len(body) + len(entries)
         if size > self.max_profile_bytes:
             raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
         if count:
-            self._leave_history_encoded(profile, _array_header(count) + entries)
+            self._leave_encoded(profile, "interaction_history", _array_header(count) + entries)
         return profile, False
 
     # -- profiles in parts (Redis) --------------------------------------------------------------
@@ -354,10 +387,10 @@ class ProfileSerializer:
         if size > self.max_profile_bytes:
             raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
         profile = self._with_meta(self.decode(document), version, landmark, updated_at, event_count)
+        # Eager, unlike a snapshot's: the snapshot made here encodes them.
         profile.interests = _core.decode_interests(interests, Interest)
         packed = _core.history_entries(history)[1] if history else _EMPTY_ARRAY
-        if history:
-            self._leave_history_encoded(profile, packed)
+        self._leave_encoded(profile, "interaction_history", packed)
         return profile, self._snapshot(document, profile.interests, packed)
 
     def encode_snapshot(self, profile: UserProfile, document: bytes | None = None) -> bytes:
@@ -385,24 +418,20 @@ class ProfileSerializer:
     def decode_snapshot(
         self, snapshot: bytes, *, version: Any, landmark: Any, updated_at: Any, event_count: Any
     ) -> UserProfile:
-        """A profile from :meth:`encode_snapshot`'s bytes and the fields kept beside them; the
-        history is decoded when first read."""
-        self._check_size(snapshot, "stored snapshot")
+        """A profile from :meth:`encode_snapshot`'s bytes and the fields kept beside them; its
+        preferences, interests and history are decoded when first read."""
+        snapshot = self._check_size(bytes(snapshot), "stored snapshot")
         try:
             stored: Any = self._snapshot_decoder.decode(snapshot)
             document, interests, history = stored.doc, stored.interests, stored.history
         except msgspec.MsgspecError as exc:
             try:
-                document, interests, raw_history = self._inline_snapshot_decoder.decode(snapshot)
-                document, history = bytes(document), bytes(raw_history)
+                document, interests, history = self._inline_snapshot_decoder.decode(snapshot)
             except msgspec.MsgspecError:
                 raise ValidationError(f"stored snapshot cannot be decoded: {exc}") from exc
-        profile = self._with_meta(self.decode(document), version, landmark, updated_at, event_count)
-        for interest in interests.values():
-            interest.__class__ = Interest
-        profile.interests = interests
-        if len(history) > len(_EMPTY_ARRAY):
-            self._leave_history_encoded(profile, history)
+        profile = self._with_meta(self._decode(document), version, landmark, updated_at, event_count)
+        self._leave_encoded(profile, "interests", interests)
+        self._leave_encoded(profile, "interaction_history", history)
         return profile
 
     @staticmethod
@@ -414,10 +443,20 @@ class ProfileSerializer:
             profile.event_count = int(event_count)
         return profile
 
-    def _leave_history_encoded(self, profile: UserProfile, packed: bytes | msgspec.Raw) -> None:
+    def _leave_encoded(self, profile: UserProfile, name: str, raw: bytes | memoryview | msgspec.Raw) -> None:
+        """Sets ``profile``'s field ``name`` to the value encoded in ``raw``, left encoded until
+        the field is first read (see ``UserProfile.__getattr__``) unless it is one byte long
+        (an empty map or array: decoded now, for less than keeping it costs)."""
+        field = self._fields[name]
         state = profile.__dict__
-        del state["interaction_history"]
-        state["_history_source"] = _LazyHistory(self._history_decoder, packed)
+        if len(raw) > 1:
+            state.pop(name, None)
+            encoded = state.get(ENCODED_FIELDS)
+            if encoded is None:  # made here, never changed after this decode (see __getattr__)
+                encoded = state[ENCODED_FIELDS] = {}
+            encoded[name] = _Encoded(field, raw)
+        else:
+            state[name] = field.decode(raw)
 
     # -- feedback signals -----------------------------------------------------------------------
 
@@ -464,7 +503,7 @@ class ProfileSerializer:
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValidationError(f"{what} cannot be stored: {exc}") from exc
 
-    def _check_size(self, data: bytes, what: str) -> bytes:
+    def _check_size(self, data: _Sized, what: str) -> _Sized:
         if len(data) > self.max_profile_bytes:
             raise ValidationError(f"{what} is {len(data)} bytes encoded; the limit is {self.max_profile_bytes}")
         return data
@@ -499,23 +538,47 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-class _LazyHistory:
-    """Decodes a history kept encoded by :meth:`ProfileSerializer.decode_state`, when the
-    profile's ``interaction_history`` is first read (``UserProfile.__getattr__``)."""
+class _Field:
+    """How one field of a stored profile is decoded from its raw bytes."""
 
-    __slots__ = ("decoder", "packed")
+    __slots__ = ("decoder", "what")
 
-    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], packed: bytes | msgspec.Raw) -> None:
-        self.decoder = decoder
-        self.packed = packed
+    def __init__(self, what: str, type_: Any) -> None:
+        self.what = what
+        self.decoder = msgspec.msgpack.Decoder(type_)
 
-    def __call__(self) -> list[Interaction]:
+    def decode(self, raw: bytes | memoryview | msgspec.Raw) -> Any:
         try:
-            entries: list[Interaction] = self.decoder.decode(self.packed)
+            value = self.decoder.decode(raw)
         except msgspec.MsgspecError as exc:
-            raise ValidationError(f"stored history cannot be decoded: {exc}") from exc
-        _TRUSTED.restore(entries)
-        return entries
+            raise ValidationError(f"stored {self.what} cannot be decoded: {exc}") from exc
+        _TRUSTED.restore(value)
+        return value
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> _LazyHistory:
-        return self  # immutable
+
+class _Encoded:
+    """A field of a decoded profile kept encoded (the bytes it was read from, unchanged and
+    never copied) and decoded by a call, when the profile's field is first read
+    (``UserProfile.__getattr__``). It remembers the first value it made, so that a shallow copy
+    of the profile (which shares it) and the original get the same object; a deep copy gets a
+    new one, which decodes for itself."""
+
+    __slots__ = ("field", "made", "raw")
+
+    def __init__(self, field: _Field, raw: bytes | memoryview | msgspec.Raw) -> None:
+        self.field = field
+        self.raw = raw
+        self.made: list[Any] = []
+
+    def __call__(self) -> Any:
+        made = self.made
+        if not made:
+            # Two threads may both decode: list.append is atomic, and both return the first.
+            made.append(self.field.decode(self.raw))
+        return made[0]
+
+    def __copy__(self) -> _Encoded:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Encoded:
+        return _Encoded(self.field, self.raw)  # the bytes are immutable
