@@ -86,10 +86,18 @@ def _escape(value: str) -> str:
     return value.replace("%", "%25").replace(":", "%3A").replace("{", "%7B").replace("}", "%7D")
 
 
+def _tenant_prefix(tenant: str) -> str:
+    return "penchant:{" + _escape(check_id(tenant, "tenant")) + ":"
+
+
+def _keys(prefix: str, user_id: str) -> tuple[str, str, str, str]:
+    tag = prefix + _escape(check_id(user_id)) + "}:"
+    return (tag + "profile", tag + "interests", tag + "history", tag + "events")
+
+
 def user_keys(tenant: str, user_id: str) -> tuple[str, str, str, str]:
     """The Redis keys of one user: profile, interests, history, events."""
-    tag = f"penchant:{{{_escape(check_id(tenant, 'tenant'))}:{_escape(check_id(user_id))}}}:"
-    return (tag + "profile", tag + "interests", tag + "history", tag + "events")
+    return _keys(_tenant_prefix(tenant), user_id)
 
 
 def invalidation_channel(tenant: str) -> str:
@@ -121,6 +129,9 @@ _SNAPSHOT_FIELDS = ("version", "landmark", "updated_at", "event_count", "snap_ve
 SLIDE_FRACTION = 4
 """A read skips sliding a user's keys when this store slid them within 1/SLIDE_FRACTION of the
 shortest of their TTLs."""
+
+MAX_LANDMARKS_REMEMBERED = 100_000
+"""Users whose landmark a store remembers (a guess that spares an apply a retry)."""
 
 MAX_SLIDES_REMEMBERED = 100_000
 """Users whose last slide a store remembers; when full the record starts over (forgetting only
@@ -452,6 +463,7 @@ class RedisProfileStore(ProfileStore):
         self.key_ttl = ttl or KeyTTL()
         self.max_event_ids = max_event_ids
         self.channel = invalidation_channel(self.tenant) if publish else ""
+        self._key_prefix = _tenant_prefix(self.tenant)
         self._ttl_args = tuple(str(ms) for ms in self.key_ttl.milliseconds())
         profile_ms, history_ms, events_ms = self.key_ttl.milliseconds()
         self._key_ttls = (profile_ms, profile_ms, history_ms, events_ms)  # as the scripts' touch()
@@ -466,7 +478,7 @@ class RedisProfileStore(ProfileStore):
 
     def keys(self, user_id: str) -> tuple[str, str, str, str]:
         """The user's keys: profile, interests, history, events."""
-        return user_keys(self.tenant, user_id)
+        return _keys(self._key_prefix, user_id)  # user_keys, with the tenant's part made once
 
     def _batch(self, calls: Sequence[tuple[Any, ...]]) -> RedisBatch:
         return RedisBatch(self.connection, calls)
@@ -484,15 +496,18 @@ class RedisProfileStore(ProfileStore):
         atomic by itself), then the sliding expiry of each key unless this store slid them
         within the last quarter of their shortest TTL (then appended to ``sliding``). A script
         costs Redis several times these commands, and most reads find their snapshot current."""
-        keys = self.keys(user_id)
-        calls: list[tuple[Any, ...]] = [("HMGET", keys[0], *_SNAPSHOT_FIELDS)]
         interval = self._slide_interval
         if interval is not None:
             last = self._slid.get(user_id)
             if last is None or not now - last < interval:
-                calls += [("PEXPIRE", key, ms) for key, ms in zip(keys, self._key_ttls, strict=True) if ms]
+                keys = self.keys(user_id)
                 sliding.append(user_id)
-        return calls
+                return [
+                    ("HMGET", keys[0], *_SNAPSHOT_FIELDS),
+                    *[("PEXPIRE", key, ms) for key, ms in zip(keys, self._key_ttls, strict=True) if ms],
+                ]
+        # keys(user_id)[0] without the other three; the caller has checked the id.
+        return [("HMGET", self._key_prefix + _escape(user_id) + "}:profile", *_SNAPSHOT_FIELDS)]
 
     def _remember_slides(self, user_ids: list[str], at: float) -> None:
         """Records that the keys of ``user_ids`` were slid by commands sent after ``at`` (a
@@ -505,7 +520,7 @@ class RedisProfileStore(ProfileStore):
             slid[user_id] = at
 
     def _remember_landmark(self, user_id: str, landmark: str) -> None:
-        if len(self._landmarks) >= 100_000:  # a bounded guess cache: forgetting only costs a retry
+        if len(self._landmarks) >= MAX_LANDMARKS_REMEMBERED:  # a guess cache: forgetting only costs a retry
             self._landmarks.clear()
         self._landmarks[user_id] = landmark
 
@@ -752,6 +767,10 @@ class RedisProfileStore(ProfileStore):
         (with whether their snapshot could not be decoded)."""
         found: dict[str, UserProfile | None] = {}
         unreadable: dict[str, bool] = {}  # users to read from their parts -> snapshot undecodable
+        decode = self.serializer.decode_snapshot
+        landmarks = self._landmarks
+        if len(landmarks) + len(user_ids) > MAX_LANDMARKS_REMEMBERED:
+            landmarks.clear()
         at = 0
         for user_id, calls in zip(user_ids, per_user, strict=True):
             version, landmark, updated_at, event_count, snap_version, snapshot = replies[at]
@@ -763,13 +782,13 @@ class RedisProfileStore(ProfileStore):
                 unreadable[user_id] = False
                 continue
             try:
-                found[user_id] = self.serializer.decode_snapshot(
+                found[user_id] = decode(
                     snapshot, version=version, landmark=landmark, updated_at=updated_at, event_count=event_count
                 )
             except ValidationError:  # written by a newer penchant, or damaged: the parts are the truth
                 unreadable[user_id] = True
                 continue
-            self._remember_landmark(user_id, _text(landmark))
+            landmarks[user_id] = _text(landmark)  # as _remember_landmark, bounded above
         return found, unreadable
 
     def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:

@@ -73,6 +73,7 @@ _LAST_UPDATED = "@"
 
 T = TypeVar("T")
 _Sized = TypeVar("_Sized", bound=Sized)
+_Bytes = bytes | memoryview | msgspec.Raw
 
 _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``_UPGRADES[n]`` turns the raw map of a schema-``n`` profile into a schema-``n + 1`` one."""
@@ -160,6 +161,10 @@ class _TrustedTypes:
         self._nested[raw] = tuple(n for n in self._nested[trusted] if n not in names)
         return raw
 
+    def nested(self, cls: type) -> tuple[str, ...]:
+        """The fields of the decoded class ``cls`` that hold decoded objects of their own."""
+        return self._nested[cls]
+
     def restore(self, value: Any) -> None:
         """Gives every decoded object in ``value`` its public class back (objects without
         nested ones in a loop: a profile holds dozens)."""
@@ -231,12 +236,12 @@ class ProfileSerializer:
         self._encoder = msgspec.msgpack.Encoder()
         # The fields that hold many objects are skipped and decoded when first read: a read for
         # ranking never reads the history or the preferences, and one for a cache reads nothing.
-        self._fields = {
-            "preferences": _Field("preferences", dict[str, _TRUSTED.of(Preference)]),  # type: ignore[misc]
-            "interests": _Field("interests", dict[str, _TRUSTED.of(Interest)]),  # type: ignore[misc]
-            "interaction_history": _Field("history", list[_TRUSTED.of(Interaction)]),  # type: ignore[misc]
-        }
-        stored = _TRUSTED.with_raw_fields(UserProfile, tuple(self._fields))
+        self._preferences = _Field("preferences", "preferences", dict[str, _TRUSTED.of(Preference)])  # type: ignore[misc]
+        self._interests = _Field("interests", "interests", dict[str, _TRUSTED.of(Interest)])  # type: ignore[misc]
+        self._history = _Field("interaction_history", "history", list[_TRUSTED.of(Interaction)])  # type: ignore[misc]
+        stored = _TRUSTED.with_raw_fields(UserProfile, ("preferences", "interests", "interaction_history"))
+        # Every nested object of a profile is in those fields: a decoded one needs its class alone.
+        assert not _TRUSTED.nested(stored)
         envelope = msgspec.defstruct("StoredProfile", [("schema", int), ("profile", stored)])
         self._profile_decoder = msgspec.msgpack.Decoder(envelope)
         checked = msgspec.defstruct("CheckedProfile", [("schema", int), ("profile", UserProfile)])
@@ -269,9 +274,16 @@ class ProfileSerializer:
         Its preferences, interests and history are decoded when first read."""
         return self._decode(bytes(data))  # a copy unless bytes: the profile keeps parts of it
 
-    def _decode(self, data: bytes | memoryview | msgspec.Raw) -> UserProfile:
-        """:meth:`decode` of an immutable buffer (kept, not copied)."""
-        self._check_size(data, "stored profile")
+    def _decode(
+        self,
+        data: bytes | memoryview | msgspec.Raw,
+        interests: _Bytes | None = None,
+        history: _Bytes | None = None,
+    ) -> UserProfile:
+        """:meth:`decode` of an immutable buffer (kept, not copied), with the encoded
+        ``interests`` and ``history`` given apart (for those left empty in ``data``)."""
+        if len(data) > self.max_profile_bytes:
+            raise ValidationError(f"stored profile is {len(data)} bytes encoded; the limit is {self.max_profile_bytes}")
         try:
             envelope: Any = self._profile_decoder.decode(data)
         except msgspec.MsgspecError as exc:
@@ -279,10 +291,20 @@ class ProfileSerializer:
         if envelope.schema != SCHEMA_VERSION and envelope.schema in _UPGRADES:
             return self._decode_other_schema(data, None)
         profile: UserProfile = envelope.profile
-        _TRUSTED.restore(profile)
+        profile.__class__ = UserProfile  # its nested objects are all in the fields left encoded
         state = profile.__dict__
-        for name in self._fields:
-            self._leave_encoded(profile, name, state[name])
+        encoded: dict[str, _Encoded] = {}
+        for field, given in ((self._preferences, None), (self._interests, interests), (self._history, history)):
+            name = field.name
+            raw = state.pop(name)  # a Redis doc keeps its interests and history empty: given apart
+            if given is not None:
+                raw = given
+            if len(raw) > 1:
+                encoded[name] = _Encoded((field, raw))
+            else:  # an empty map or array: made now, for less than keeping it costs
+                state[name] = field.decode(raw)
+        if encoded:
+            state[ENCODED_FIELDS] = encoded
         return profile
 
     def checked_copy(self, profile: UserProfile) -> tuple[UserProfile, bytes]:
@@ -386,11 +408,12 @@ class ProfileSerializer:
         size = len(document) + len(interests) + len(history)
         if size > self.max_profile_bytes:
             raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
-        profile = self._with_meta(self.decode(document), version, landmark, updated_at, event_count)
-        # Eager, unlike a snapshot's: the snapshot made here encodes them.
-        profile.interests = _core.decode_interests(interests, Interest)
         packed = _core.history_entries(history)[1] if history else _EMPTY_ARRAY
-        self._leave_encoded(profile, "interaction_history", packed)
+        profile = self._with_meta(
+            self._decode(bytes(document), None, packed), version, landmark, updated_at, event_count
+        )
+        # Made now, unlike a snapshot's: the snapshot made here encodes them.
+        profile.interests = _core.decode_interests(interests, Interest)
         return profile, self._snapshot(document, profile.interests, packed)
 
     def encode_snapshot(self, profile: UserProfile, document: bytes | None = None) -> bytes:
@@ -420,7 +443,9 @@ class ProfileSerializer:
     ) -> UserProfile:
         """A profile from :meth:`encode_snapshot`'s bytes and the fields kept beside them; its
         preferences, interests and history are decoded when first read."""
-        snapshot = self._check_size(bytes(snapshot), "stored snapshot")
+        if type(snapshot) is not bytes:  # the profile keeps views of it: they must not change
+            snapshot = bytes(snapshot)
+        self._check_size(snapshot, "stored snapshot")
         try:
             stored: Any = self._snapshot_decoder.decode(snapshot)
             document, interests, history = stored.doc, stored.interests, stored.history
@@ -429,34 +454,17 @@ class ProfileSerializer:
                 document, interests, history = self._inline_snapshot_decoder.decode(snapshot)
             except msgspec.MsgspecError:
                 raise ValidationError(f"stored snapshot cannot be decoded: {exc}") from exc
-        profile = self._with_meta(self._decode(document), version, landmark, updated_at, event_count)
-        self._leave_encoded(profile, "interests", interests)
-        self._leave_encoded(profile, "interaction_history", history)
-        return profile
+        return self._with_meta(self._decode(document, interests, history), version, landmark, updated_at, event_count)
 
     @staticmethod
     def _with_meta(profile: UserProfile, version: Any, landmark: Any, updated_at: Any, event_count: Any) -> UserProfile:
-        profile.version = int(version)
-        profile.landmark = float(landmark)
-        profile.updated_at = datetime.fromtimestamp(float(updated_at), tz=UTC)
-        if event_count is not None:
-            profile.event_count = int(event_count)
-        return profile
-
-    def _leave_encoded(self, profile: UserProfile, name: str, raw: bytes | memoryview | msgspec.Raw) -> None:
-        """Sets ``profile``'s field ``name`` to the value encoded in ``raw``, left encoded until
-        the field is first read (see ``UserProfile.__getattr__``) unless it is one byte long
-        (an empty map or array: decoded now, for less than keeping it costs)."""
-        field = self._fields[name]
         state = profile.__dict__
-        if len(raw) > 1:
-            state.pop(name, None)
-            encoded = state.get(ENCODED_FIELDS)
-            if encoded is None:  # made here, never changed after this decode (see __getattr__)
-                encoded = state[ENCODED_FIELDS] = {}
-            encoded[name] = _Encoded(field, raw)
-        else:
-            state[name] = field.decode(raw)
+        state["version"] = int(version)
+        state["landmark"] = float(landmark)
+        state["updated_at"] = datetime.fromtimestamp(float(updated_at), UTC)
+        if event_count is not None:
+            state["event_count"] = int(event_count)
+        return profile
 
     # -- feedback signals -----------------------------------------------------------------------
 
@@ -539,46 +547,44 @@ def _array_header(n: int) -> bytes:
 
 
 class _Field:
-    """How one field of a stored profile is decoded from its raw bytes."""
+    """How the field ``name`` of a stored profile is decoded from its raw bytes (``what`` names
+    it in errors)."""
 
-    __slots__ = ("decoder", "what")
+    __slots__ = ("decoder", "name", "what")
 
-    def __init__(self, what: str, type_: Any) -> None:
+    def __init__(self, name: str, what: str, type_: Any) -> None:
+        self.name = name
         self.what = what
         self.decoder = msgspec.msgpack.Decoder(type_)
 
-    def decode(self, raw: bytes | memoryview | msgspec.Raw) -> Any:
+    def decode(self, raw: _Bytes) -> Any:
         try:
             value = self.decoder.decode(raw)
         except msgspec.MsgspecError as exc:
             raise ValidationError(f"stored {self.what} cannot be decoded: {exc}") from exc
-        _TRUSTED.restore(value)
+        if value:
+            _TRUSTED.restore(value)
         return value
 
 
-class _Encoded:
-    """A field of a decoded profile kept encoded (the bytes it was read from, unchanged and
-    never copied) and decoded by a call, when the profile's field is first read
-    (``UserProfile.__getattr__``). It remembers the first value it made, so that a shallow copy
-    of the profile (which shares it) and the original get the same object; a deep copy gets a
-    new one, which decodes for itself."""
+class _Encoded(list[Any]):
+    """A field of a decoded profile kept encoded: ``[field, raw]``, the ``_Field`` that decodes
+    it and its bytes (views of the buffer that was decoded, never copies), to which the value is
+    appended when the profile's field is first read (``UserProfile.__getattr__`` calls it). A
+    list, so that making one costs no Python call. It keeps the first value it made, so that a
+    shallow copy of the profile (which shares it) and the original get the same object; a deep
+    copy gets a new one, which decodes for itself."""
 
-    __slots__ = ("field", "made", "raw")
-
-    def __init__(self, field: _Field, raw: bytes | memoryview | msgspec.Raw) -> None:
-        self.field = field
-        self.raw = raw
-        self.made: list[Any] = []
+    __slots__ = ()
 
     def __call__(self) -> Any:
-        made = self.made
-        if not made:
+        if len(self) == 2:
             # Two threads may both decode: list.append is atomic, and both return the first.
-            made.append(self.field.decode(self.raw))
-        return made[0]
+            self.append(self[0].decode(self[1]))
+        return self[2]
 
     def __copy__(self) -> _Encoded:
         return self
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Encoded:
-        return _Encoded(self.field, self.raw)  # the bytes are immutable
+        return _Encoded(self[:2])  # the bytes are immutable
