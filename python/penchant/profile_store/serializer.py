@@ -355,8 +355,10 @@ class ProfileSerializer:
         size = len(body) + len(entries)
         if size > self.max_profile_bytes:
             raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
-        if count:
-            self._leave_encoded(profile, "interaction_history", _array_header(count) + entries)
+        if count:  # this profile was just decoded: nothing shares its map of encoded fields yet
+            state.pop("interaction_history", None)
+            packed = _array_header(count) + entries
+            state.setdefault(ENCODED_FIELDS, {})["interaction_history"] = _Encoded((self._history, packed))
         return profile, False
 
     # -- profiles in parts (Redis) --------------------------------------------------------------
