@@ -116,19 +116,19 @@ def test_decoding_leaves_the_history_encoded_until_it_is_read() -> None:
     assert serializer.decode(msgspec.msgpack.encode(raw)).interaction_history == []
 
 
-def test_snapshot_frames_its_doc_and_history_as_bytes() -> None:
-    """A reader skips the doc and the history without walking them; the frames hold what
-    encode_document and the history entries encode."""
+def test_snapshot_frames_its_doc_interests_and_history_as_bytes() -> None:
+    """A reader skips the doc, the interests and the history without walking them; the frames
+    hold what encode_document, the interests and the history entries encode."""
     serializer = ProfileSerializer()
     profile = rich_profile()
     document, interests, history = msgspec.msgpack.decode(serializer.encode_snapshot(profile))
     assert document == serializer.encode_document(profile)
-    assert set(interests) == set(profile.interests)
+    assert interests == msgspec.msgpack.encode(profile.interests)
     entries = msgspec.msgpack.decode(history)
     assert [e["event_id"] for e in entries] == [i.event_id for i in profile.interaction_history]
 
 
-def test_snapshot_decoding_reads_the_first_inline_form_and_ignores_later_elements() -> None:
+def test_snapshot_decoding_reads_the_earlier_forms_and_ignores_later_elements() -> None:
     serializer = ProfileSerializer()
     profile = rich_profile()
     document = serializer.encode_document(profile)
@@ -136,22 +136,29 @@ def test_snapshot_decoding_reads_the_first_inline_form_and_ignores_later_element
     meta = {"version": 3, "landmark": repr(profile.landmark), "updated_at": "1700000000.5", "event_count": 15}
     expected = serializer.decode_snapshot(serializer.encode_snapshot(profile), **meta)
     assert expected.interaction_history == profile.interaction_history
-    # The first snapshots held the doc and the history inline, as a map and an array.
-    inline = b"\x93" + document + msgspec.msgpack.encode(profile.interests) + history
-    from_inline = serializer.decode_snapshot(inline, **meta)
-    assert from_inline == expected
-    assert type(from_inline.preferences["genre"]) is Preference
-    assert all(type(i) is Interaction for i in from_inline.interaction_history)
+    interests = msgspec.msgpack.encode(profile.interests)
+    # The first snapshots held the doc and the history inline, as a map and an array; later
+    # ones the interests inline, as a map.
+    inline = b"\x93" + document + interests + history
+    unframed = msgspec.msgpack.encode([document, msgspec.Raw(interests), history])
+    for earlier in (inline, unframed):
+        decoded = serializer.decode_snapshot(earlier, **meta)
+        assert "interests" not in vars(decoded)
+        assert decoded == expected
+        assert type(decoded.preferences["genre"]) is Preference
+        assert all(type(i) is Interest for i in decoded.interests.values())
+        assert all(type(i) is Interaction for i in decoded.interaction_history)
     # A later format may append elements: this one reads the three it knows.
-    later = msgspec.msgpack.encode([document, profile.interests, history, {"new": 1}])
+    later = msgspec.msgpack.encode([document, interests, history, {"new": 1}])
     assert serializer.decode_snapshot(later, **meta) == expected
-    for bad in (b"\x93\xc4", b"\x92\xa1x\xa1y"):
-        with pytest.raises(ValidationError, match="snapshot cannot be decoded"):
+    for bad in (b"\x93\xc4", b"\x92\xa1x\xa1y", b"\x93\x01\x02"):
+        with pytest.raises(ValidationError, match="cannot be decoded"):
             serializer.decode_snapshot(bad, **meta)
     # Damaged interests are kept encoded like the rest, and refused when read.
-    damaged = serializer.decode_snapshot(msgspec.msgpack.encode([document, {"x": 1}, history]), **meta)
-    with pytest.raises(ValidationError, match="stored interests cannot be decoded"):
-        _ = damaged.interests
+    for damaged_interests in (msgspec.msgpack.encode({"x": 1}), msgspec.Raw(msgspec.msgpack.encode({"x": 1}))):
+        damaged = serializer.decode_snapshot(msgspec.msgpack.encode([document, damaged_interests, history]), **meta)
+        with pytest.raises(ValidationError, match="stored interests cannot be decoded"):
+            _ = damaged.interests
 
 
 ENCODED = ("preferences", "interests", "interaction_history")

@@ -248,17 +248,25 @@ class ProfileSerializer:
         self._checking_decoder = msgspec.msgpack.Decoder(checked)
         self._raw_decoder = msgspec.msgpack.Decoder(dict[str, Any])
         self._signal_decoder = msgspec.msgpack.Decoder(dict[str, Any])
-        # An array-like struct ignores trailing elements: a later snapshot format may add some.
-        # The doc and the history are views of the snapshot's bytes, the interests its raw
-        # bytes: nothing is copied.
-        snapshot = msgspec.defstruct(
-            "StoredSnapshot",
-            [("doc", memoryview), ("interests", msgspec.Raw), ("history", memoryview)],
-            array_like=True,
+        # Snapshots are [doc, interests, history], each framed as a byte string, so that a reader
+        # takes each as a view of the snapshot's bytes without walking it. Array-like structs
+        # ignore trailing elements: a later snapshot format may add some. Earlier snapshots (never
+        # released) held the interests inline, and the first ones the doc and history too.
+        self._snapshot_decoders = tuple(
+            msgspec.msgpack.Decoder(
+                msgspec.defstruct(
+                    "StoredSnapshot",
+                    [("doc", doc), ("interests", interests), ("history", history)],
+                    array_like=True,
+                    gc=False,
+                )
+            )
+            for doc, interests, history in (
+                (memoryview, memoryview, memoryview),
+                (memoryview, msgspec.Raw, memoryview),
+                (msgspec.Raw, msgspec.Raw, msgspec.Raw),
+            )
         )
-        self._snapshot_decoder = msgspec.msgpack.Decoder(snapshot)
-        # The first snapshots (never released) held the doc and history inline, not as bytes.
-        self._inline_snapshot_decoder = msgspec.msgpack.Decoder(tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw])
 
     # -- whole profiles ------------------------------------------------------------------------
 
@@ -421,20 +429,23 @@ class ProfileSerializer:
     def encode_snapshot(self, profile: UserProfile, document: bytes | None = None) -> bytes:
         """All of ``profile`` but its version, landmark, ``updated_at`` and event count (which
         a Redis store keeps beside it) as one MessagePack array ``[doc, interests, history]``:
-        what a Redis read returns while it is current. The doc and the history (an encoded
-        array) are byte strings inside it, so that a reader skips them without walking them."""
+        what a Redis read returns while it is current. The doc, the interests (an encoded map)
+        and the history (an encoded array) are byte strings inside it, so that a reader skips
+        them without walking them."""
         if document is None:
             document = self.encode_document(profile)
         entries = [self.encode_interaction(i) for i in profile.interaction_history]
         return self._snapshot(document, profile.interests, _array_header(len(entries)) + b"".join(entries))
 
     def _snapshot(self, document: bytes, interests: dict[str, Interest], packed_history: bytes) -> bytes:
+        packed_interests = self._encode(interests, "interests")
         return b"".join(
             (
                 b"\x93",
                 _bin_header(len(document)),
                 document,
-                self._encode(interests, "interests"),
+                _bin_header(len(packed_interests)),
+                packed_interests,
                 _bin_header(len(packed_history)),
                 packed_history,
             )
@@ -448,15 +459,17 @@ class ProfileSerializer:
         if type(snapshot) is not bytes:  # the profile keeps views of it: they must not change
             snapshot = bytes(snapshot)
         self._check_size(snapshot, "stored snapshot")
-        try:
-            stored: Any = self._snapshot_decoder.decode(snapshot)
-            document, interests, history = stored.doc, stored.interests, stored.history
-        except msgspec.MsgspecError as exc:
+        error: msgspec.MsgspecError | None = None
+        for decoder in self._snapshot_decoders:  # the current form first
             try:
-                document, interests, history = self._inline_snapshot_decoder.decode(snapshot)
-            except msgspec.MsgspecError:
-                raise ValidationError(f"stored snapshot cannot be decoded: {exc}") from exc
-        return self._with_meta(self._decode(document, interests, history), version, landmark, updated_at, event_count)
+                stored: Any = decoder.decode(snapshot)
+                break
+            except msgspec.MsgspecError as exc:
+                error = error or exc
+        else:
+            raise ValidationError(f"stored snapshot cannot be decoded: {error}") from error
+        profile = self._decode(stored.doc, stored.interests, stored.history)
+        return self._with_meta(profile, version, landmark, updated_at, event_count)
 
     @staticmethod
     def _with_meta(profile: UserProfile, version: Any, landmark: Any, updated_at: Any, event_count: Any) -> UserProfile:
