@@ -1324,8 +1324,14 @@ class InterestModel:
             # in O(n) first (with every event tied at the cut), then sort only those.
             times = np.fromiter((s.timestamp for s in signals), dtype=np.float64, count=len(signals))
             cut = np.partition(times, len(times) - keep)[len(times) - keep]
-            candidates = [signals[i] for i in np.flatnonzero(times >= cut).tolist()]
-        newest = sorted(candidates, key=lambda s: (s.timestamp, s.event_id)) if len(candidates) > 1 else candidates
+            # Entries are ordered by their time in whole microseconds, then event id: an event
+            # less than a microsecond before the cut may tie with it, so it stays a candidate.
+            candidates = [signals[i] for i in np.flatnonzero(times >= cut - 2e-6).tolist()]
+        # The history's own order (_history_key), not the float times: two events within one
+        # microsecond share a time there, and their event ids decide.
+        newest = candidates
+        if len(candidates) > 1:
+            newest = sorted(candidates, key=lambda s: (datetimes[s.timestamp], s.event_id))
         out = []
         for signal in newest[-keep:]:
             # The Rust reader has checked time, weight and half-life; the rest is checked here,

@@ -322,8 +322,9 @@ class _Checkpointer:
     so that write waits for the copy and its fsync (``benches/sqlite_checkpoint.py``: one event
     into a heavy profile at ``synchronous=NORMAL``, on a loaded machine, p99.9 17-18 ms with
     SQLite's checkpoints against 9.5-13 ms with this thread; when every event still rewrote the
-    whole history, p99 14 ms against 1.9 ms with no checkpoint at all). The store's connection turns it off (``wal_autocheckpoint=0``) and this daemon thread, with a
-    connection of its own, checkpoints every :data:`CHECKPOINT_EVERY` writes (or each second
+    whole history, p99 14 ms against 1.9 ms with no checkpoint at all). The store's connection
+    turns it off (``wal_autocheckpoint=0``) and this daemon thread, with a connection of its
+    own, checkpoints every :data:`CHECKPOINT_EVERY` writes (or each second
     after one): first a PASSIVE checkpoint while writers go on (it copies most of the log), then
     one more holding the store's lock, so that it copies the few pages written meanwhile and
     the next write starts the log afresh (a log written to without a pause is never all copied,
