@@ -95,8 +95,11 @@ def test_serializer_round_trip_through_redis_parts() -> None:
     assert "interaction_history" not in vars(from_snapshot)
     assert from_snapshot == profile
     assert all(type(i) is Interest for i in from_snapshot.interests.values())
+    # The snapshot holds the landmark, updated_at and event count as the hash gives them.
+    assert serializer.decode_snapshot(snapshot, version=state[0]) == from_snapshot
     empty = UserProfile(user_id="bob")
     assert serializer.decode_snapshot(serializer.encode_snapshot(empty), **meta).interaction_history == []
+    assert serializer.decode_snapshot(serializer.encode_snapshot(empty), version=1).interaction_history == []
 
 
 def test_decoding_leaves_the_history_encoded_until_it_is_read() -> None:
@@ -118,14 +121,25 @@ def test_decoding_leaves_the_history_encoded_until_it_is_read() -> None:
 
 def test_snapshot_frames_its_doc_interests_and_history_as_bytes() -> None:
     """A reader skips the doc, the interests and the history without walking them; the frames
-    hold what encode_document, the interests and the history entries encode."""
+    hold what encode_document, the interests and the history entries encode. The meta is what
+    a read of the profile's hash gives."""
     serializer = ProfileSerializer()
     profile = rich_profile()
-    document, interests, history = msgspec.msgpack.decode(serializer.encode_snapshot(profile))
+    profile.updated_at = datetime(2024, 5, 6, 7, 8, 9, 123457, tzinfo=UTC)
+    document, interests, history, meta = msgspec.msgpack.decode(serializer.encode_snapshot(profile))
     assert document == serializer.encode_document(profile)
     assert interests == msgspec.msgpack.encode(profile.interests)
     entries = msgspec.msgpack.decode(history)
     assert [e["event_id"] for e in entries] == [i.event_id for i in profile.interaction_history]
+    read_back = serializer.decode_snapshot(
+        serializer.encode_snapshot(profile),
+        version=1,
+        landmark=repr(float(profile.landmark)).encode(),
+        updated_at=repr(profile.updated_at.timestamp()).encode(),
+        event_count=str(profile.event_count).encode(),
+    )
+    assert meta == [read_back.landmark, read_back.updated_at, read_back.event_count]
+    assert meta == [profile.landmark, profile.updated_at, profile.event_count]
 
 
 def test_snapshot_decoding_reads_the_earlier_forms_and_ignores_later_elements() -> None:
@@ -138,19 +152,25 @@ def test_snapshot_decoding_reads_the_earlier_forms_and_ignores_later_elements() 
     assert expected.interaction_history == profile.interaction_history
     interests = msgspec.msgpack.encode(profile.interests)
     # The first snapshots held the doc and the history inline, as a map and an array; later
-    # ones the interests inline, as a map.
+    # ones the interests inline, as a map; then none held the landmark, updated_at and event
+    # count (they come from the hash).
     inline = b"\x93" + document + interests + history
     unframed = msgspec.msgpack.encode([document, msgspec.Raw(interests), history])
-    for earlier in (inline, unframed):
+    without_meta = msgspec.msgpack.encode([document, interests, history])
+    for earlier in (inline, unframed, without_meta):
         decoded = serializer.decode_snapshot(earlier, **meta)
         assert "interests" not in vars(decoded)
         assert decoded == expected
         assert type(decoded.preferences["genre"]) is Preference
         assert all(type(i) is Interest for i in decoded.interests.values())
         assert all(type(i) is Interaction for i in decoded.interaction_history)
-    # A later format may append elements: this one reads the three it knows.
-    later = msgspec.msgpack.encode([document, interests, history, {"new": 1}])
+        with pytest.raises(ValidationError, match="holds no landmark"):
+            serializer.decode_snapshot(earlier, version=3)
+    # A later format may append elements: this one reads the four it knows.
+    snapshot_meta = [profile.landmark, datetime.fromtimestamp(1700000000.5, UTC), 15]
+    later = msgspec.msgpack.encode([document, interests, history, snapshot_meta, {"new": 1}])
     assert serializer.decode_snapshot(later, **meta) == expected
+    assert serializer.decode_snapshot(later, version=3) == expected
     for bad in (b"\x93\xc4", b"\x92\xa1x\xa1y", b"\x93\x01\x02"):
         with pytest.raises(ValidationError, match="cannot be decoded"):
             serializer.decode_snapshot(bad, **meta)
@@ -187,7 +207,8 @@ def decode_paths(serializer: ProfileSerializer, profile: UserProfile) -> dict[st
     meta = dict(zip(("version", "landmark", "updated_at", "event_count"), state[:4], strict=True))
     return {
         "decode": lambda: serializer.decode(encoded),
-        "decode_snapshot": lambda: serializer.decode_snapshot(snapshot, **meta),  # type: ignore[arg-type]
+        "decode_snapshot": lambda: serializer.decode_snapshot(snapshot, version=state[0]),
+        "decode_snapshot_with_meta": lambda: serializer.decode_snapshot(snapshot, **meta),  # type: ignore[arg-type]
         "decode_state": lambda: serializer.decode_state(state)[0],
     }
 
@@ -195,6 +216,7 @@ def decode_paths(serializer: ProfileSerializer, profile: UserProfile) -> dict[st
 LEFT_ENCODED = {
     "decode": ENCODED,
     "decode_snapshot": ENCODED,
+    "decode_snapshot_with_meta": ENCODED,
     "decode_state": ("preferences", "interaction_history"),
 }
 
@@ -720,6 +742,31 @@ def test_redis_reads_from_a_snapshot_slide_every_key_and_survive_a_bad_snapshot(
         ) == dataclasses.replace(first, updated_at=datetime.fromtimestamp(0, tz=UTC))
         assert store.get("nobody") is None
         assert client.exists(*user_keys(tenant, "nobody")) == 0
+    client.close()
+
+
+def test_redis_reads_replace_a_current_snapshot_of_an_earlier_form() -> None:
+    """A snapshot written before snapshots held their landmark, updated_at and event count (or
+    framed their interests) is current but read from the parts, and stored again in the
+    current form; the profile read is the same."""
+    url = redis_url()
+    tenant = new_tenant()
+    client = redis.Redis.from_url(url)
+    with RedisProfileStore(url, tenant=tenant) as store:
+        store.apply_feedback("alice", mixed_signals("alice", 5))
+        key = user_keys(tenant, "alice")[0]
+        first = store.get("alice")  # from the parts: stores the snapshot
+        assert first is not None
+        current = client.hget(key, "snap")
+        document, interests, history, _ = msgspec.msgpack.decode(current)
+        for earlier in (
+            msgspec.msgpack.encode([document, interests, history]),
+            msgspec.msgpack.encode([document, msgspec.Raw(interests), history]),
+        ):
+            client.hset(key, "snap", earlier)
+            assert store.get_many(["alice"]) == {"alice": first}
+            assert client.hget(key, "snap") == current
+            assert store.get("alice") == first
     client.close()
 
 

@@ -22,15 +22,16 @@ additions ``InterestModel.apply`` makes, so the sums equal the in-memory model's
 (``HINCRBYFLOAT`` formats with ``%.17Lf``, which keeps only 17 digits after the point: small
 forward-decayed sums would lose their precision.)
 
-A read takes the snapshot while it is current, with no script: one ``HMGET`` of the snapshot
-and the fields kept beside it (atomic by itself), then a ``PEXPIRE`` of each key to slide its
+A read takes the snapshot while it is current, with no script: one ``HMGET`` of ``version``,
+``snap_version`` and ``snap`` (atomic by itself; the snapshot holds the landmark, ``updated_at``
+and event count it was made with, which only change with the version), then a ``PEXPIRE`` of each key to slide its
 expiry, unless the same store slid them less than a quarter of their shortest TTL ago (a script
 costs Redis several times these commands: measured with ``INFO commandstats``, ``EVALSHA`` of
 the read script ~65 µs against ~4.5 µs for the ``HMGET`` and ~2.4 µs per ``PEXPIRE``, under
 load). ``PEXPIRE`` never creates a key; a read of a profile that
 has expired may slide the expiry of its leftover history and event keys, which still expire
-once such reads stop. When the snapshot is stale (or its reader cannot decode it), ``READ``
-sends the parts. Moving a hash of 70 fields and 50 history members through Lua tables costs
+once such reads stop. When the snapshot is stale (or its reader cannot decode it, or it is of
+an earlier form), ``READ`` sends the parts. Moving a hash of 70 fields and 50 history members through Lua tables costs
 Redis three times as much as copying out one string, hence the snapshot. The parts come as
 ``version, landmark, updated_at, event_count, doc, interests, history``, the interests hash as
 one string (fields and values joined by ``␞``) and the history as its members concatenated;

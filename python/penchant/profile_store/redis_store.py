@@ -124,7 +124,8 @@ OBJECTS_PER_PROFILE = 20
 and history are decoded later, when first read): reads of fifty or more profiles run with the
 cyclic collector paused (``penchant._gc``)."""
 
-_SNAPSHOT_FIELDS = ("version", "landmark", "updated_at", "event_count", "snap_version", "snap")
+_SNAPSHOT_FIELDS = ("version", "snap_version", "snap")
+"""What a read without a script takes from the profile's hash: the snapshot holds the rest."""
 
 SLIDE_FRACTION = 4
 """A read skips sliding a user's keys when this store slid them within 1/SLIDE_FRACTION of the
@@ -492,8 +493,8 @@ class RedisProfileStore(ProfileStore):
         return self._script(_READ, user_id, *self._ttl_args, "parts" if parts else "")
 
     def _snapshot_calls(self, user_id: str, now: float, sliding: list[str]) -> list[tuple[Any, ...]]:
-        """A read without a script: the snapshot and the fields kept beside it (one HMGET,
-        atomic by itself), then the sliding expiry of each key unless this store slid them
+        """A read without a script: the snapshot, the version it was made from and the profile's
+        version (one HMGET, atomic by itself), then the sliding expiry of each key unless this store slid them
         within the last quarter of their shortest TTL (then appended to ``sliding``). A script
         costs Redis several times these commands, and most reads find their snapshot current."""
         interval = self._slide_interval
@@ -773,7 +774,7 @@ class RedisProfileStore(ProfileStore):
             landmarks.clear()
         at = 0
         for user_id, calls in zip(user_ids, per_user, strict=True):
-            version, landmark, updated_at, event_count, snap_version, snapshot = replies[at]
+            version, snap_version, snapshot = replies[at]
             at += len(calls)
             if version is None:
                 continue  # no profile
@@ -782,13 +783,11 @@ class RedisProfileStore(ProfileStore):
                 unreadable[user_id] = False
                 continue
             try:
-                found[user_id] = decode(
-                    snapshot, version=version, landmark=landmark, updated_at=updated_at, event_count=event_count
-                )
-            except ValidationError:  # written by a newer penchant, or damaged: the parts are the truth
+                found[user_id] = profile = decode(snapshot, version=version)
+            except ValidationError:  # damaged, older or newer: the parts are the truth (and the repair)
                 unreadable[user_id] = True
                 continue
-            landmarks[user_id] = _text(landmark)  # as _remember_landmark, bounded above
+            landmarks[user_id] = repr(profile.landmark)  # as the hash holds it; _remember_landmark, bounded
         return found, unreadable
 
     def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:

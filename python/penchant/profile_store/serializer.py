@@ -248,15 +248,20 @@ class ProfileSerializer:
         self._checking_decoder = msgspec.msgpack.Decoder(checked)
         self._raw_decoder = msgspec.msgpack.Decoder(dict[str, Any])
         self._signal_decoder = msgspec.msgpack.Decoder(dict[str, Any])
-        # Snapshots are [doc, interests, history], each framed as a byte string, so that a reader
-        # takes each as a view of the snapshot's bytes without walking it. Array-like structs
-        # ignore trailing elements: a later snapshot format may add some. Earlier snapshots (never
-        # released) held the interests inline, and the first ones the doc and history too.
+        # Snapshots are [doc, interests, history, meta]: the first three framed as byte strings,
+        # so that a reader takes each as a view of the snapshot's bytes without walking it; meta
+        # is [landmark, updated_at, event_count] as a read of the profile's hash would give
+        # them. Array-like structs ignore trailing elements: a later snapshot format may add
+        # some. Earlier snapshots (never released) had no meta (their readers took it from the
+        # hash), before that held the interests inline, and the first ones the doc and history.
+        meta = msgspec.defstruct(
+            "SnapshotMeta", [("landmark", float), ("updated_at", datetime), ("event_count", int)], array_like=True
+        )
         self._snapshot_decoders = tuple(
             msgspec.msgpack.Decoder(
                 msgspec.defstruct(
                     "StoredSnapshot",
-                    [("doc", doc), ("interests", interests), ("history", history)],
+                    [("doc", doc), ("interests", interests), ("history", history), ("meta", meta | None, None)],
                     array_like=True,
                     gc=False,
                 )
@@ -412,8 +417,7 @@ class ProfileSerializer:
         event_count, doc, interests, history``, the interests hash as one string (fields and
         values joined by ``␞``) and the history members concatenated; and the snapshot of it
         (:meth:`encode_snapshot`) for the script to keep. The interests are read in Rust; the
-        history is decoded when the profile's ``interaction_history`` is first read (ranking
-        never reads it)."""
+        preferences and the history are decoded when first read."""
         version, landmark, updated_at, event_count, document, interests, history = state
         size = len(document) + len(interests) + len(history)
         if size > self.max_profile_bytes:
@@ -424,38 +428,62 @@ class ProfileSerializer:
         )
         # Made now, unlike a snapshot's: the snapshot made here encodes them.
         profile.interests = _core.decode_interests(interests, Interest)
-        return profile, self._snapshot(document, profile.interests, packed)
+        meta = (profile.landmark, profile.updated_at, profile.event_count)
+        return profile, self._snapshot(document, profile.interests, packed, meta)
 
     def encode_snapshot(self, profile: UserProfile, document: bytes | None = None) -> bytes:
-        """All of ``profile`` but its version, landmark, ``updated_at`` and event count (which
-        a Redis store keeps beside it) as one MessagePack array ``[doc, interests, history]``:
+        """All of ``profile`` but its version (which a Redis store keeps beside it) as one
+        MessagePack array ``[doc, interests, history, [landmark, updated_at, event_count]]``:
         what a Redis read returns while it is current. The doc, the interests (an encoded map)
         and the history (an encoded array) are byte strings inside it, so that a reader skips
-        them without walking them."""
+        them without walking them. The landmark, ``updated_at`` and event count are those a read
+        of the profile's hash gives (``updated_at`` through its epoch seconds)."""
         if document is None:
             document = self.encode_document(profile)
         entries = [self.encode_interaction(i) for i in profile.interaction_history]
-        return self._snapshot(document, profile.interests, _array_header(len(entries)) + b"".join(entries))
+        # As the hash keeps them (a float's repr, which reads back exactly) and _with_meta reads them.
+        meta = (
+            float(profile.landmark),
+            datetime.fromtimestamp(profile.updated_at.timestamp(), UTC),
+            int(profile.event_count),
+        )
+        return self._snapshot(document, profile.interests, _array_header(len(entries)) + b"".join(entries), meta)
 
-    def _snapshot(self, document: bytes, interests: dict[str, Interest], packed_history: bytes) -> bytes:
+    def _snapshot(
+        self,
+        document: bytes,
+        interests: dict[str, Interest],
+        packed_history: bytes,
+        meta: tuple[float, datetime, int],
+    ) -> bytes:
         packed_interests = self._encode(interests, "interests")
         return b"".join(
             (
-                b"\x93",
+                b"\x94",
                 _bin_header(len(document)),
                 document,
                 _bin_header(len(packed_interests)),
                 packed_interests,
                 _bin_header(len(packed_history)),
                 packed_history,
+                self._encode(meta, "snapshot meta"),
             )
         )
 
     def decode_snapshot(
-        self, snapshot: bytes, *, version: Any, landmark: Any, updated_at: Any, event_count: Any
+        self,
+        snapshot: bytes,
+        *,
+        version: Any,
+        landmark: Any = None,
+        updated_at: Any = None,
+        event_count: Any = None,
     ) -> UserProfile:
-        """A profile from :meth:`encode_snapshot`'s bytes and the fields kept beside them; its
-        preferences, interests and history are decoded when first read."""
+        """A profile from :meth:`encode_snapshot`'s bytes and the version kept beside them; its
+        preferences, interests and history are decoded when first read. ``landmark``,
+        ``updated_at`` and ``event_count`` as read from the profile's hash, when given, take the
+        place of the snapshot's own (a snapshot written before those were part of it has none:
+        without them it is a ``ValidationError``)."""
         if type(snapshot) is not bytes:  # the profile keeps views of it: they must not change
             snapshot = bytes(snapshot)
         self._check_size(snapshot, "stored snapshot")
@@ -468,8 +496,18 @@ class ProfileSerializer:
                 error = error or exc
         else:
             raise ValidationError(f"stored snapshot cannot be decoded: {error}") from error
+        meta = stored.meta
+        if landmark is None and meta is None:
+            raise ValidationError("stored snapshot holds no landmark: give the hash's fields")
         profile = self._decode(stored.doc, stored.interests, stored.history)
-        return self._with_meta(profile, version, landmark, updated_at, event_count)
+        if landmark is not None:
+            return self._with_meta(profile, version, landmark, updated_at, event_count)
+        state = profile.__dict__
+        state["version"] = int(version)
+        state["landmark"] = meta.landmark
+        state["updated_at"] = meta.updated_at
+        state["event_count"] = meta.event_count
+        return profile
 
     @staticmethod
     def _with_meta(profile: UserProfile, version: Any, landmark: Any, updated_at: Any, event_count: Any) -> UserProfile:
