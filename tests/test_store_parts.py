@@ -39,7 +39,15 @@ from penchant.profile_store import (
 )
 from penchant.profile_store._effects import Effect, run_async, run_sync
 from penchant.profile_store.redis_store import parse_cluster_url
-from penchant.user_profile import SCHEMA_VERSION, Interaction, Interest, InterestModel, Preference, UserProfile
+from penchant.user_profile import (
+    REBASE_EXPONENT,
+    SCHEMA_VERSION,
+    Interaction,
+    Interest,
+    InterestModel,
+    Preference,
+    UserProfile,
+)
 
 from .store_support import T0, cluster_url, mixed_signals, new_tenant, postgres_url, redis_url, signal
 
@@ -1098,6 +1106,15 @@ def test_redis_follows_the_sql_tier_change_by_change(kind: str, tmp_path: Path) 
         store.apply_feedback("alice", [signal(7), signal(20, timestamp=T0 + 60.0 * 4.5), signal(3)])
         same()
         store.apply_feedback_many([signal(8), signal(9), signal(8)])
+        same()
+        # An event many of its half-lives past the landmark moves it, which rescales every sum,
+        # also of the features it does not touch.
+        landmark = store.database.get("alice").landmark  # type: ignore[union-attr]
+        far = T0 + 60.0 * 10 + 60.0 * 2 * REBASE_EXPONENT
+        store.apply_feedback("alice", [signal(10, half_life=60.0, timestamp=far, features={"tag:new": 1.0})])
+        assert store.database.get("alice").landmark != landmark  # type: ignore[union-attr]
+        same()
+        store.apply_feedback("alice", [signal(11, timestamp=far + 60.0)])
         same()
         assert store.stats()["redis_stale_fallbacks"] == 0
 

@@ -45,7 +45,7 @@ copies older than that version.
 
 from __future__ import annotations
 
-__all__ = ["APPLY", "DELETE", "PREFERENCES", "READ", "SNAPSHOT", "TOUCH", "WRITE"]
+__all__ = ["APPLY", "DELETE", "FOLLOW", "PREFERENCES", "READ", "SNAPSHOT", "TOUCH", "WRITE"]
 
 _COMMON = """
 local function touch(ttl_profile, ttl_history, ttl_events)
@@ -65,8 +65,9 @@ local function hmget(key, fields)
   end
   return out
 end
-local function hset(key, pairs_)
-  for i = 1, #pairs_, 1000 do redis.call('HSET', key, unpack(pairs_, i, math.min(i + 999, #pairs_))) end
+local function hset(key, pairs_, first, last)
+  first, last = first or 1, last or #pairs_
+  for i = first, last, 1000 do redis.call('HSET', key, unpack(pairs_, i, math.min(i + 999, last))) end
 end
 local function state()
   local meta = redis.call('HMGET', KEYS[1], 'version', 'landmark', 'updated_at', 'event_count', 'doc')
@@ -105,17 +106,14 @@ return 1
 APPLY = (
     _COMMON
     + """
--- ARGV: 1 mode: 'dedup' skips event ids applied before; 'follow' takes every event as new and
---         needs Redis at version ARGV[2] (else it answers 'stale' and changes nothing)
---       2 expected version (follow)
+-- Applies events to a Redis-only profile, skipping event ids applied before.
+-- ARGV: 1, 2 unused
 --       3 landmark the caller believes is stored ('' for no profile): else 'retry'
 --       4 landmark the amounts are computed against (the stored one, or where it moves)
---       5 doc: for a profile created here; in follow mode, if not '', it replaces the stored one
---       6 priors to store with that doc
+--       5 doc: for a profile created here  6 priors to store with that doc
 --       7 updated_at  8 max_history  9 max_event_ids  10-12 ttl profile/history/events
 --       13 channel  14 user_id
---       15 'profile': return the state; otherwise only when preferences must be refreshed (never
---          in follow mode, whose document carries them)
+--       15 'profile': return the state; otherwise only when preferences must be refreshed
 --       16 refresh_every (0: never)
 --       17 '1' if leaving out events applied before could move the landmark: then, when some
 --          were, answer 'replan' with the mask of new events, changing nothing
@@ -123,7 +121,6 @@ APPLY = (
 --          number of features, then per feature: name, channel key, amount
 -- Answers {'ok', number of new events, version, mask of new events ('1'/'0' per event),
 --          state or false}.
-local mode = ARGV[1]
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 local landmark, version = '', 0
 if exists then
@@ -131,13 +128,12 @@ if exists then
   landmark, version = meta[1], tonumber(meta[2])
 end
 if landmark ~= ARGV[3] then return {'retry', landmark} end
-if mode == 'follow' and version ~= tonumber(ARGV[2]) then return {'stale', version} end
 local n = tonumber(ARGV[18])
 local starts, new, mask, fresh = {}, {}, {}, 0
 local i = 19
 for e = 1, n do
   starts[e] = i
-  new[e] = mode ~= 'dedup' or not redis.call('ZSCORE', KEYS[4], ARGV[i])
+  new[e] = not redis.call('ZSCORE', KEYS[4], ARGV[i])
   if new[e] then fresh = fresh + 1; mask[e] = '1' else mask[e] = '0' end
   i = i + 4 + 3 * tonumber(ARGV[i + 3])
 end
@@ -158,7 +154,6 @@ if not exists then
   redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'priors', ARGV[6])
   prior_list = ARGV[6]
 else
-  if mode == 'follow' and ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'priors', ARGV[6]) end
   prior_list = redis.call('HGET', KEYS[1], 'priors')
   if landmark ~= ARGV[4] then
     -- Move the landmark: every sum of half-life h is multiplied by 2^(-(new - old)/h), so no
@@ -199,7 +194,7 @@ for e = 1, n do
       if priors[name] then touched_prior = true end
     end
     if member ~= '' then redis.call('ZADD', KEYS[3], 0, member) end
-    if mode == 'dedup' then redis.call('ZADD', KEYS[4], at, event_id) end
+    redis.call('ZADD', KEYS[4], at, event_id)
   end
 end
 -- Every field this batch changes is read with one HMGET and written with one HSET.
@@ -233,7 +228,7 @@ if max_history > 0 then
 else
   redis.call('DEL', KEYS[3])
 end
-if mode == 'dedup' then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[9]) - 1) end
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[9]) - 1)
 redis.call('HSET', KEYS[1], 'landmark', ARGV[4], 'updated_at', ARGV[7])
 version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 local event_count = redis.call('HINCRBY', KEYS[1], 'event_count', fresh)
@@ -242,9 +237,44 @@ if ARGV[13] ~= '' then redis.call('PUBLISH', ARGV[13], version .. '\\31' .. ARGV
 local k = tonumber(ARGV[16])
 local crossed = k > 0 and math.floor(event_count / k) ~= math.floor((event_count - fresh) / k)
 local result = {'ok', fresh, version, mask, false}
--- A follower's document carries the refreshed preferences already: it never needs the state.
-if ARGV[15] == 'profile' or (mode ~= 'follow' and (crossed or touched_prior)) then result[5] = state() end
+if ARGV[15] == 'profile' or crossed or touched_prior then result[5] = state() end
 return result
+"""
+)
+
+FOLLOW = (
+    _COMMON
+    + """
+-- Brings Redis from the version an SQL store changed to the version it wrote, by setting what
+-- the change changed: the profile's fields, the interest fields of the features its events
+-- touched (all of them when the landmark moved), the history entries it added.
+-- ARGV: 1 the version Redis must hold (0: none), else it answers 'stale' and changes nothing
+--       2 the new version  3 doc  4 priors  5 landmark  6 updated_at  7 event_count
+--       8 max_history  9-11 ttl profile/history/events  12 channel  13 user_id
+--       14 '1' if the interest fields given are all of them (the others are removed)
+--       15 number of interest field/value arguments, then those, then the history members to add
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current ~= tonumber(ARGV[1]) then return {'stale', current} end
+if current == 0 then redis.call('DEL', KEYS[2], KEYS[3]) elseif ARGV[14] == '1' then redis.call('DEL', KEYS[2]) end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'priors', ARGV[4], 'landmark', ARGV[5],
+           'updated_at', ARGV[6], 'event_count', ARGV[7])
+local last = 15 + tonumber(ARGV[15])
+if last > 15 then hset(KEYS[2], ARGV, 16, last) end
+local members = {}
+for i = last + 1, #ARGV do
+  members[#members + 1] = 0
+  members[#members + 1] = ARGV[i]
+end
+for i = 1, #members, 1000 do redis.call('ZADD', KEYS[3], unpack(members, i, math.min(i + 999, #members))) end
+local max_history = tonumber(ARGV[8])
+if max_history > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_history - 1)
+else
+  redis.call('DEL', KEYS[3])
+end
+touch(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
+if ARGV[12] ~= '' then redis.call('PUBLISH', ARGV[12], ARGV[2] .. '\\31' .. ARGV[13]) end
+return {'ok', ARGV[2]}
 """
 )
 

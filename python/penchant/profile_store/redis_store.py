@@ -114,10 +114,11 @@ class _Script:
         return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
 
-_READ, _APPLY, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT = (
-    _Script(s) for s in (lua.READ, lua.APPLY, lua.WRITE, lua.DELETE, lua.TOUCH, lua.PREFERENCES, lua.SNAPSHOT)
+_READ, _APPLY, _FOLLOW, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT = (
+    _Script(s)
+    for s in (lua.READ, lua.APPLY, lua.FOLLOW, lua.WRITE, lua.DELETE, lua.TOUCH, lua.PREFERENCES, lua.SNAPSHOT)
 )
-_SCRIPTS = (_READ, _APPLY, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT)
+_SCRIPTS = (_READ, _APPLY, _FOLLOW, _WRITE, _DELETE, _TOUCH, _PREFERENCES, _SNAPSHOT)
 
 OBJECTS_PER_PROFILE = 20
 """About how many objects decoding a profile makes (none in a cycle; its preferences, interests
@@ -596,22 +597,14 @@ class RedisProfileStore(ProfileStore):
         )
         return self.serializer.history_member(interaction)
 
-    def _event_args(
-        self, landmark: float, signals: Sequence[Signal], entries: dict[str, tuple[Interaction, bytes]] | None
-    ) -> tuple[list[Any], list[list[str]]]:
+    def _event_args(self, landmark: float, signals: Sequence[Signal]) -> tuple[list[Any], list[list[str]]]:
         """Per event: its id, time, history member and, per feature, the forward-decayed amount
         that ``InterestModel.increments`` gives (what ``InterestModel.apply`` adds); and the
-        features each event touches. With ``entries`` (what an SQL store added to the history,
-        by event id, encoded), the members are made from them, and an event without one (it
-        fell out of the history's window) gets none."""
+        features each event touches."""
         args: list[Any] = []
         touched: list[list[str]] = []
         for signal, increments in zip(signals, self.model.increments_of(landmark, signals), strict=True):
-            if entries is None:
-                member = self._history_member(signal)
-            else:
-                entry = entries.get(signal.event_id)
-                member = b"" if entry is None else self.serializer.history_member(*entry)
+            member = self._history_member(signal)
             args += [signal.event_id, repr(float(signal.timestamp)), member, len(increments)]
             for name, key, amount in increments:
                 args += [name, key, repr(amount)]
@@ -635,32 +628,22 @@ class RedisProfileStore(ProfileStore):
         signals: Sequence[Signal],
         stored_landmark: str,
         want: str,
-        *,
-        follow: int | None = None,
-        document: bytes | None = None,
-        priors: str = "",
-        entries: dict[str, tuple[Interaction, bytes]] | None = None,
     ) -> _ApplyCall:
-        """The script that applies ``signals`` against the landmark believed stored. Without
-        ``follow``, events applied before are skipped ('dedup'); with it, Redis must be at
-        version ``follow`` and every event is new, and ``document`` (if given) replaces the
-        stored one. ``want``: 'profile' (the state back), 'refresh' (the state when preferences
-        must be refreshed) or 'version'."""
+        """The script that applies ``signals`` against the landmark believed stored, skipping
+        events applied before. ``want``: 'profile' (the state back) or 'refresh' (the state when
+        preferences must be refreshed)."""
         landmark = self._plan_landmark(stored_landmark, signals)
         moved = landmark != (float(stored_landmark) if stored_landmark else 0.0)
-        if document is None:
-            new = UserProfile(user_id=user_id)
-            document, priors = (b"", "") if follow else (self.serializer.encode_document(new), "")
-        args, touched = self._event_args(landmark, signals, entries)
+        args, touched = self._event_args(landmark, signals)
         call = self._script(
             _APPLY,
             user_id,
-            "dedup" if follow is None else "follow",
-            "" if follow is None else str(follow),
+            "",
+            "",
             stored_landmark,
             repr(landmark),
-            document,
-            priors,
+            self.serializer.encode_document(UserProfile(user_id=user_id)),
+            "",
             repr(time.time()),
             self.model.max_history,
             self.max_event_ids,
@@ -711,7 +694,7 @@ class RedisProfileStore(ProfileStore):
                     self.model.refresh_preferences(newer, 0, touched, crossed=crossed)
                     work.append((newer, crossed, touched))
 
-    def _guarded_apply_call(
+    def _follow_call(
         self,
         profile: UserProfile,
         old_version: int,
@@ -720,20 +703,38 @@ class RedisProfileStore(ProfileStore):
         document: bytes,
         entries: dict[str, tuple[Interaction, bytes]],
     ) -> tuple[Any, ...]:
-        """Brings Redis from ``old_version`` (with ``old_landmark``) to ``profile`` by adding what
-        ``fresh`` adds (``entries``: the history entries the change kept, by event id, encoded);
-        the script answers ``stale`` (and changes nothing) when Redis is not at ``old_version``,
-        ``retry`` when its landmark differs."""
-        return self._apply_call(
+        """Brings Redis from ``old_version`` (with ``old_landmark``) to ``profile``, which another
+        store made by applying ``fresh`` (``entries``: the history entries the change added, by
+        event id, encoded): it sets the interest fields of the features ``fresh`` touched (all
+        of them if the landmark moved) and adds the entries. The script answers ``stale`` (and
+        changes nothing) when Redis is not at ``old_version``."""
+        everything = not old_version or profile.landmark != old_landmark
+        names = None if everything else {name for signal in fresh for name in signal.features}
+        fields = self.serializer.interest_fields(profile, names)
+        members = []
+        for signal in fresh:
+            entry = entries.get(signal.event_id)
+            if entry is not None:  # else it fell out of the history's window
+                members.append(self.serializer.history_member(*entry))
+        return self._script(
+            _FOLLOW,
             profile.user_id,
-            fresh,
-            repr(float(old_landmark)) if old_version else "",
-            "version",
-            follow=old_version,
-            document=document,
-            priors=self._priors(profile),
-            entries=entries,
-        ).call
+            old_version,
+            profile.version,
+            document,
+            self._priors(profile),
+            repr(float(profile.landmark)),
+            repr(profile.updated_at.timestamp()),
+            profile.event_count,
+            self.model.max_history,
+            *self._ttl_args,
+            self.channel,
+            profile.user_id,
+            "1" if everything else "0",
+            2 * len(fields),
+            *[v for item in fields.items() for v in item],
+            *members,
+        )
 
     # -- operations -------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -239,6 +239,7 @@ class ProfileSerializer:
         self._preferences = _Field("preferences", "preferences", dict[str, _TRUSTED.of(Preference)])  # type: ignore[misc]
         self._interests = _Field("interests", "interests", dict[str, _TRUSTED.of(Interest)])  # type: ignore[misc]
         self._history = _Field("interaction_history", "history", list[_TRUSTED.of(Interaction)])  # type: ignore[misc]
+        self._raw_list = msgspec.msgpack.Decoder(list[msgspec.Raw])
         stored = _TRUSTED.with_raw_fields(UserProfile, ("preferences", "interests", "interaction_history"))
         # Every nested object of a profile is in those fields: a decoded one needs its class alone.
         assert not _TRUSTED.nested(stored)
@@ -347,14 +348,34 @@ class ProfileSerializer:
 
     # -- profiles with the history apart (SQL) ------------------------------------------------------
 
-    def encode_apart(self, profile: UserProfile) -> tuple[bytes, bytes]:
+    def encode_apart(self, profile: UserProfile, history: Sequence[bytes] | None = None) -> tuple[bytes, bytes]:
         """The stored form of ``profile`` (as :meth:`encode`, size-checked) and the same without
         its history: an SQL store keeps each history entry (:meth:`encode_interaction`) in a row
-        of its own."""
-        data = self.encode(profile)
+        of its own. ``history``, when the caller has it, is the encoding of each of the
+        profile's history entries, in order: the history is then not encoded again (for 500
+        entries that is most of the work)."""
+        if not isinstance(profile, UserProfile):
+            raise ValidationError(f"expected a UserProfile, got {type(profile).__name__}")
+        what = f"profile {profile.user_id!r}"
         rest = copy.copy(profile)
         rest.interaction_history = []
-        return data, self._encode({"schema": SCHEMA_VERSION, "profile": rest}, f"profile {profile.user_id!r}")
+        body = self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what)
+        if history is None:
+            return self.encode(profile), body
+        # msgspec writes a Raw as it is: the array of the entries' encodings is the history's.
+        rest.interaction_history = msgspec.Raw(_array_header(len(history)) + b"".join(history))  # type: ignore[assignment]
+        return self._check_size(self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what), what), body
+
+    def history_entries(self, count: int, joined: bytes) -> list[bytes]:
+        """The encoding of each of ``count`` history entries that ``joined`` holds one after
+        another (as :meth:`decode_apart` takes them), without decoding them."""
+        if not count:
+            return []
+        try:
+            entries = self._raw_list.decode(_array_header(count) + joined)
+        except msgspec.MsgspecError as exc:
+            raise ValidationError(f"stored history cannot be decoded: {exc}") from exc
+        return [bytes(entry) for entry in entries]
 
     def decode_apart(self, body: bytes, count: int, entries: bytes) -> tuple[UserProfile, bool]:
         """A profile from :meth:`encode_apart`'s second part and its ``count`` history entries
@@ -400,11 +421,14 @@ class ProfileSerializer:
         )
 
     @staticmethod
-    def interest_fields(profile: UserProfile) -> dict[str, str]:
-        """The Redis hash of ``profile``'s interests: ``feature␟channel`` → sum,
-        ``feature␟#`` → count, ``feature␟@`` → last update (epoch seconds)."""
+    def interest_fields(profile: UserProfile, names: Iterable[str] | None = None) -> dict[str, str]:
+        """The Redis hash of ``profile``'s interests (of those named ``names`` it has, when
+        given): ``feature␟channel`` → sum, ``feature␟#`` → count, ``feature␟@`` → last update
+        (epoch seconds)."""
         fields: dict[str, str] = {}
-        for name, interest in profile.interests.items():
+        interests = profile.interests
+        chosen = interests.items() if names is None else [(n, interests[n]) for n in names if n in interests]
+        for name, interest in chosen:
             prefix = name + FIELD_SEPARATOR
             for key, total in interest.sums.items():
                 fields[prefix + key] = repr(float(total))

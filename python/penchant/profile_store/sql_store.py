@@ -102,7 +102,9 @@ _ALL_ROWS = 1 << 62
 class _Written:
     """A profile on its way into the database: its whole encoding (for the caller and the
     tiers above), the snapshot body without the history, the history rows to delete (those
-    numbered below ``cut``; ``None``: none) and to add, and the ``ord`` of its first row after."""
+    numbered below ``cut``; ``None``: none) and to add, the ``ord`` of its first row after, the
+    entries added (by event id, with their encodings) and the encoding of every entry of the
+    history, in order."""
 
     profile: UserProfile
     data: bytes
@@ -111,16 +113,20 @@ class _Written:
     rows: list[tuple[str, int, bytes]]
     base: int
     entries: dict[str, tuple[Interaction, bytes]]
+    history: list[bytes]
 
 
 @dataclass(slots=True)
 class _Kept:
-    """A profile this store wrote, decoded, with the body it wrote and its first row's ``ord``."""
+    """A profile this store wrote, decoded, with the body it wrote, its first row's ``ord``, the
+    size of its whole encoding and the encoding of each of its history entries, in order (so
+    that the next write encodes only the entries it adds)."""
 
     body: bytes
     profile: UserProfile
     base: int
     size: int
+    history: list[bytes]
 
 
 WRITTEN_BYTES = 4 << 20
@@ -873,20 +879,24 @@ class SQLProfileStore(ProfileStore):
 
     def _rewrite(self, profile: UserProfile) -> _Written:
         """``profile`` to be stored whole: every history row replaced."""
-        data, body = self.serializer.encode_apart(profile)
         encoded = self._encoded(profile.interaction_history)
-        rows = [(profile.user_id, n, body_) for n, (_, body_) in enumerate(encoded)]
-        return _Written(profile, data, body, _ALL_ROWS, rows, 0, {e.event_id: (e, b) for e, b in encoded})
+        history = [body_ for _, body_ in encoded]
+        data, body = self.serializer.encode_apart(profile, history)
+        rows = [(profile.user_id, n, body_) for n, body_ in enumerate(history)]
+        return _Written(profile, data, body, _ALL_ROWS, rows, 0, {e.event_id: (e, b) for e, b in encoded}, history)
 
     def _encoded(self, history: Sequence[Interaction]) -> list[tuple[Interaction, bytes]]:
         encode = self.serializer.encode_interaction
         return [(entry, encode(entry)) for entry in history]
 
-    def _extend(self, profile: UserProfile, before: list[Interaction], base: int | None) -> _Written:
+    def _extend(
+        self, profile: UserProfile, before: list[Interaction], base: int | None, encoded_before: list[bytes]
+    ) -> _Written:
         """``profile`` to be stored after a change that took its history from ``before`` (whose
-        rows are numbered from ``base``) to what it holds now: when the change only dropped
-        entries from the front and appended new ones (events in time order), the dropped rows
-        are deleted and the new ones added; anything else rewrites every row."""
+        rows are numbered from ``base``, and whose entries are encoded as ``encoded_before``) to
+        what it holds now: when the change only dropped entries from the front and appended new
+        ones (events in time order), the dropped rows are deleted and the new ones added;
+        anything else rewrites every row."""
         history = profile.interaction_history
         if base is None:
             return self._rewrite(profile)
@@ -906,12 +916,15 @@ class SQLProfileStore(ProfileStore):
             or not {id(e) for e in before[:first]}.isdisjoint(id(e) for e in history[kept:])
         ):
             return self._rewrite(profile)
-        data, body = self.serializer.encode_apart(profile)
         encoded = self._encoded(history[kept:])
+        added = [body_ for _, body_ in encoded]
+        encoded_after = encoded_before[first:] + added
+        data, body = self.serializer.encode_apart(profile, encoded_after)
         end = base + len(before)
-        rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded)]
+        rows = [(profile.user_id, end + n, body_) for n, body_ in enumerate(added)]
         entries = {e.event_id: (e, b) for e, b in encoded}
-        return _Written(profile, data, body, base + first if first else None, rows, base + first, entries)
+        cut = base + first if first else None
+        return _Written(profile, data, body, cut, rows, base + first, entries, encoded_after)
 
     def _put_body(
         self, profile: UserProfile, expected_version: int | None
@@ -965,10 +978,14 @@ class SQLProfileStore(ProfileStore):
             row = stored.get(user_id)
             held = kept.get(user_id)
             base: int | None
+            encoded_before: list[bytes] = []
             if held is not None:
-                work, base = held.profile, held.base
+                work, base, encoded_before = held.profile, held.base, held.history
             elif row is not None:
-                work, base = self._decode_profile(*row, history.get(user_id))
+                rows_read = history.get(user_id)
+                work, base = self._decode_profile(*row, rows_read)
+                if fresh and base is not None and rows_read is not None:
+                    encoded_before = self.serializer.history_entries(rows_read.count, rows_read.joined)
             else:
                 work, base = UserProfile(user_id=user_id), 0
             if not fresh:
@@ -978,13 +995,12 @@ class SQLProfileStore(ProfileStore):
             before = list(work.interaction_history)
             self.model.apply(work, fresh)
             work.version = old_version + 1
-            change = self._extend(work, before, base)
+            change = self._extend(work, before, base, encoded_before)
             written.append(change)
-            # The caller gets its own copy (the history stays encoded until read); this store
-            # keeps `work` for the user's next apply.
-            changes[user_id] = AppliedChange(
-                old_version, old_landmark, self.serializer.decode(change.data), change.data, fresh, change.entries
-            )
+            # The caller gets its own copy, made from the parts (the history stays encoded
+            # until read); this store keeps `work` for the user's next apply.
+            copy_, _ = self.serializer.decode_apart(change.body, len(change.history), b"".join(change.history))
+            changes[user_id] = AppliedChange(old_version, old_landmark, copy_, change.data, fresh, change.entries)
         if written:
             yield self._write_statements(written)
             with self._written_lock:
@@ -993,7 +1009,9 @@ class SQLProfileStore(ProfileStore):
                     old = self._written.pop(user_id, None)
                     if old is not None:
                         self._written_bytes -= old.size
-                    self._written[user_id] = _Kept(change.body, change.profile, change.base, len(change.data))
+                    self._written[user_id] = _Kept(
+                        change.body, change.profile, change.base, len(change.data), change.history
+                    )
                     self._written_bytes += len(change.data)
                 while self._written_bytes > WRITTEN_BYTES:
                     _, dropped = self._written.popitem(last=False)

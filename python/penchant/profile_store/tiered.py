@@ -417,12 +417,12 @@ class TieredProfileStore(ProfileStore):
         return changes
 
     def _redis_follow(self, changed: list[AppliedChange]) -> Op[None]:
-        """Brings Redis to the versions SQL just wrote: the same additions when Redis holds the
-        version before (with the landmark SQL started from), the whole profile otherwise."""
+        """Brings Redis to the versions SQL just wrote: what changed when Redis holds the version
+        before, the whole profile otherwise."""
         redis = self.redis
         assert redis is not None
         calls = [
-            redis._guarded_apply_call(
+            redis._follow_call(
                 change.profile,
                 change.old_version,
                 change.old_landmark,
