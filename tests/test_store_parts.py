@@ -1035,10 +1035,12 @@ def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writers never run SQLite's automatic checkpoint; a thread copies the log instead, and the
-    log restarts from its beginning although writes go on without a pause."""
+    log restarts from its beginning once it holds WAL_RESTART_FRAMES frames, although writes go
+    on without a pause."""
     from penchant.profile_store import sql_store
 
     monkeypatch.setattr(sql_store, "CHECKPOINT_EVERY", 5)
+    monkeypatch.setattr(sql_store, "WAL_RESTART_FRAMES", 200)  # ~0.8 MB
     with SQLiteProfileStore(tmp_path / "log.db", model=InterestModel(max_history=50)) as store:
         store.apply_feedback("alice", [signal(0)])
         connection = store._db._connect()  # type: ignore[attr-defined]
@@ -1052,6 +1054,7 @@ def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(
         while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert checkpointer.checkpoints > 0
+        assert checkpointer.passive > checkpointer.checkpoints  # the lock is taken only past the limit
         # Each write adds ~8 pages of 4 KiB: without a log restarted by the checkpoints, 400
         # writes would leave ~13 MB of it (the file keeps its largest size once restarted).
         assert max(sizes) < 3 << 20
@@ -1137,3 +1140,67 @@ def test_sql_history_rows_with_a_gap_are_read_in_order_and_written_anew(tmp_path
             again = other.get("alice")
             assert again is not None
             assert [i.event_id for i in again.interaction_history] == [f"alice-e{n}" for n in (0, 1, 3, 4, 5, 6)]
+
+
+def test_postgres_statements_sent_without_waiting_still_fail_their_transaction(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL sends a statement that answers no rows without waiting for its answer: an
+    error in it still fails the transaction (raised at the next statement waited for, or at the
+    commit), everything the transaction wrote is rolled back before the connection goes back
+    to the pool, and the pooled connection serves the next transaction. The same through the async API."""
+    import psycopg
+
+    from penchant.profile_store.sql_store import Sql
+
+    store = PostgresProfileStore(postgres_url(), tenant=new_tenant())
+    database = store._db  # type: ignore[attr-defined]
+    table = "penchant_test_" + new_tenant()
+
+    def create() -> Any:
+        yield Sql(f"CREATE TABLE {table} (k INTEGER PRIMARY KEY)")
+
+    def fails_at_the_commit() -> Any:
+        yield Sql(f"INSERT INTO {table} VALUES (?)", (1,))
+        yield [Sql(f"INSERT INTO {table} VALUES (?)", (2,)), Sql(f"INSERT INTO {table} VALUES (?)", (2,))]
+        return "committed"
+
+    def fails_before_a_read() -> Any:
+        yield Sql(f"INSERT INTO {table} VALUES (?)", (3,))
+        yield Sql(f"INSERT INTO {table} VALUES (?)", (3,))
+        rows = yield Sql(f"SELECT k FROM {table}")
+        return rows
+
+    def read() -> Any:
+        rows = yield Sql(f"SELECT k FROM {table} ORDER BY k")
+        return rows
+
+    def writes_and_reads() -> Any:
+        yield Sql(f"INSERT INTO {table} VALUES (?)", (4,))
+        rows = yield [Sql(f"INSERT INTO {table} VALUES (?)", (5,)), Sql(f"SELECT count(*) FROM {table}")]
+        return rows
+
+    async def in_async() -> None:
+        for body in (fails_at_the_commit, fails_before_a_read):
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await database.run_async(body(), True)
+        assert await database.run_async(read(), False) == [(4,), (5,)]
+
+    try:
+        database.run_sync(create(), True)
+        for body in (fails_at_the_commit, fails_before_a_read):
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                database.run_sync(body(), True)
+        assert database.run_sync(read(), False) == []
+        assert database.run_sync(writes_and_reads(), True) == [[], [(2,)]]
+        asyncio.run(in_async())
+        # (psycopg may log that it ignored the aborted pipeline's own error while the first one
+        # was raised: that is not a failure to roll back.)
+        assert not [r for r in caplog.records if r.name.startswith("psycopg.pool") or "rollback" in r.getMessage()]
+    finally:
+
+        def drop() -> Any:
+            yield Sql(f"DROP TABLE IF EXISTS {table}")
+
+        database.run_sync(drop(), True)
+        store.close()
