@@ -1204,3 +1204,63 @@ def test_postgres_statements_sent_without_waiting_still_fail_their_transaction(
 
         database.run_sync(drop(), True)
         store.close()
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_sql_writes_that_only_append_never_decode_the_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holds: bool
+) -> None:
+    """While a write only appends to a history still encoded (every event newer than its
+    newest entry, no preference refresh due), the SQL store applies it with the newest entry
+    alone decoded and keeps the history encoded: so every write of a profile read back from the
+    database (``holds`` false) but those that refresh or reorder. Random batches (in order,
+    some older than the newest entry, larger than the window, crossing refresh_every, touching
+    a stated like) give what the in-memory store gives, whether the store holds the profile it
+    wrote (decoded once a write decoded it) or reads it back."""
+    import random
+
+    from penchant.profile_store import sql_store
+
+    if not holds:
+        monkeypatch.setattr(sql_store, "WRITTEN_BYTES", 0)
+    model = InterestModel(max_history=6, refresh_every=7)
+    reference = InMemoryProfileStore(model=model)
+    rng = random.Random(5)
+    with SQLiteProfileStore(tmp_path / "append.db", model=model) as store:
+        appended = 0
+        reads_history = model.reads_history
+
+        def counting(*args: Any) -> bool:
+            nonlocal appended
+            reads = reads_history(*args)
+            appended += not reads
+            return reads
+
+        monkeypatch.setattr(model, "reads_history", counting)
+        stated = UserProfile(user_id="alice")
+        stated.set_explicit_preference("like", "genre:1")
+        for s in (store, reference):
+            s.put(stated)
+        n = 0
+        for _ in range(60):
+            batch = []
+            for _ in range(rng.choice([1, 1, 1, 2, 3, 9])):
+                n += 1
+                back = 60.0 * rng.randint(1, 20) if rng.random() < 0.15 else 0.0
+                features = {f"genre:{rng.randint(0, 4)}": 1.0, "tag:x": 0.5}
+                batch.append(signal(n, timestamp=T0 + 60.0 * n - back, features=features))
+            before = appended
+            for s in (store, reference):
+                s.apply_feedback("alice", batch)
+            if appended > before and holds:  # the profile the store holds kept its history encoded
+                assert store.serializer.history_is_encoded(store._written["alice"].profile)  # type: ignore[attr-defined]
+            got, want = store.get("alice"), reference.get("alice")
+            assert got is not None
+            assert want is not None
+            assert got.interaction_history == want.interaction_history
+            assert got.interests == want.interests
+            assert got.preferences == want.preferences
+            ords = history_rows(store, "alice")
+            assert ords == list(range(ords[0], ords[0] + len(want.interaction_history)))
+        if not holds:
+            assert appended > 25  # most writes decoded no history

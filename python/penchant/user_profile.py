@@ -1366,6 +1366,20 @@ class InterestModel:
     def _update_preferences(self, profile: UserProfile, signals: Sequence[Signal], touched: set[str]) -> None:
         self.refresh_preferences(profile, len(signals), touched)
 
+    def reads_history(self, event_count: int, last: Interaction | None, signals: Sequence[Signal]) -> bool:
+        """Whether :meth:`apply` of ``signals`` (new to the profile, with distinct event ids) to a
+        profile of ``event_count`` events whose newest history entry is ``last`` reads any
+        entry but that one: it reads them all to re-extract the preferences (the count crosses
+        a multiple of ``refresh_every``), and places an event older than ``last`` among them.
+        Otherwise a store that keeps the history apart may apply ``signals`` to the profile
+        with ``last`` alone in its history, and append what is added after it to the rest."""
+        if self.refresh_crosses(event_count + len(signals), len(signals)):
+            return True
+        if last is None or not self.max_history:
+            return False
+        newest = _history_key(last)
+        return any((_utc(s.timestamp), s.event_id) < newest for s in signals)
+
     def refresh_crosses(self, event_count: int, new_events: int) -> bool:
         """Whether adding ``new_events`` events that brought the count to ``event_count``
         crossed a multiple of ``refresh_every`` (then the implicit preferences are re-extracted)."""

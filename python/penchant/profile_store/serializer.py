@@ -366,6 +366,28 @@ class ProfileSerializer:
         rest.interaction_history = msgspec.Raw(_array_header(len(history)) + b"".join(history))  # type: ignore[assignment]
         return self._check_size(self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what), what), body
 
+    @staticmethod
+    def history_is_encoded(profile: UserProfile) -> bool:
+        """Whether ``profile``'s history is still as it was decoded from, not yet read."""
+        state = profile.__dict__
+        return "interaction_history" not in state and "interaction_history" in state.get(ENCODED_FIELDS, ())
+
+    def keep_history_encoded(self, profile: UserProfile, entries: Sequence[bytes]) -> None:
+        """Makes ``entries`` (:meth:`encode_interaction` each, in order) ``profile``'s history,
+        decoded when first read, in place of what it holds."""
+        state = profile.__dict__
+        state.pop("interaction_history", None)
+        packed = b"".join([_array_header(len(entries)), *entries])
+        # A map of its own: the old one may be shared with copies (it is never changed).
+        encoded = dict(state.get(ENCODED_FIELDS, {}))
+        encoded["interaction_history"] = _Encoded((self._history, packed))
+        state[ENCODED_FIELDS] = encoded
+
+    def decode_interaction(self, data: bytes) -> Interaction:
+        """The history entry that :meth:`encode_interaction` made ``data`` from."""
+        entry: Interaction = self._history.decode(_array_header(1) + data)[0]
+        return entry
+
     def history_entries(self, count: int, joined: bytes) -> list[bytes]:
         """The encoding of each of ``count`` history entries that ``joined`` holds one after
         another (as :meth:`decode_apart` takes them), without decoding them."""
