@@ -69,6 +69,14 @@ local function hset(key, pairs_, first, last)
   first, last = first or 1, last or #pairs_
   for i = first, last, 1000 do redis.call('HSET', key, unpack(pairs_, i, math.min(i + 999, last))) end
 end
+-- Keeps the newest max_history members of the history (its members sort by time).
+local function trim_history(max_history)
+  if max_history > 0 then
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_history - 1)
+  else
+    redis.call('DEL', KEYS[3])
+  end
+end
 local function state()
   local meta = redis.call('HMGET', KEYS[1], 'version', 'landmark', 'updated_at', 'event_count', 'doc')
   return {meta[1], meta[2], meta[3], meta[4], meta[5],
@@ -222,12 +230,7 @@ for m, name in ipairs(names) do
   end
 end
 hset(KEYS[2], writes)
-local max_history = tonumber(ARGV[8])
-if max_history > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_history - 1)
-else
-  redis.call('DEL', KEYS[3])
-end
+trim_history(tonumber(ARGV[8]))
 redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[9]) - 1)
 redis.call('HSET', KEYS[1], 'landmark', ARGV[4], 'updated_at', ARGV[7])
 version = redis.call('HINCRBY', KEYS[1], 'version', 1)
@@ -266,12 +269,7 @@ for i = last + 1, #ARGV do
   members[#members + 1] = ARGV[i]
 end
 for i = 1, #members, 1000 do redis.call('ZADD', KEYS[3], unpack(members, i, math.min(i + 999, #members))) end
-local max_history = tonumber(ARGV[8])
-if max_history > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -max_history - 1)
-else
-  redis.call('DEL', KEYS[3])
-end
+trim_history(tonumber(ARGV[8]))
 touch(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
 if ARGV[12] ~= '' then redis.call('PUBLISH', ARGV[12], ARGV[2] .. '\\31' .. ARGV[13]) end
 return {'ok', ARGV[2]}

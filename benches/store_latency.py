@@ -1,0 +1,89 @@
+"""Where the time of ``apply_feedback`` through every tier goes: one event at a time into one
+user's profile (the store benchmark's workload: 50 events, then 1,000 more, so the history
+fills to 500 entries), each call's time split into the SQL transaction (the model's work
+included: it runs inside it), the Redis round trip, and the rest; then the slowest calls, with
+their place in the cycle of ``refresh_every`` (0: the call whose events crossed a multiple of
+it, which re-extracts the preferences from the whole history)::
+
+    eval "$(bash .ci/services.sh)"
+    python benches/store_latency.py sqlite      # cache -> Redis -> SQLite (synchronous=normal)
+    python benches/store_latency.py postgres    # cache -> Redis -> PostgreSQL
+
+Wall clock: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benches.bench_store import event, server, typical_events
+from penchant.profile_store import open_store, redis_store, sql_store
+
+SPENT: dict[str, list[float]] = {"redis": [], "sql": []}
+
+
+def timed(cls: type, name: str, part: str) -> None:
+    original: Callable[..., Any] = getattr(cls, name)
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            SPENT[part].append(time.perf_counter() - start)
+
+    setattr(cls, name, wrapper)
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    at = lambda q: ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3  # noqa: E731
+    return f"min {ordered[0] * 1e3:.3f}  median {at(0.5):.3f}  p90 {at(0.9):.3f}  p99 {at(0.99):.3f} ms"
+
+
+def main(database: str, calls: int = 1000) -> None:
+    timed(redis_store.RedisConnection, "run_sync", "redis")
+    timed(sql_store._SQLiteDatabase, "run_sync", "sql")
+    timed(sql_store._PostgresDatabase, "run_sync", "sql")
+    url = (
+        f"sqlite:///{tempfile.mkdtemp()}/latency.db?synchronous=normal"
+        if database == "sqlite"
+        else server("PENCHANT_TEST_POSTGRES_URL")
+    )
+    store = open_store(server("PENCHANT_TEST_REDIS_URL"), url, "latency" + uuid.uuid4().hex[:8])
+    try:
+        store.apply_feedback("alice", typical_events("alice"))
+        numbers = itertools.count(1000)
+        for _ in range(20):  # warm-up, as the benchmark's
+            store.apply_feedback("alice", [event("alice", next(numbers))])
+        for spent in SPENT.values():
+            spent.clear()
+        total = []
+        cycle = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            profile = store.apply_feedback("alice", [event("alice", next(numbers))])
+            total.append(time.perf_counter() - start)
+            cycle.append(profile.event_count % store.model.refresh_every if store.model.refresh_every else -1)
+        print(f"{calls} calls, {database}")
+        print("total ", summary(total))
+        print("sql   ", summary(SPENT["sql"]))
+        print("redis ", summary(SPENT["redis"]))
+        print("rest  ", summary([t - s - r for t, s, r in zip(total, SPENT["sql"], SPENT["redis"], strict=True)]))
+        slowest = sorted(range(calls), key=lambda i: -total[i])[:15]
+        print("slowest (ms, place in the refresh cycle):", [(round(total[i] * 1e3, 2), cycle[i]) for i in slowest])
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "sqlite")
