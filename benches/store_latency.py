@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -79,6 +80,15 @@ def main(database: str, calls: int = 1000) -> None:
         print("sql   ", summary(SPENT["sql"]))
         print("redis ", summary(SPENT["redis"]))
         print("rest  ", summary([t - s - r for t, s, r in zip(total, SPENT["sql"], SPENT["redis"], strict=True)]))
+        rest = [t - s - r for t, s, r in zip(total, SPENT["sql"], SPENT["redis"], strict=True)]
+        for part, values in (("sql", SPENT["sql"]), ("redis", SPENT["redis"]), ("rest", rest)):
+            refresh = [v for v, place in zip(values, cycle, strict=True) if place == 0]
+            others = [v for v, place in zip(values, cycle, strict=True) if place != 0]
+            if refresh and others:
+                print(
+                    f"{part:6s} median of the calls that refresh preferences {statistics.median(refresh) * 1e3:.3f} ms,"
+                    f" of the others {statistics.median(others) * 1e3:.3f} ms"
+                )
         slowest = sorted(range(calls), key=lambda i: -total[i])[:15]
         print("slowest (ms, place in the refresh cycle):", [(round(total[i] * 1e3, 2), cycle[i]) for i in slowest])
     finally:
