@@ -115,17 +115,16 @@ APPLY = (
     _COMMON
     + """
 -- Applies events to a Redis-only profile, skipping event ids applied before.
--- ARGV: 1, 2 unused
---       3 landmark the caller believes is stored ('' for no profile): else 'retry'
---       4 landmark the amounts are computed against (the stored one, or where it moves)
---       5 doc: for a profile created here  6 priors to store with that doc
---       7 updated_at  8 max_history  9 max_event_ids  10-12 ttl profile/history/events
---       13 channel  14 user_id
---       15 'profile': return the state; otherwise only when preferences must be refreshed
---       16 refresh_every (0: never)
---       17 '1' if leaving out events applied before could move the landmark: then, when some
+-- ARGV: 1 landmark the caller believes is stored ('' for no profile): else 'retry'
+--       2 landmark the amounts are computed against (the stored one, or where it moves)
+--       3 doc: for a profile created here  4 priors to store with that doc
+--       5 updated_at  6 max_history  7 max_event_ids  8-10 ttl profile/history/events
+--       11 channel  12 user_id
+--       13 'profile': return the state; otherwise only when preferences must be refreshed
+--       14 refresh_every (0: never)
+--       15 '1' if leaving out events applied before could move the landmark: then, when some
 --          were, answer 'replan' with the mask of new events, changing nothing
---       18 number of events; then per event: event_id, time, history member ('' for none),
+--       16 number of events; then per event: event_id, time, history member ('' for none),
 --          number of features, then per feature: name, channel key, amount
 -- Answers {'ok', number of new events, version, mask of new events ('1'/'0' per event),
 --          state or false}.
@@ -135,10 +134,10 @@ if exists then
   local meta = redis.call('HMGET', KEYS[1], 'landmark', 'version')
   landmark, version = meta[1], tonumber(meta[2])
 end
-if landmark ~= ARGV[3] then return {'retry', landmark} end
-local n = tonumber(ARGV[18])
+if landmark ~= ARGV[1] then return {'retry', landmark} end
+local n = tonumber(ARGV[16])
 local starts, new, mask, fresh = {}, {}, {}, 0
-local i = 19
+local i = 17
 for e = 1, n do
   starts[e] = i
   new[e] = not redis.call('ZSCORE', KEYS[4], ARGV[i])
@@ -146,27 +145,27 @@ for e = 1, n do
   i = i + 4 + 3 * tonumber(ARGV[i + 3])
 end
 mask = table.concat(mask)
-if fresh < n and fresh > 0 and ARGV[17] == '1' then return {'replan', mask} end
-local ttl_profile, ttl_history, ttl_events = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+if fresh < n and fresh > 0 and ARGV[15] == '1' then return {'replan', mask} end
+local ttl_profile, ttl_history, ttl_events = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 if fresh == 0 then
   local result = {'ok', 0, version, mask, false}
   if exists then
     touch(ttl_profile, ttl_history, ttl_events)
-    if ARGV[15] == 'profile' then result[5] = state() end
+    if ARGV[13] == 'profile' then result[5] = state() end
   end
   return result
 end
 local prior_list
 if not exists then
   redis.call('DEL', KEYS[2], KEYS[3])  -- leftovers of an expired profile
-  redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'priors', ARGV[6])
-  prior_list = ARGV[6]
+  redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'priors', ARGV[4])
+  prior_list = ARGV[4]
 else
   prior_list = redis.call('HGET', KEYS[1], 'priors')
-  if landmark ~= ARGV[4] then
+  if landmark ~= ARGV[2] then
     -- Move the landmark: every sum of half-life h is multiplied by 2^(-(new - old)/h), so no
     -- current value changes (InterestModel.rebase, done atomically here).
-    local shift = tonumber(ARGV[4]) - tonumber(landmark)
+    local shift = tonumber(ARGV[2]) - tonumber(landmark)
     local flat = redis.call('HGETALL', KEYS[2])
     for f = 1, #flat, 2 do
       local field = flat[f]
@@ -230,17 +229,17 @@ for m, name in ipairs(names) do
   end
 end
 hset(KEYS[2], writes)
-trim_history(tonumber(ARGV[8]))
-redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[9]) - 1)
-redis.call('HSET', KEYS[1], 'landmark', ARGV[4], 'updated_at', ARGV[7])
+trim_history(tonumber(ARGV[6]))
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[7]) - 1)
+redis.call('HSET', KEYS[1], 'landmark', ARGV[2], 'updated_at', ARGV[5])
 version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 local event_count = redis.call('HINCRBY', KEYS[1], 'event_count', fresh)
 touch(ttl_profile, ttl_history, ttl_events)
-if ARGV[13] ~= '' then redis.call('PUBLISH', ARGV[13], version .. '\\31' .. ARGV[14]) end
-local k = tonumber(ARGV[16])
+if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], version .. '\\31' .. ARGV[12]) end
+local k = tonumber(ARGV[14])
 local crossed = k > 0 and math.floor(event_count / k) ~= math.floor((event_count - fresh) / k)
 local result = {'ok', fresh, version, mask, false}
-if ARGV[15] == 'profile' or crossed or touched_prior then result[5] = state() end
+if ARGV[13] == 'profile' or crossed or touched_prior then result[5] = state() end
 return result
 """
 )

@@ -638,8 +638,6 @@ class RedisProfileStore(ProfileStore):
         call = self._script(
             _APPLY,
             user_id,
-            "",
-            "",
             stored_landmark,
             repr(landmark),
             self.serializer.encode_document(UserProfile(user_id=user_id)),

@@ -348,11 +348,11 @@ class ProfileSerializer:
 
     # -- profiles with the history apart (SQL) ------------------------------------------------------
 
-    def encode_apart(self, profile: UserProfile, history: Sequence[bytes] | None = None) -> tuple[bytes, bytes]:
+    def encode_apart(self, profile: UserProfile, history: bytes | None = None) -> tuple[bytes, bytes]:
         """The stored form of ``profile`` (as :meth:`encode`, size-checked) and the same without
         its history: an SQL store keeps each history entry (:meth:`encode_interaction`) in a row
-        of its own. ``history``, when the caller has it, is the encoding of each of the
-        profile's history entries, in order: the history is then not encoded again (for 500
+        of its own. ``history``, when the caller has it, is the profile's history encoded
+        (:meth:`pack_history` of its entries' encodings): it is then not encoded again (for 500
         entries that is most of the work)."""
         if not isinstance(profile, UserProfile):
             raise ValidationError(f"expected a UserProfile, got {type(profile).__name__}")
@@ -362,8 +362,7 @@ class ProfileSerializer:
         body = self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what)
         if history is None:
             return self.encode(profile), body
-        # msgspec writes a Raw as it is: the array of the entries' encodings is the history's.
-        rest.interaction_history = msgspec.Raw(_array_header(len(history)) + b"".join(history))  # type: ignore[assignment]
+        rest.interaction_history = msgspec.Raw(history)  # type: ignore[assignment]  # written as it is
         return self._check_size(self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what), what), body
 
     @staticmethod
@@ -372,12 +371,17 @@ class ProfileSerializer:
         state = profile.__dict__
         return "interaction_history" not in state and "interaction_history" in state.get(ENCODED_FIELDS, ())
 
-    def keep_history_encoded(self, profile: UserProfile, entries: Sequence[bytes]) -> None:
-        """Makes ``entries`` (:meth:`encode_interaction` each, in order) ``profile``'s history,
-        decoded when first read, in place of what it holds."""
+    @staticmethod
+    def pack_history(entries: Sequence[bytes]) -> bytes:
+        """A history encoded, from the encoding of each of its entries (:meth:`encode_interaction`),
+        in order: the array of them."""
+        return b"".join([_array_header(len(entries)), *entries])
+
+    def keep_history_encoded(self, profile: UserProfile, packed: bytes) -> None:
+        """Makes the history ``packed`` (see :meth:`pack_history`) ``profile``'s, decoded when
+        first read, in place of what it holds."""
         state = profile.__dict__
         state.pop("interaction_history", None)
-        packed = b"".join([_array_header(len(entries)), *entries])
         # A map of its own: the old one may be shared with copies (it is never changed).
         encoded = dict(state.get(ENCODED_FIELDS, {}))
         encoded["interaction_history"] = _Encoded((self._history, packed))

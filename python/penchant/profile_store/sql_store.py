@@ -121,6 +121,8 @@ class _Written:
     base: int
     entries: dict[str, tuple[Interaction, bytes]]
     history: list[bytes]
+    packed: bytes
+    """``history`` as one encoded array (``ProfileSerializer.pack_history``)."""
 
 
 @dataclass(slots=True)
@@ -922,9 +924,11 @@ class SQLProfileStore(ProfileStore):
         """``profile`` to be stored whole: every history row replaced."""
         encoded = self._encoded(profile.interaction_history)
         history = [body_ for _, body_ in encoded]
-        data, body = self.serializer.encode_apart(profile, history)
+        packed = self.serializer.pack_history(history)
+        data, body = self.serializer.encode_apart(profile, packed)
         rows = [(profile.user_id, n, body_) for n, body_ in enumerate(history)]
-        return _Written(profile, data, body, _ALL_ROWS, rows, 0, {e.event_id: (e, b) for e, b in encoded}, history)
+        entries = {e.event_id: (e, b) for e, b in encoded}
+        return _Written(profile, data, body, _ALL_ROWS, rows, 0, entries, history, packed)
 
     def _encoded(self, history: Sequence[Interaction]) -> list[tuple[Interaction, bytes]]:
         encode = self.serializer.encode_interaction
@@ -960,12 +964,13 @@ class SQLProfileStore(ProfileStore):
         encoded = self._encoded(history[kept:])
         added = [body_ for _, body_ in encoded]
         encoded_after = encoded_before[first:] + added
-        data, body = self.serializer.encode_apart(profile, encoded_after)
+        packed = self.serializer.pack_history(encoded_after)
+        data, body = self.serializer.encode_apart(profile, packed)
         end = base + len(before)
         rows = [(profile.user_id, end + n, body_) for n, body_ in enumerate(added)]
         entries = {e.event_id: (e, b) for e, b in encoded}
         cut = base + first if first else None
-        return _Written(profile, data, body, cut, rows, base + first, entries, encoded_after)
+        return _Written(profile, data, body, cut, rows, base + first, entries, encoded_after, packed)
 
     def _apply_to(
         self, work: UserProfile, fresh: list[Signal], base: int | None, encoded_before: list[bytes]
@@ -998,12 +1003,13 @@ class SQLProfileStore(ProfileStore):
         history = encoded_before + [body_ for _, body_ in encoded]
         drop = max(0, len(history) - self.model.max_history)
         del history[:drop]
-        self.serializer.keep_history_encoded(profile, history)
-        data, body = self.serializer.encode_apart(profile, history)
+        packed = self.serializer.pack_history(history)
+        self.serializer.keep_history_encoded(profile, packed)
+        data, body = self.serializer.encode_apart(profile, packed)
         end, first = base + len(encoded_before), base + drop
         rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded) if end + n >= first]
         entries = {e.event_id: (e, b) for n, (e, b) in enumerate(encoded) if end + n >= first}
-        return _Written(profile, data, body, first if drop else None, rows, first, entries, history)
+        return _Written(profile, data, body, first if drop else None, rows, first, entries, history, packed)
 
     def _put_body(
         self, profile: UserProfile, expected_version: int | None
@@ -1075,7 +1081,8 @@ class SQLProfileStore(ProfileStore):
             written.append(change)
             # The caller gets its own copy, made from the parts (the history stays encoded
             # until read); this store keeps `work` for the user's next apply.
-            copy_, _ = self.serializer.decode_apart(change.body, len(change.history), b"".join(change.history))
+            copy_ = self.serializer.decode(change.body)
+            self.serializer.keep_history_encoded(copy_, change.packed)
             changes[user_id] = AppliedChange(old_version, old_landmark, copy_, change.data, fresh, change.entries)
         if written:
             yield self._write_statements(written)
