@@ -245,6 +245,295 @@ pub fn history_entries(blob: &[u8]) -> Result<(usize, Vec<u8>)> {
     Ok((spans.len(), out))
 }
 
+/// What preference extraction reads of a history, in columns: per event its time (epoch
+/// seconds), weight and half-life; per numeric attribute value its event row, attribute id and
+/// value; and the attribute names by id (in the order they first appear).
+#[derive(Debug, Default, PartialEq)]
+pub struct History {
+    pub times: Vec<f64>,
+    pub weights: Vec<f64>,
+    pub half_lives: Vec<f64>,
+    pub rows: Vec<u32>,
+    pub attribute_ids: Vec<u32>,
+    pub values: Vec<f64>,
+    pub names: Vec<String>,
+}
+
+/// A reader of MessagePack values, front to back.
+struct Cursor<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+/// Reading a penchant-encoded history failed: the caller decodes it the general way instead
+/// (which either reads it or says what is wrong with it).
+fn unreadable(what: &str) -> KernelError {
+    invalid(format!("stored history: {what}"))
+}
+
+impl<'a> Cursor<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+        let out = take(self.data, self.at, n)?;
+        self.at += n;
+        Ok(out)
+    }
+
+    fn unsigned(&mut self, n: usize) -> Result<u64> {
+        Ok(self
+            .bytes(n)?
+            .iter()
+            .fold(0u64, |v, &b| (v << 8) | u64::from(b)))
+    }
+
+    fn peek(&self) -> Result<u8> {
+        Ok(take(self.data, self.at, 1)?[0])
+    }
+
+    fn skip(&mut self) -> Result<()> {
+        self.at = skip_msgpack(self.data, self.at)?;
+        Ok(())
+    }
+
+    /// The length of the map or array (`map` says which) that starts here, or `None` (nothing
+    /// read) for another kind of value.
+    fn container(&mut self, map: bool) -> Result<Option<usize>> {
+        let (fix, wide16, wide32) = if map {
+            (0x80, 0xde, 0xdf)
+        } else {
+            (0x90, 0xdc, 0xdd)
+        };
+        let marker = self.peek()?;
+        let n = match marker {
+            m if m & 0xf0 == fix => {
+                self.at += 1;
+                (m & 0x0f) as usize
+            }
+            m if m == wide16 || m == wide32 => {
+                self.at += 1;
+                self.unsigned(if m == wide16 { 2 } else { 4 })? as usize
+            }
+            _ => return Ok(None),
+        };
+        // Every item takes at least one byte: a count beyond the input is corrupt.
+        if n > self.data.len() - self.at {
+            return Err(unreadable("a MessagePack value is cut short"));
+        }
+        Ok(Some(n))
+    }
+
+    /// A string (its UTF-8 bytes), or `None` (nothing read) for another kind of value.
+    fn text(&mut self) -> Result<Option<&'a [u8]>> {
+        let n = match self.peek()? {
+            m @ 0xa0..=0xbf => {
+                self.at += 1;
+                (m & 0x1f) as usize
+            }
+            m @ 0xd9..=0xdb => {
+                self.at += 1;
+                self.unsigned(1 << (m - 0xd9))? as usize
+            }
+            _ => return Ok(None),
+        };
+        self.bytes(n).map(Some)
+    }
+
+    /// A number (any MessagePack int or float), or `None` when the value (skipped) is of
+    /// another kind.
+    fn number(&mut self) -> Result<Option<f64>> {
+        let marker = self.peek()?;
+        self.at += 1;
+        Ok(Some(match marker {
+            0x00..=0x7f => f64::from(marker),
+            0xe0..=0xff => f64::from(marker as i8),
+            0xca => f64::from(f32::from_bits(self.unsigned(4)? as u32)),
+            0xcb => f64::from_bits(self.unsigned(8)?),
+            0xcc..=0xcf => self.unsigned(1 << (marker - 0xcc))? as f64,
+            0xd0 => f64::from(self.unsigned(1)? as u8 as i8),
+            0xd1 => f64::from(self.unsigned(2)? as u16 as i16),
+            0xd2 => f64::from(self.unsigned(4)? as u32 as i32),
+            0xd3 => self.unsigned(8)? as i64 as f64,
+            _ => {
+                self.at -= 1;
+                self.skip()?;
+                return Ok(None);
+            }
+        }))
+    }
+
+    /// A finite number, or an error naming `what`.
+    fn finite(&mut self, what: &str) -> Result<f64> {
+        match self.number()? {
+            Some(v) if v.is_finite() => Ok(v),
+            _ => Err(unreadable(&format!("{what} is not a finite number"))),
+        }
+    }
+
+    /// A MessagePack timestamp (extension -1, in any of its three sizes): whole seconds since
+    /// the epoch and the microseconds past them (datetimes hold no finer time).
+    fn timestamp(&mut self) -> Result<(i64, u32)> {
+        let marker = self.peek()?;
+        self.at += 1;
+        let size = match marker {
+            0xd6 => 4,
+            0xd7 => 8,
+            0xc7 => self.unsigned(1)? as usize,
+            _ => return Err(unreadable("a timestamp is not a MessagePack timestamp")),
+        };
+        if self.bytes(1)?[0] != 0xff {
+            return Err(unreadable("a timestamp is not a MessagePack timestamp"));
+        }
+        let (seconds, nanoseconds) = match size {
+            4 => (self.unsigned(4)? as i64, 0),
+            8 => {
+                let v = self.unsigned(8)?;
+                ((v & 0x3_ffff_ffff) as i64, (v >> 34) as u32)
+            }
+            12 => {
+                let nanoseconds = self.unsigned(4)? as u32;
+                (self.unsigned(8)? as i64, nanoseconds)
+            }
+            _ => {
+                return Err(unreadable(
+                    "a timestamp has a size MessagePack does not define",
+                ))
+            }
+        };
+        if nanoseconds >= 1_000_000_000 {
+            return Err(unreadable(
+                "a timestamp has more than a second of nanoseconds",
+            ));
+        }
+        Ok((seconds, nanoseconds / 1_000))
+    }
+}
+
+/// The entries of a history encoded as penchant stores it (a MessagePack array of maps, one
+/// per `Interaction`, whose `timestamp` is a MessagePack timestamp): a cursor on the first
+/// entry and how many there are.
+fn entries(packed: &[u8]) -> Result<(Cursor<'_>, usize)> {
+    let mut cursor = Cursor {
+        data: packed,
+        at: 0,
+    };
+    let n = cursor
+        .container(false)?
+        .ok_or_else(|| unreadable("not a MessagePack array"))?;
+    Ok((cursor, n))
+}
+
+/// Reads the columns of a history encoded as penchant stores it (see [`History`]) without
+/// making an object per entry: each entry's `timestamp`, `weight`, `half_life` (when absent:
+/// `default_half_life`, as the decoder fills it) and the numeric values of its `attributes`
+/// (other values are skipped, as the reader of decoded entries skips them); every other field
+/// is skipped. Times are `seconds + microseconds·10⁻⁶`, the sum the reader of decoded entries
+/// makes of a `datetime`. Anything else (a field missing or of another type, a weight that is
+/// not finite, a half-life that is not positive) is an error: the caller then decodes the
+/// history the general way, which reads it or says exactly what is wrong.
+pub fn read_packed_history(packed: &[u8], default_half_life: f64) -> Result<History> {
+    let (mut cursor, n) = entries(packed)?;
+    let mut out = History {
+        times: Vec::with_capacity(n),
+        weights: Vec::with_capacity(n),
+        half_lives: Vec::with_capacity(n),
+        ..History::default()
+    };
+    let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
+    for row in 0..n {
+        let fields = cursor
+            .container(true)?
+            .ok_or_else(|| unreadable("an entry is not a map"))?;
+        let (mut time, mut weight, mut half_life, mut attributes) = (None, None, None, false);
+        for _ in 0..fields {
+            let key = cursor
+                .text()?
+                .ok_or_else(|| unreadable("an entry has a field name that is not a string"))?;
+            match key {
+                b"timestamp" if time.is_none() => {
+                    let (seconds, micros) = cursor.timestamp()?;
+                    time = Some(seconds as f64 + f64::from(micros) * 1e-6);
+                }
+                b"weight" if weight.is_none() => weight = Some(cursor.finite("a weight")?),
+                b"half_life" if half_life.is_none() => {
+                    half_life = Some(cursor.finite("a half-life")?)
+                }
+                b"attributes" if !attributes => {
+                    attributes = true;
+                    let count = cursor
+                        .container(true)?
+                        .ok_or_else(|| unreadable("attributes are not a map"))?;
+                    for _ in 0..count {
+                        let name = cursor
+                            .text()?
+                            .ok_or_else(|| unreadable("an attribute name is not a string"))?;
+                        // Booleans are not numbers here, as for the reader of decoded entries.
+                        let Some(value) = cursor.number()? else {
+                            continue;
+                        };
+                        if !value.is_finite() {
+                            return Err(unreadable("an attribute is NaN or infinite"));
+                        }
+                        let next = ids.len() as u32;
+                        let id = *ids.entry(name).or_insert(next);
+                        if id == next {
+                            out.names.push(text(name, "attribute name")?.to_owned());
+                        }
+                        out.rows.push(row as u32);
+                        out.attribute_ids.push(id);
+                        out.values.push(value);
+                    }
+                }
+                b"timestamp" | b"weight" | b"half_life" | b"attributes" => {
+                    return Err(unreadable("an entry holds a field twice"))
+                }
+                _ => cursor.skip()?,
+            }
+        }
+        let half_life = half_life.unwrap_or(default_half_life);
+        let (Some(time), Some(weight), true) = (time, weight, half_life > 0.0) else {
+            return Err(unreadable(
+                "an entry lacks its time or weight, or its half-life is not positive",
+            ));
+        };
+        out.times.push(time);
+        out.weights.push(weight);
+        out.half_lives.push(half_life);
+    }
+    Ok(out)
+}
+
+/// The time of the last entry of a history encoded as penchant stores it (epoch seconds, as
+/// Python's `datetime.timestamp()` gives them: whole microseconds divided by 10⁶), or `None`
+/// for an empty history; the entries before it are skipped, not read.
+pub fn packed_history_last_time(packed: &[u8]) -> Result<Option<f64>> {
+    let (mut cursor, n) = entries(packed)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    for _ in 1..n {
+        cursor.skip()?;
+    }
+    let fields = cursor
+        .container(true)?
+        .ok_or_else(|| unreadable("an entry is not a map"))?;
+    for _ in 0..fields {
+        let key = cursor
+            .text()?
+            .ok_or_else(|| unreadable("an entry has a field name that is not a string"))?;
+        if key == b"timestamp" {
+            let (seconds, micros) = cursor.timestamp()?;
+            // Exact while the microseconds fit a double's 53 bits (some 285 years around
+            // 1970); beyond them the caller's general path rounds as Python does.
+            let total = i128::from(seconds) * 1_000_000 + i128::from(micros);
+            if total.unsigned_abs() > 1 << 53 {
+                return Err(unreadable("a time too far from 1970 to read exactly here"));
+            }
+            return Ok(Some(total as f64 / 1e6));
+        }
+        cursor.skip()?;
+    }
+    Err(unreadable("an entry lacks its time"))
+}
+
 /// The sort key of a history entry at `microseconds` since the epoch: big-endian with the sign
 /// bit flipped, so that byte order is time order (and, the event id following it, ties go by
 /// event id as `InterestModel` orders them).
@@ -409,6 +698,86 @@ mod tests {
         ] {
             assert!(history_entries(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// `{"weight": w, "timestamp": <ts>, "attributes": {"p": 2, "c": "x"}, "id": [1]}`
+    fn entry(weight: f64, timestamp: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x84, 0xa6];
+        out.extend_from_slice(b"weight");
+        out.push(0xcb);
+        out.extend_from_slice(&weight.to_bits().to_be_bytes());
+        out.push(0xa9);
+        out.extend_from_slice(b"timestamp");
+        out.extend_from_slice(timestamp);
+        out.push(0xaa);
+        out.extend_from_slice(b"attributes");
+        out.extend_from_slice(&[0x82, 0xa1, b'p', 0x02, 0xa1, b'c', 0xa1, b'x']);
+        out.extend_from_slice(&[0xa2, b'i', b'd', 0x91, 0x01]);
+        out
+    }
+
+    fn array(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        array_header(entries.len(), &mut out);
+        for e in entries {
+            out.extend_from_slice(e);
+        }
+        out
+    }
+
+    #[test]
+    fn packed_histories_read_every_timestamp_size() {
+        let seconds32 = [0xd6, 0xff, 0, 0, 0, 60];
+        // 64-bit: 500,000 ns (0.5 ms) in the top 30 bits, 120 s in the low 34.
+        let packed64 = ((500_000u64) << 34) | 120;
+        let mut seconds64 = vec![0xd7, 0xff];
+        seconds64.extend_from_slice(&packed64.to_be_bytes());
+        // 96-bit: 250,000 ns and -2 s (before 1970).
+        let mut seconds96 = vec![0xc7, 12, 0xff];
+        seconds96.extend_from_slice(&250_000u32.to_be_bytes());
+        seconds96.extend_from_slice(&(-2i64).to_be_bytes());
+        let data = array(&[
+            entry(1.0, &seconds32),
+            entry(-0.5, &seconds64),
+            entry(2.0, &seconds96),
+        ]);
+        let h = read_packed_history(&data, 7.0).unwrap();
+        assert_eq!(h.times, [60.0, 120.0 + 500.0 * 1e-6, -2.0 + 250.0 * 1e-6]);
+        assert_eq!(h.weights, [1.0, -0.5, 2.0]);
+        assert_eq!(h.half_lives, [7.0; 3]);
+        assert_eq!(h.names, ["p"]);
+        assert_eq!(h.rows, [0, 1, 2]);
+        assert_eq!(h.attribute_ids, [0, 0, 0]);
+        assert_eq!(h.values, [2.0; 3]);
+        assert_eq!(
+            packed_history_last_time(&data).unwrap(),
+            Some(-1_999_750.0 / 1e6)
+        );
+        assert_eq!(packed_history_last_time(&[0x90]).unwrap(), None);
+        assert_eq!(
+            read_packed_history(&[0x90], 1.0).unwrap(),
+            History::default()
+        );
+    }
+
+    #[test]
+    fn packed_histories_refuse_what_they_cannot_read() {
+        let good = array(&[entry(1.0, &[0xd6, 0xff, 0, 0, 0, 1])]);
+        assert!(read_packed_history(&good, 1.0).is_ok());
+        let mut bad_extension = good.clone();
+        let at = good.windows(2).position(|w| w == [0xd6, 0xff]).unwrap();
+        bad_extension[at + 1] = 0x01; // an extension of another type
+        for bad in [
+            good[..good.len() - 1].to_vec(),
+            bad_extension,
+            array(&[entry(f64::NAN, &[0xd6, 0xff, 0, 0, 0, 1])]),
+            array(&[entry(1.0, &[0xa1, b'x'])]), // a time as text
+            vec![0x81, 0xa1, b'x', 0x01],        // not an array
+            vec![0xdd, 0xff, 0xff, 0xff, 0xff],  // a huge count
+        ] {
+            assert!(read_packed_history(&bad, 1.0).is_err(), "{bad:?}");
+        }
+        assert!(read_packed_history(&good, 0.0).is_err()); // no half-life, default not positive
     }
 
     #[test]

@@ -308,22 +308,20 @@ def test_one_event_of_an_unusual_form_takes_the_batch_path_and_is_still_checked(
         assert profile.to_dict() == before
 
 
-def test_reads_history_says_when_apply_needs_more_than_the_newest_entry() -> None:
-    """A store may hand apply the newest history entry alone unless the events cross a
-    preference refresh or one of them sorts before that entry (by its time in microseconds,
-    then its event id)."""
+def test_places_before_says_when_apply_needs_more_than_the_newest_entry() -> None:
+    """A store may hand apply the newest history entry alone unless one of the events sorts
+    before that entry (by its time in microseconds, then its event id)."""
     m = InterestModel(refresh_every=10, max_history=5)
     profile = UserProfile("u")
     m.apply(profile, [sig("e5", {"a": 1.0}, t=T0 + 5.0)])
     last = profile.interaction_history[-1]
     newer = [sig("e6", {"a": 1.0}, t=T0 + 6.0), sig("e7", {"a": 1.0}, t=T0 + 7.0)]
-    assert not m.reads_history(1, last, newer)
-    assert not m.reads_history(1, last, [sig("e50", {"a": 1.0}, t=T0 + 5.0)])  # same time, later id
-    assert m.reads_history(1, last, [sig("e4", {"a": 1.0}, t=T0 + 5.0)])  # same time, earlier id
-    assert m.reads_history(1, last, [*newer, sig("e0", {"a": 1.0}, t=T0 + 4.0)])
+    assert not m.places_before(last, newer)
+    assert not m.places_before(last, [sig("e50", {"a": 1.0}, t=T0 + 5.0)])  # same time, later id
+    assert m.places_before(last, [sig("e4", {"a": 1.0}, t=T0 + 5.0)])  # same time, earlier id
+    assert m.places_before(last, [*newer, sig("e0", {"a": 1.0}, t=T0 + 4.0)])
     # An event 0.1 µs before the entry falls in its microsecond: then its id decides.
-    assert not m.reads_history(1, last, [sig("e9", {"a": 1.0}, t=T0 + 5.0 - 1e-7)])
-    assert m.reads_history(1, last, [sig("e0", {"a": 1.0}, t=T0 + 5.0 - 1e-7)])
-    assert m.reads_history(8, last, newer)  # 8 + 2 events reach refresh_every
-    assert not m.reads_history(0, None, [sig("e0", {"a": 1.0})])
-    assert m.reads_history(9, None, [sig("e0", {"a": 1.0})])
+    assert not m.places_before(last, [sig("e9", {"a": 1.0}, t=T0 + 5.0 - 1e-7)])
+    assert m.places_before(last, [sig("e0", {"a": 1.0}, t=T0 + 5.0 - 1e-7)])
+    assert not m.places_before(None, [sig("e0", {"a": 1.0})])
+    assert not InterestModel(max_history=0).places_before(last, [sig("e0", {"a": 1.0}, t=T0)])

@@ -142,6 +142,37 @@ def test_extraction_runs_on_a_plain_history() -> None:
     assert prefs["active_hours"].value == [0]
 
 
+def test_extraction_reads_a_stored_history_without_decoding_it_and_gives_the_same() -> None:
+    """A profile read from a store keeps its history encoded: extraction (and the latest
+    event's time) reads it from the stored bytes and leaves it encoded, with the preferences
+    that the decoded history gives. A history the fast reader does not know (times stored as
+    text, which decoding accepts) is decoded instead, to the same result."""
+    import msgspec
+
+    from penchant.profile_store.serializer import ProfileSerializer
+
+    c, m = setup(refresh_every=0)
+    for k in range(40):
+        it = item(k, f"genre:{k % 3}", price=float(k % 7), year=2000.0 + k)
+        click(c, it, MONDAY + k * 3_600 + (k % 5) * 7 * 3_600)
+    profile = m.get("u")
+    assert profile is not None
+    serializer = ProfileSerializer()
+    extractor = PreferenceExtractor()
+    want = extractor.extract(profile, NOW)
+    assert {"range:price", "range:year", "active_days"} <= want.keys()
+    stored = serializer.decode(serializer.encode(profile))
+    assert stored.last_event_time() == profile.last_event_time()
+    assert extractor.extract(stored, NOW) == want
+    assert serializer.history_is_encoded(stored)
+    as_text = [{**msgspec.to_builtins(i), "timestamp": i.timestamp.isoformat()} for i in profile.interaction_history]
+    entries = [msgspec.msgpack.encode(entry) for entry in as_text]
+    serializer.keep_history_encoded(stored, serializer.pack_history(entries))
+    assert stored.last_event_time() == profile.last_event_time()
+    assert extractor.extract(stored, NOW) == want
+    assert not serializer.history_is_encoded(stored)  # decoded, the general way
+
+
 def test_extractor_settings_are_validated() -> None:
     with pytest.raises(penchant.ValidationError):
         PreferenceExtractor(quantiles=(0.9, 0.1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from typing import Any
 
@@ -297,3 +299,101 @@ def test_read_decayed_history_refuses_what_read_history_refuses() -> None:
     bad_weight.weight = math.nan
     with pytest.raises(penchant.ValidationError, match="weight"):
         _core.read_decayed_history([good, bad_weight], 0.0)
+
+
+STORED_TIMES = st.one_of(
+    st.integers(0, 2**32 - 1).map(float),  # 32-bit seconds
+    st.floats(0, 1.6e10),  # 34-bit seconds and nanoseconds
+    st.floats(-6e10, -1e-6),  # 96-bit: before 1970
+)
+STORED_ATTRIBUTES = st.dictionaries(
+    st.sampled_from(["price", "length", "colour", "flag"]),
+    st.one_of(finite, st.integers(-(2**40), 2**40), st.booleans(), st.just("red")),
+    max_size=3,
+)
+stored_histories = st.lists(
+    st.builds(
+        lambda t, w, a, h: Interaction("i", "click", 1.0, w, {"f": 1.0}, a, t, "e", h),
+        STORED_TIMES,
+        finite,
+        STORED_ATTRIBUTES,
+        st.sampled_from(HALF_LIVES),
+    ),
+    max_size=25,
+)
+"""Histories as a store keeps them: times before and after 1970 (each of MessagePack's three
+timestamp sizes), whole seconds and microseconds; int, float, bool and str attributes."""
+
+
+@functools.cache
+def serializer() -> Any:
+    from penchant.profile_store.serializer import ProfileSerializer
+
+    return ProfileSerializer()
+
+
+def packed(history: list[Interaction]) -> bytes:
+    encode = serializer().encode_interaction
+    return serializer().pack_history([encode(i) for i in history])
+
+
+@given(stored_histories, st.floats(-6e10, 2e10))
+@settings(max_examples=300, deadline=None)
+def test_packed_history_reads_as_its_decoded_entries(history: list[Interaction], now: float) -> None:
+    """Extraction's reader of a history still encoded gives the columns, bit for bit, that the
+    reader of its decoded entries gives; and the last entry's time as datetime.timestamp()."""
+    data = packed(history)
+    got = _core.read_decayed_packed_history(data, now, 60.0)
+    want = _core.read_decayed_history(history, now) if history else None
+    if want is None:
+        assert all(len(column) == 0 for column in got)
+    else:
+        for g, w in zip(got[:6], want[:6], strict=True):
+            np.testing.assert_array_equal(g, w)
+            assert g.dtype == w.dtype
+        assert got[6] == want[6]
+    if history and abs(history[-1].timestamp.timestamp()) * 1e6 > 2**53:
+        # Microseconds a double cannot hold exactly: the caller decodes (and Python rounds).
+        with pytest.raises(penchant.ValidationError, match="too far"):
+            _core.packed_history_last_time(data)
+        return
+    last = _core.packed_history_last_time(memoryview(data))
+    assert last == (history[-1].timestamp.timestamp() if history else None)
+
+
+def test_packed_history_fills_a_missing_half_life_and_refuses_what_it_cannot_read() -> None:
+    import msgspec
+
+    entry = {"weight": 2.0, "timestamp": Interaction("a", "click", 1.0, 1.0, timestamp=60.0).timestamp, "x": [1, {}]}
+    times, decayed, *_ = _core.read_decayed_packed_history(msgspec.msgpack.encode([entry]), 60.0, 7.0)
+    assert times.tolist() == [60.0]
+    assert decayed.tolist() == [2.0]
+    good = msgspec.msgpack.encode([entry])
+    for bad in (
+        b"",
+        b"\x91",  # an array of one entry, cut short
+        b"\x81\xa1x\x01",  # not an array
+        msgspec.msgpack.encode([{"weight": 1.0}]),  # no time
+        msgspec.msgpack.encode([{**entry, "timestamp": "1970-01-01T00:01:00Z"}]),  # a time as text
+        msgspec.msgpack.encode([{**entry, "weight": "1"}]),
+        msgspec.msgpack.encode([{**entry, "half_life": 0.0}]),
+        msgspec.msgpack.encode([{**entry, "attributes": {"p": math.nan}}]),
+        msgspec.msgpack.encode([{**entry, "attributes": [1]}]),
+        good[:-1],
+        b"\xdd\xff\xff\xff\xff",  # a huge count
+    ):
+        with pytest.raises(penchant.ValidationError):
+            _core.read_decayed_packed_history(bad, 0.0, 60.0)
+    with pytest.raises(penchant.ValidationError, match="read-only"):
+        _core.read_decayed_packed_history(bytearray(good), 0.0, 60.0)
+
+
+@given(st.binary(max_size=200), st.integers(0, 150))
+@settings(max_examples=300, deadline=None)
+def test_packed_history_readers_refuse_corrupt_bytes_without_crashing(noise: bytes, cut: int) -> None:
+    """Truncated or altered stored bytes: a result or a ValidationError, never a crash."""
+    data = packed([Interaction("a", "click", 1.0, 0.5, {"f": 1.0}, {"price": 3.0}, 1e9, "e1")])
+    for blob in (noise, data[:cut], data[:cut] + noise):
+        for read in (lambda b: _core.read_decayed_packed_history(b, 0.0, 60.0), _core.packed_history_last_time):
+            with contextlib.suppress(penchant.ValidationError):
+                read(blob)

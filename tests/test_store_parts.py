@@ -1211,9 +1211,9 @@ def test_sql_writes_that_only_append_never_decode_the_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holds: bool
 ) -> None:
     """While a write only appends to a history still encoded (every event newer than its
-    newest entry, no preference refresh due), the SQL store applies it with the newest entry
-    alone decoded and keeps the history encoded: so every write of a profile read back from the
-    database (``holds`` false) but those that refresh or reorder. Random batches (in order,
+    newest entry), the SQL store applies it with the newest entry alone decoded and keeps the
+    history encoded, and a preference refresh due reads the encoded history: so every write of
+    a profile read back from the database (``holds`` false) but those that reorder. Random batches (in order,
     some older than the newest entry, larger than the window, crossing refresh_every, touching
     a stated like) give what the in-memory store gives, whether the store holds the profile it
     wrote (decoded once a write decoded it) or reads it back."""
@@ -1227,16 +1227,22 @@ def test_sql_writes_that_only_append_never_decode_the_history(
     reference = InMemoryProfileStore(model=model)
     rng = random.Random(5)
     with SQLiteProfileStore(tmp_path / "append.db", model=model) as store:
-        appended = 0
-        reads_history = model.reads_history
+        appended = refreshed = 0
+        places_before, refresh_preferences = model.places_before, model.refresh_preferences
 
         def counting(*args: Any) -> bool:
             nonlocal appended
-            reads = reads_history(*args)
+            reads = places_before(*args)
             appended += not reads
             return reads
 
-        monkeypatch.setattr(model, "reads_history", counting)
+        def counting_refreshes(profile: UserProfile, *args: Any, crossed: bool | None = None) -> bool:
+            nonlocal refreshed
+            refreshed += bool(crossed) and store.serializer.history_is_encoded(profile)
+            return refresh_preferences(profile, *args, crossed=crossed)
+
+        monkeypatch.setattr(model, "places_before", counting)
+        monkeypatch.setattr(model, "refresh_preferences", counting_refreshes)
         stated = UserProfile(user_id="alice")
         stated.set_explicit_preference("like", "genre:1")
         for s in (store, reference):
@@ -1262,5 +1268,6 @@ def test_sql_writes_that_only_append_never_decode_the_history(
             assert got.preferences == want.preferences
             ords = history_rows(store, "alice")
             assert ords == list(range(ords[0], ords[0] + len(want.interaction_history)))
-        if not holds:
-            assert appended > 25  # most writes decoded no history
+        if not holds:  # (a held profile is decoded by the test's reads)
+            assert appended > 40  # most writes decoded no history
+            assert refreshed >= 10  # and refreshes read the encoded history

@@ -32,8 +32,10 @@ __all__ = [
     "interest_evidence",
     "normalize",
     "num_threads",
+    "packed_history_last_time",
     "periodic_histogram",
     "read_decayed_history",
+    "read_decayed_packed_history",
     "read_history",
     "rebase_factor",
     "set_num_threads",
@@ -268,3 +270,15 @@ def read_decayed_history(
     npt.NDArray[np.float64],
     list[str],
 ]: ...
+def read_decayed_packed_history(
+    packed: bytes | memoryview, now: float, default_half_life: float
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.float64],
+    list[str],
+]: ...
+def packed_history_last_time(packed: bytes | memoryview) -> float | None: ...

@@ -452,7 +452,48 @@ class _Datetimes(dict[float, datetime]):
 
 ENCODED_FIELDS = "_encoded_fields"
 """The key, in a :class:`UserProfile`'s instance dict, of the fields a store left encoded (a map
-of field name to a callable that decodes it; see ``UserProfile.__getattr__``)."""
+of field name to a callable that decodes it; see ``UserProfile.__getattr__``). The decoder of
+the history may also have a ``raw`` attribute: while it has not decoded, the history's
+MessagePack bytes (an array of :class:`Interaction` maps), which preference extraction then
+reads in Rust, making no object per entry; ``None`` once it has."""
+
+
+_DecayedHistory = tuple[
+    "np.ndarray[Any, np.dtype[np.float64]]",
+    "np.ndarray[Any, np.dtype[np.float64]]",
+    "np.ndarray[Any, np.dtype[np.float64]]",
+    "np.ndarray[Any, np.dtype[np.uint32]]",
+    "np.ndarray[Any, np.dtype[np.uint32]]",
+    "np.ndarray[Any, np.dtype[np.float64]]",
+    list[str],
+]
+"""What :func:`penchant._core.read_decayed_history` returns."""
+
+
+def _packed_history(profile: UserProfile) -> Any:
+    """``profile``'s history as stored (see :data:`ENCODED_FIELDS`) while nobody has read it,
+    else ``None``."""
+    state = profile.__dict__
+    if "interaction_history" in state:
+        return None
+    encoded = state.get(ENCODED_FIELDS)
+    decode = None if encoded is None else encoded.get("interaction_history")
+    return getattr(decode, "raw", None)
+
+
+def _decayed_history(profile: UserProfile, now: float) -> _DecayedHistory | None:
+    """:func:`penchant._core.read_decayed_history` of ``profile``'s history (``None`` when it
+    is empty), read from its stored bytes while it is still encoded."""
+    packed = _packed_history(profile)
+    if packed is not None:
+        try:
+            columns = _core.read_decayed_packed_history(packed, now, DEFAULT_HALF_LIFE)
+        except ValidationError:
+            pass  # not in the form this reader knows: decoding reads it, or says what is wrong
+        else:
+            return columns if len(columns[0]) else None
+    history = profile.interaction_history
+    return _core.read_decayed_history(history, now) if history else None
 
 
 def _history_key(interaction: Interaction) -> tuple[datetime, str]:
@@ -615,6 +656,14 @@ class UserProfile:
 
     def last_event_time(self) -> float | None:
         """Epoch seconds of the latest event applied to this profile, if any."""
+        packed = _packed_history(self)
+        if packed is not None:
+            try:
+                last = _core.packed_history_last_time(packed)
+            except ValidationError:
+                last = None  # decoding reads it, or says what is wrong
+            if last is not None:
+                return last
         if self.interaction_history:
             # The history keeps the most recent events in time order: its last is the latest.
             return self.interaction_history[-1].timestamp.timestamp()
@@ -919,12 +968,11 @@ class PreferenceExtractor:
             found[preference.name] = preference
         for preference in self.categorical(profile, moment, stamp):
             found.setdefault(preference.name, preference)
-        if profile.interaction_history:
-            # One call reads the history's columns and decays each event's weight (and its
-            # activity, a unit weight) to now, with one exponential per event.
-            times, decayed, activity, rows, attribute_ids, values, names = _core.read_decayed_history(
-                profile.interaction_history, moment
-            )
+        # One call reads the history's columns and decays each event's weight (and its
+        # activity, a unit weight) to now, with one exponential per event.
+        columns = _decayed_history(profile, moment)
+        if columns is not None:
+            times, decayed, activity, rows, attribute_ids, values, names = columns
             for preference in self.numeric(decayed, rows, attribute_ids, values, names, stamp):
                 found[preference.name] = preference
             for preference in self.temporal(times, activity, stamp):
@@ -1175,17 +1223,23 @@ class InterestModel:
                 interest.sums[key] = total * factor
         profile.landmark = landmark
 
-    def apply(self, profile: UserProfile, signals: Iterable[Signal]) -> None:
+    def apply(self, profile: UserProfile, signals: Iterable[Signal], *, refresh: bool = True) -> None:
         """Adds ``signals`` to ``profile`` in place: interests, history, preferences, event
         count, version and ``updated_at``. A signal whose event id repeats one earlier in the
         same call is skipped (the stores skip ids applied before). Everything is validated
-        before anything changes, so a ``ValidationError`` leaves the profile as it was."""
+        before anything changes, so a ``ValidationError`` leaves the profile as it was.
+
+        ``refresh=False`` leaves the re-extraction that a count crossing a multiple of
+        ``refresh_every`` calls for to the caller, who makes it with
+        :meth:`refresh_preferences` (``crossed=True``) once the profile holds its whole history:
+        a store that hands ``apply`` the newest history entry alone (see :meth:`places_before`)
+        does so."""
         batch = signals if isinstance(signals, list) else list(signals)
         with _gc.paused(len(batch)):
-            self._apply(profile, batch)
+            self._apply(profile, batch, refresh)
 
-    def _apply(self, profile: UserProfile, signals: list[Signal]) -> None:
-        if len(signals) == 1 and self._apply_one(profile, signals[0]):
+    def _apply(self, profile: UserProfile, signals: list[Signal], refresh: bool = True) -> None:
+        if len(signals) == 1 and self._apply_one(profile, signals[0], refresh):
             return
         seen: set[str] = set()
         fresh: list[Signal] = []
@@ -1207,11 +1261,11 @@ class InterestModel:
         update.commit(profile, datetimes)
         self._add_history(profile, interactions)
         profile.event_count += len(fresh)
-        self._update_preferences(profile, fresh, update.touched)
+        self._update_preferences(profile, fresh, update.touched, refresh)
         profile.version += 1
         profile.updated_at = utcnow()
 
-    def _apply_one(self, profile: UserProfile, signal: Signal) -> bool:
+    def _apply_one(self, profile: UserProfile, signal: Signal, refresh: bool = True) -> bool:
         """:meth:`_apply` of one signal in its common form (float fields, a dict of features with
         float weights, no rebase): the same additions, bit for bit, with none of the batch
         machinery, which cost more than the arithmetic of one event. Returns ``False``, having
@@ -1281,7 +1335,7 @@ class InterestModel:
             else:
                 self._add_history(profile, [entry])
         profile.event_count += 1
-        self._update_preferences(profile, [signal], {name for name, _, _ in additions})
+        self._update_preferences(profile, [signal], {name for name, _, _ in additions}, refresh)
         profile.version += 1
         profile.updated_at = utcnow()
         return True
@@ -1363,18 +1417,18 @@ class InterestModel:
         if excess > 0:
             del history[:excess]
 
-    def _update_preferences(self, profile: UserProfile, signals: Sequence[Signal], touched: set[str]) -> None:
-        self.refresh_preferences(profile, len(signals), touched)
+    def _update_preferences(
+        self, profile: UserProfile, signals: Sequence[Signal], touched: set[str], refresh: bool = True
+    ) -> None:
+        self.refresh_preferences(profile, len(signals), touched, crossed=None if refresh else False)
 
-    def reads_history(self, event_count: int, last: Interaction | None, signals: Sequence[Signal]) -> bool:
-        """Whether :meth:`apply` of ``signals`` (new to the profile, with distinct event ids) to a
-        profile of ``event_count`` events whose newest history entry is ``last`` reads any
-        entry but that one: it reads them all to re-extract the preferences (the count crosses
-        a multiple of ``refresh_every``), and places an event older than ``last`` among them.
-        Otherwise a store that keeps the history apart may apply ``signals`` to the profile
-        with ``last`` alone in its history, and append what is added after it to the rest."""
-        if self.refresh_crosses(event_count + len(signals), len(signals)):
-            return True
+    def places_before(self, last: Interaction | None, signals: Sequence[Signal]) -> bool:
+        """Whether :meth:`apply` of ``signals`` to a profile whose newest history entry is
+        ``last`` places any of them before that entry (and so reads the history). Otherwise a
+        store that keeps the history apart may apply ``signals`` to the profile with ``last``
+        alone in its history (and ``refresh=False``: extraction reads the whole history), then
+        append what is added after it to the rest, and re-extract the preferences if the count
+        crossed a multiple of ``refresh_every``."""
         if last is None or not self.max_history:
             return False
         newest = _history_key(last)

@@ -5,7 +5,9 @@
 use super::items::epoch_seconds;
 use super::names::NameIds;
 use super::validation_error;
+use crate::stored::{self, History};
 use numpy::{IntoPyArray, PyArray1};
+use pyo3::buffer::PyBuffer;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -59,18 +61,6 @@ fn attribute<'py>(
             name.to_str().unwrap_or("?")
         ))
     })
-}
-
-/// The columns of a history, as [`read_history`] returns them, before they become arrays.
-#[derive(Default)]
-pub struct History {
-    pub times: Vec<f64>,
-    pub weights: Vec<f64>,
-    pub half_lives: Vec<f64>,
-    pub rows: Vec<u32>,
-    pub attribute_ids: Vec<u32>,
-    pub values: Vec<f64>,
-    pub names: Vec<String>,
 }
 
 struct Reader<'py> {
@@ -259,13 +249,49 @@ pub type DecayedHistory<'py> = (
 );
 
 /// What preference extraction reads from a history, in one call: [`read`], then
-/// [`crate::profile::decay_factors`] once for both the weights and the activity.
+/// [`decayed`].
 pub fn read_decayed_history<'py>(
     interactions: &Bound<'py, PyList>,
     now: f64,
 ) -> PyResult<DecayedHistory<'py>> {
-    let py = interactions.py();
-    let h = read(interactions)?;
+    decayed(interactions.py(), read(interactions)?, now)
+}
+
+/// [`read_decayed_history`] of a history still encoded as penchant stores it, read without
+/// decoding it ([`stored::read_packed_history`]; `default_half_life` for an entry without one).
+pub fn read_decayed_packed_history<'py>(
+    packed: &Bound<'py, PyAny>,
+    now: f64,
+    default_half_life: f64,
+) -> PyResult<DecayedHistory<'py>> {
+    let buffer = PyBuffer::<u8>::get(packed)?;
+    let h = stored::read_packed_history(read_only_bytes(&buffer)?, default_half_life)
+        .map_err(super::kernel_error)?;
+    decayed(packed.py(), h, now)
+}
+
+/// The time of the last entry of a history still encoded (epoch seconds), if it has any.
+pub fn packed_history_last_time(packed: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    let buffer = PyBuffer::<u8>::get(packed)?;
+    stored::packed_history_last_time(read_only_bytes(&buffer)?).map_err(super::kernel_error)
+}
+
+/// The bytes of a read-only, contiguous buffer (`bytes`, `msgspec.Raw`, a view of either).
+fn read_only_bytes(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
+    let pointer = buffer
+        .as_slice_ptr()
+        .filter(|_| buffer.readonly())
+        .ok_or_else(|| {
+            validation_error("a stored history must be read-only, contiguous bytes".into())
+        })?;
+    // SAFETY: the memory is read-only and contiguous, and `buffer` holds it (alive and, being
+    // read-only, unchanged) for as long as the returned slice borrows `buffer`.
+    Ok(unsafe { pointer.as_ref() })
+}
+
+/// The columns of `h` with each event's weight and activity decayed to `now`:
+/// [`crate::profile::decay_factors`] once for both.
+fn decayed(py: Python<'_>, h: History, now: f64) -> PyResult<DecayedHistory<'_>> {
     let activity =
         crate::profile::decay_factors(&h.times, &h.half_lives, now).map_err(super::kernel_error)?;
     let decayed: Vec<f64> = h

@@ -969,6 +969,20 @@ fn read_decayed_history<'py>(
     history::read_decayed_history(interactions, now)
 }
 
+#[pyfunction]
+fn read_decayed_packed_history<'py>(
+    packed: &Bound<'py, PyAny>,
+    now: f64,
+    default_half_life: f64,
+) -> PyResult<history::DecayedHistory<'py>> {
+    history::read_decayed_packed_history(packed, now, default_half_life)
+}
+
+#[pyfunction]
+fn packed_history_last_time(packed: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    history::packed_history_last_time(packed)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Table>()?;
@@ -989,6 +1003,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
     m.add_function(wrap_pyfunction!(read_decayed_history, m)?)?;
+    m.add_function(wrap_pyfunction!(read_decayed_packed_history, m)?)?;
+    m.add_function(wrap_pyfunction!(packed_history_last_time, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(build_signals, m)?)?;
     m.add_function(wrap_pyfunction!(stored::decode_interests, m)?)?;

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from types import TracebackType
 from typing import Self
 
+from penchant import _gc
 from penchant._validate import check_id
 from penchant.errors import ValidationError
 from penchant.feedback_collector import Signal
@@ -154,6 +155,13 @@ class ProfileStore(ABC):
             return existing if existing is not None else UserProfile(user_id=user_id)
         return (yield from self._apply_feedback_op(user_id, grouped[user_id]))
 
+    def _apply_many(self, signals: Iterable[Signal]) -> Op[dict[str, int]]:
+        # A batch makes objects by the thousand, none of them cyclic: with the collector paused
+        # (see penchant._gc; a batch of unknown size counts as large), no full collection walks
+        # the heap in the middle of it.
+        with _gc.paused(len(signals) if isinstance(signals, Sized) else _gc.MIN_BATCH):
+            return (yield from self._apply_feedback_many_op(group_signals(signals)))
+
     # -- the sync API --------------------------------------------------------------------------
 
     def get(self, user_id: str) -> UserProfile | None:
@@ -192,7 +200,7 @@ class ProfileStore(ABC):
     def apply_feedback_many(self, signals: Iterable[Signal]) -> dict[str, int]:
         """Applies signals of any number of users in one batch (the ingestion path); returns
         each touched user's profile version afterwards. Atomic per user, not across users."""
-        return run_sync(self._apply_feedback_many_op(group_signals(signals)))
+        return run_sync(self._apply_many(signals))
 
     def touch(self, user_id: str) -> bool:
         """Slides the user's expiry without reading the profile; whether it exists."""
@@ -242,7 +250,7 @@ class ProfileStore(ABC):
         return await run_async(self._apply_one(user_id, signals))
 
     async def aapply_feedback_many(self, signals: Iterable[Signal]) -> dict[str, int]:
-        return await run_async(self._apply_feedback_many_op(group_signals(signals)))
+        return await run_async(self._apply_many(signals))
 
     async def atouch(self, user_id: str) -> bool:
         return await run_async(self._touch_op(check_id(user_id)))

@@ -686,6 +686,12 @@ class _Encoded(list[Any]):
             self.append(self[0].decode(self[1]))
         return self[2]
 
+    @property
+    def raw(self) -> _Bytes | None:
+        """The field's bytes while it has not been decoded (``UserProfile`` reads the history
+        from them for preference extraction), else ``None``."""
+        return self[1] if len(self) == 2 else None
+
     def __copy__(self) -> _Encoded:
         return self
 

@@ -127,9 +127,11 @@ class _Written:
 
 @dataclass(slots=True)
 class _Kept:
-    """A profile this store wrote, decoded, with the body it wrote, its first row's ``ord``, the
-    size of its whole encoding and the encoding of each of its history entries, in order (so
-    that the next write encodes only the entries it adds)."""
+    """A profile this store wrote, decoded but for its history (kept encoded: the next write
+    that only appends decodes its newest entry alone, and a preference refresh reads it
+    encoded), with the body it wrote, its first row's ``ord``, the size of its whole encoding
+    and the encoding of each of its history entries, in order (so that the next write encodes
+    only the entries it adds)."""
 
     body: bytes
     profile: UserProfile
@@ -977,34 +979,40 @@ class SQLProfileStore(ProfileStore):
     ) -> _Written:
         """Applies ``fresh`` to ``work`` (whose history rows are numbered from ``base`` and
         encoded as ``encoded_before``) and says what to write. While ``work``'s history is
-        still encoded and the change only appends to it (see ``InterestModel.reads_history``),
+        still encoded and the change only appends to it (see ``InterestModel.places_before``),
         the model sees its newest entry alone, and the history is never decoded: a write costs
-        what it adds, not the ~1.2 µs per entry of decoding a history of 500."""
+        what it adds, not the ~1.2 µs per entry of decoding a history of 500 (a preference
+        refresh reads the encoded history)."""
         version = work.version + 1
         if base is not None and self.serializer.history_is_encoded(work):
             last = self.serializer.decode_interaction(encoded_before[-1]) if encoded_before else None
-            if not self.model.reads_history(work.event_count, last, fresh):
+            if not self.model.places_before(last, fresh):
+                count = work.event_count
                 work.interaction_history = [] if last is None else [last]
-                self.model.apply(work, fresh)
+                self.model.apply(work, fresh, refresh=False)
                 work.version = version
-                return self._append(work, base, encoded_before, [e for e in work.interaction_history if e is not last])
+                added = [e for e in work.interaction_history if e is not last]
+                return self._append(work, base, encoded_before, added, work.event_count - count)
         before = list(work.interaction_history)
         self.model.apply(work, fresh)
         work.version = version
         return self._extend(work, before, base, encoded_before)
 
     def _append(
-        self, profile: UserProfile, base: int, encoded_before: list[bytes], added: list[Interaction]
+        self, profile: UserProfile, base: int, encoded_before: list[bytes], added: list[Interaction], new_events: int
     ) -> _Written:
         """``profile`` to be stored with ``added`` after the history encoded as ``encoded_before``
         (rows numbered from ``base``), which keeps its ``max_history`` newest entries; the
-        profile's history becomes that, encoded (decoded when first read)."""
+        profile's history becomes that, encoded (decoded when first read). Its preferences
+        are re-extracted from it if its ``new_events`` crossed a multiple of ``refresh_every``."""
         encoded = self._encoded(added)
         history = encoded_before + [body_ for _, body_ in encoded]
         drop = max(0, len(history) - self.model.max_history)
         del history[:drop]
         packed = self.serializer.pack_history(history)
         self.serializer.keep_history_encoded(profile, packed)
+        if self.model.refresh_crosses(profile.event_count, new_events):
+            self.model.refresh_preferences(profile, new_events, (), crossed=True)
         data, body = self.serializer.encode_apart(profile, packed)
         end, first = base + len(encoded_before), base + drop
         rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded) if end + n >= first]
@@ -1092,6 +1100,8 @@ class SQLProfileStore(ProfileStore):
                     old = self._written.pop(user_id, None)
                     if old is not None:
                         self._written_bytes -= old.size
+                    if not self.serializer.history_is_encoded(change.profile):
+                        self.serializer.keep_history_encoded(change.profile, change.packed)
                     self._written[user_id] = _Kept(
                         change.body, change.profile, change.base, len(change.data), change.history
                     )
