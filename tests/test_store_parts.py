@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+import redis.asyncio
 
 import penchant
 import penchant.profile_store as profile_store
@@ -626,6 +627,53 @@ def test_in_memory_ttl_slides_and_expires() -> None:
     time.sleep(0.3)
     assert store.get("alice") is None
     assert store.ttl("alice") is None
+
+
+def test_redis_batches_keep_their_connection_in_step_and_survive_a_closed_one() -> None:
+    """A batch is written at once on one pooled connection and its replies read in order: an
+    error reply in the middle comes back in its place (the replies after it still match their
+    commands, and the connection serves the next batch), and a connection the server closed is
+    replaced once, sync and async (a restarted Redis closes every pooled connection)."""
+    from penchant.profile_store.redis_store import RedisConnection
+
+    url = redis_url()
+    key = f"{new_tenant()}:k"
+    admin = redis.Redis.from_url(url)
+    admin.set(key, b"v")
+    calls = [("GET", key), ("HGET", key, "f"), ("EXISTS", key), ("PEXPIRE", key, 60_000)]
+
+    def check(replies: list[Any]) -> None:
+        assert replies[0] == b"v"
+        assert isinstance(replies[1], redis.exceptions.ResponseError)  # WRONGTYPE, in its place
+        assert replies[2:] == [1, True]  # the client's reply callbacks apply (PEXPIRE: a bool)
+
+    def kill_clients() -> None:
+        for client in admin.client_list():
+            if client["name"] == "penchant-batch-test":
+                admin.client_kill_filter(_id=client["id"])
+
+    connection = RedisConnection(url)
+    client = connection.sync()
+    client.client_setname("penchant-batch-test")
+    for _ in range(2):
+        check(connection._execute_sync(client, calls))
+    kill_clients()
+    check(connection._execute_sync(client, calls))  # on a new connection
+
+    async def run_async() -> None:
+        aclient = redis.asyncio.Redis.from_url(url, client_name="penchant-batch-test")
+        try:
+            check(await connection._execute_async(aclient, calls))
+            kill_clients()
+            check(await connection._execute_async(aclient, calls))
+            check(await connection._execute_async(aclient, calls))
+        finally:
+            await aclient.aclose()
+
+    asyncio.run(run_async())
+    connection.close_sync()
+    admin.delete(key)
+    admin.close()
 
 
 def test_redis_keys_expire_per_kind_and_slide() -> None:

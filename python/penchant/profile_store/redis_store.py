@@ -316,6 +316,8 @@ class RedisConnection:
     def _execute_sync(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         import redis.exceptions
 
+        if _pooled(client):
+            return _send_and_read(client, calls)
         if len(calls) == 1:
             try:
                 return [client.execute_command(*calls[0])]
@@ -347,6 +349,8 @@ class RedisConnection:
     async def _execute_async(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         import redis.exceptions
 
+        if _pooled(client):
+            return await _asend_and_read(client, calls)
         if len(calls) == 1:
             try:
                 return [await client.execute_command(*calls[0])]
@@ -368,6 +372,77 @@ class RedisConnection:
     async def close_async(self) -> None:
         await self._async_clients.close_current()
         self.close_sync()
+
+
+def _pooled(client: Any) -> bool:
+    """Whether ``client`` is a single-server client that takes a connection from its pool per
+    command (not a cluster, nor a client bound to one connection)."""
+    return not _is_cluster(client) and getattr(client, "connection", None) is None
+
+
+def _reply(client: Any, call: tuple[Any, ...], reply: Any) -> Any:
+    callback = client.response_callbacks.get(call[0])
+    return reply if callback is None else callback(reply)
+
+
+def _send_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``calls`` written at once on one connection of ``client``'s pool, and their replies
+    (an error reply as its exception), in order: what redis-py's pipeline does, without its
+    machinery per command (~10 µs each: a third of a ``get_many`` of 100). A connection that
+    fails is dropped, and the batch tried once more on a new one, as the client's own retry
+    does (a restarted server closed the pooled connections)."""
+    import redis.exceptions
+
+    pool = client.connection_pool
+    for attempt in (1, 2):
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(calls))
+            replies: list[Any] = []
+            for call in calls:
+                try:
+                    replies.append(_reply(client, call, connection.read_response()))
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            connection.disconnect()
+            if attempt == 2:
+                raise
+        except BaseException:  # replies may be left unread: the connection cannot serve again
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+    raise AssertionError("unreachable")
+
+
+async def _asend_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """:func:`_send_and_read` for an asyncio client."""
+    import redis.exceptions
+
+    pool = client.connection_pool
+    for attempt in (1, 2):
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(connection.pack_commands(calls))
+            replies: list[Any] = []
+            for call in calls:
+                try:
+                    replies.append(_reply(client, call, await connection.read_response()))
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            await connection.disconnect()
+            if attempt == 2:
+                raise
+        except BaseException:  # replies may be left unread (a cancelled task too)
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+    raise AssertionError("unreachable")
 
 
 def _decodes_responses(client: Any) -> bool:
