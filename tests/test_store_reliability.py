@@ -356,9 +356,16 @@ def test_other_processes_caches_are_invalidated(redis_kind: str, tmp_path: Path)
         writer.apply_feedback("alice", mixed_signals("alice", 3, start=3))
         assert wait_for(lambda: reader.get_shared("alice").version == 2)  # type: ignore[union-attr]
         assert_same_interests(reader.get("alice"), reference(mixed_signals("alice", 6))["alice"])  # type: ignore[arg-type]
+        # A batch of several users is announced in one message: each cached copy still goes.
+        writer.apply_feedback("bob", mixed_signals("bob", 2))
+        for user_id, version in (("alice", 2), ("bob", 1)):
+            assert wait_for(lambda u=user_id, v=version: reader.get_shared(u).version == v)  # type: ignore[misc]
+        writer.apply_feedback_many([*mixed_signals("alice", 2, start=6), *mixed_signals("bob", 2, start=2)])
+        assert wait_for(lambda: reader.get_shared("alice").version == 3)  # type: ignore[union-attr]
+        assert wait_for(lambda: reader.get_shared("bob").version == 2)  # type: ignore[union-attr]
         writer.delete("alice")
         assert wait_for(lambda: reader.get_shared("alice") is None)
-        assert reader.stats()["invalidations"] >= 2
+        assert reader.stats()["invalidations"] >= 5
 
 
 # -- rebuild --------------------------------------------------------------------------------------------

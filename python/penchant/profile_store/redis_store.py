@@ -27,7 +27,7 @@ import hashlib
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,11 @@ def _keys(prefix: str, user_id: str) -> tuple[str, str, str, str]:
 def user_keys(tenant: str, user_id: str) -> tuple[str, str, str, str]:
     """The Redis keys of one user: profile, interests, history, events."""
     return _keys(_tenant_prefix(tenant), user_id)
+
+
+INVALIDATION_SEPARATOR = "\x1e"
+"""Separates the ``version␟user_id`` records of one invalidation message (ids and versions
+hold no control characters)."""
 
 
 def invalidation_channel(tenant: str) -> str:
@@ -775,12 +780,16 @@ class RedisProfileStore(ProfileStore):
         fresh: Sequence[Signal],
         document: bytes,
         entries: dict[str, tuple[Interaction, bytes]],
+        *,
+        publish: bool = True,
     ) -> tuple[Any, ...]:
         """Brings Redis from ``old_version`` (with ``old_landmark``) to ``profile``, which another
         store made by applying ``fresh`` (``entries``: the history entries the change added, by
         event id, encoded): it sets the interest fields of the features ``fresh`` touched (all
         of them if the landmark moved) and adds the entries. The script answers ``stale`` (and
-        changes nothing) when Redis is not at ``old_version``."""
+        changes nothing) when Redis is not at ``old_version``. Unless ``publish`` is false (the
+        caller announces the change with others: :meth:`_announce_call`), the script publishes
+        the new version on the invalidation channel."""
         everything = not old_version or profile.landmark != old_landmark
         names = None if everything else {name for signal in fresh for name in signal.features}
         fields = self.serializer.interest_fields(profile, names)
@@ -801,13 +810,21 @@ class RedisProfileStore(ProfileStore):
             profile.event_count,
             self.model.max_history,
             *self._ttl_args,
-            self.channel,
+            self.channel if publish else "",
             profile.user_id,
             "1" if everything else "0",
             2 * len(fields),
             *[v for item in fields.items() for v in item],
             *members,
         )
+
+    def _announce_call(self, versions: Iterable[tuple[str, int]]) -> tuple[Any, ...] | None:
+        """One message on the invalidation channel announcing the new ``version`` of each
+        ``(user_id, version)``: ``version␟user_id`` records joined by ``␞`` (a listener wakes
+        once for a batch, not once per user); ``None`` when this store publishes nothing."""
+        if not self.channel:
+            return None
+        return ("PUBLISH", self.channel, INVALIDATION_SEPARATOR.join(f"{v}\x1f{u}" for u, v in versions))
 
     # -- operations -------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@
   guarded by the version Redis must hold, or the whole snapshot when it does not hold it.
 * **Invalidation** of other processes' caches uses Redis **pub/sub**: every change is published
   (from inside the Lua script that makes it) on ``penchant:invalidate:<tenant>`` as
-  ``version␟user_id``, and each tiered store runs one listener thread that drops cached copies
+  ``version␟user_id`` (a batch through the tiered store: one message after its scripts, the
+  records joined by ``␞``), and each tiered store runs one listener thread that drops cached copies
   older than the announced version. We chose pub/sub over RESP3 client-side caching because it
   works the same on one server and on a cluster, with the sync and the async client, and
   because what we cache is a decoded profile rather than the replies of individual commands. A
@@ -35,7 +36,12 @@ from penchant.feedback_collector import Signal
 from penchant.profile_store._base import ProfileStore
 from penchant.profile_store._effects import Op, run_async, run_sync
 from penchant.profile_store.memory import InMemoryProfileStore
-from penchant.profile_store.redis_store import RedisBatch, RedisConnection, RedisProfileStore
+from penchant.profile_store.redis_store import (
+    INVALIDATION_SEPARATOR,
+    RedisBatch,
+    RedisConnection,
+    RedisProfileStore,
+)
 from penchant.profile_store.sql_store import AppliedChange, SQLProfileStore
 from penchant.user_profile import UserProfile
 
@@ -160,14 +166,15 @@ class _InvalidationListener:
                             logger.debug("closing a pub/sub connection: %s", exc)
 
     def _handle(self, data: bytes) -> None:
-        version, _, user_id = data.decode("utf-8", "surrogatepass").partition("\x1f")
         cache = self._store.cache
         assert cache is not None
-        self._store.counters.invalidations += 1
-        if version == "-":
-            cache.forget(user_id)
-        else:
-            cache.forget(user_id, below_version=int(version))
+        for record in data.decode("utf-8", "surrogatepass").split(INVALIDATION_SEPARATOR):
+            version, _, user_id = record.partition("\x1f")
+            self._store.counters.invalidations += 1
+            if version == "-":
+                cache.forget(user_id)
+            else:
+                cache.forget(user_id, below_version=int(version))
 
     def stop(self) -> None:
         self._stop.set()
@@ -421,6 +428,9 @@ class TieredProfileStore(ProfileStore):
         before, the whole profile otherwise."""
         redis = self.redis
         assert redis is not None
+        # A batch is announced in one message after its scripts (each listener wakes once).
+        announce = redis._announce_call((c.profile.user_id, c.profile.version) for c in changed)
+        together = announce is not None and len(changed) > 1
         calls = [
             redis._follow_call(
                 change.profile,
@@ -429,14 +439,17 @@ class TieredProfileStore(ProfileStore):
                 change.fresh,
                 self.serializer.encode_document(change.profile),
                 change.entries,
+                publish=not together,
             )
             for change in changed
         ]
+        if announce is not None and together:
+            calls.append(announce)
         replies = yield from self._redis_step(self._redis_batch(calls))
         if isinstance(replies, _Skipped):
             self._mark_pending({c.profile.user_id: False for c in changed})
             return
-        stale = [c for c, reply in zip(changed, replies, strict=True) if reply[0] not in (b"ok", "ok")]
+        stale = [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
         if stale:
             self.counters.redis_stale_fallbacks += len(stale)
             calls = [redis._write_call("fill", c.profile, str(c.profile.version)) for c in stale]
