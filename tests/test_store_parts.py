@@ -1190,6 +1190,34 @@ def test_sql_history_rows_with_a_gap_are_read_in_order_and_written_anew(tmp_path
             assert [i.event_id for i in again.interaction_history] == [f"alice-e{n}" for n in (0, 1, 3, 4, 5, 6)]
 
 
+def test_postgres_arrays_are_sent_in_binary_and_read_back_exactly() -> None:
+    """Array parameters (``?::type[]``) go in binary, the others as psycopg chooses; values a
+    text array would have to quote or escape (quotes, backslashes, braces, commas, NULs in
+    bytes, non-ASCII) arrive as they were."""
+    import psycopg
+
+    from penchant.profile_store.sql_store import _postgres_query
+
+    text = (
+        "SELECT ?, x FROM unnest(?::text[], ?::bytea[], ?::float8[], ?::int8[]) AS t(x, y, z, w) "
+        "WHERE ? = ANY(?::text[])"
+    )
+    assert _postgres_query(text) == (
+        "SELECT %s, x FROM unnest(%b::text[], %b::bytea[], %b::float8[], %b::int8[]) AS t(x, y, z, w) "
+        "WHERE %s = ANY(%b::text[])"
+    )
+    words = ['a"b', "c\\d", "{e,f}", "ü €", ""]
+    blobs = [b"\x00\xff", b"\\", b"", b'"', b"{,}"]
+    with psycopg.connect(postgres_url()) as connection:
+        rows = connection.execute(
+            _postgres_query(
+                "SELECT w, b, f, i FROM unnest(?::text[], ?::bytea[], ?::float8[], ?::int8[]) AS t(w, b, f, i)"
+            ),
+            (words, blobs, [0.1, -2.5, 1e300, 0.0, 3.0], [1, -(2**62), 2**40, 0, 7]),
+        ).fetchall()
+    assert rows == list(zip(words, blobs, [0.1, -2.5, 1e300, 0.0, 3.0], [1, -(2**62), 2**40, 0, 7], strict=True))
+
+
 def test_postgres_statements_sent_without_waiting_still_fail_their_transaction(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
