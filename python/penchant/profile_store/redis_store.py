@@ -23,13 +23,14 @@ command per read instead of five).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from penchant import _gc
 from penchant._time import to_datetime
@@ -114,7 +115,7 @@ def invalidation_channel(tenant: str) -> str:
 class _Script:
     source: str
 
-    @property
+    @functools.cached_property
     def sha(self) -> str:
         return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
@@ -385,6 +386,24 @@ def _pooled(client: Any) -> bool:
     return not _is_cluster(client) and getattr(client, "connection", None) is None
 
 
+@functools.cache
+def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+    try:
+        from hiredis import pack_command
+    except ImportError:
+        return None
+    return cast("Callable[[tuple[Any, ...]], bytes]", pack_command)
+
+
+def _packed(connection: Any, calls: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    """``calls`` in Redis's protocol: by hiredis directly when it is installed (redis-py hands
+    each command to it too, after ~12 µs of its own work per command), else by redis-py."""
+    pack = _hiredis_packer()
+    if pack is None:
+        return list(connection.pack_commands(calls))
+    return [b"".join([pack(call) for call in calls])]
+
+
 def _reply(client: Any, call: tuple[Any, ...], reply: Any) -> Any:
     callback = client.response_callbacks.get(call[0])
     return reply if callback is None else callback(reply)
@@ -402,7 +421,7 @@ def _send_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
     for attempt in (1, 2):
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(calls))
+            connection.send_packed_command(_packed(connection, calls))
             replies: list[Any] = []
             for call in calls:
                 try:
@@ -430,7 +449,7 @@ async def _asend_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list
     for attempt in (1, 2):
         connection = await pool.get_connection()
         try:
-            await connection.send_packed_command(connection.pack_commands(calls))
+            await connection.send_packed_command(_packed(connection, calls))
             replies: list[Any] = []
             for call in calls:
                 try:
