@@ -403,6 +403,81 @@ fn phase_of(x: f64, period: f64) -> f64 {
     }
 }
 
+/// One categorical preference chosen by [`categorical_choice`]: the interest's index, its
+/// weight and the confidence in it.
+pub type Chosen = (usize, f64, f64);
+
+/// What [`categorical_choice`] reads of each interest `i`: its name, its decayed evidence
+/// `positive[i]` and `negative[i]`, the signed strength of a stated like or dislike
+/// `strength[i]` (0 for none) and whether a hard filter blocks it (`unwanted[i]`). `strength`
+/// and `unwanted` may be empty: no statements, nothing blocked.
+pub struct InterestEvidence<'a> {
+    pub names: &'a [&'a str],
+    pub positive: &'a [f64],
+    pub negative: &'a [f64],
+    pub strength: &'a [f64],
+    pub unwanted: &'a [bool],
+}
+
+/// The categorical preferences among interests (see [`InterestEvidence`]). An interest's
+/// weight is `w = s + p − n` and its confidence `|w| / (|s| + p + n + prior)`. It qualifies when
+/// its confidence is at least `min_confidence`, `w ≠ 0`, it is not unwanted, and it does not
+/// merely agree with a statement (a stated like or dislike the evidence still agrees with is
+/// reported as the explicit preference). Returns the liked (w > 0) and the disliked (w < 0)
+/// ones, each the `max_features` strongest by `|w|`, ties by name.
+pub fn categorical_choice(
+    evidence: &InterestEvidence<'_>,
+    min_confidence: f64,
+    max_features: usize,
+    prior: f64,
+) -> Result<(Vec<Chosen>, Vec<Chosen>)> {
+    let InterestEvidence {
+        names,
+        positive,
+        negative,
+        strength,
+        unwanted,
+    } = *evidence;
+    let n = names.len();
+    check_len("positive", n, positive.len())?;
+    check_len("negative", n, negative.len())?;
+    if !strength.is_empty() {
+        check_len("strength", n, strength.len())?;
+    }
+    if !unwanted.is_empty() {
+        check_len("unwanted", n, unwanted.len())?;
+    }
+    check_finite("positive", positive)?;
+    check_finite("negative", negative)?;
+    check_finite("strength", strength)?;
+    let (mut likes, mut dislikes) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let s = strength.get(i).copied().unwrap_or(0.0);
+        // In NumPy's order: (s + p) − n, and ((|s| + p) + n) + prior.
+        let weight = s + positive[i] - negative[i];
+        let sure = weight.abs() / (s.abs() + positive[i] + negative[i] + prior);
+        let agrees = s != 0.0 && ((s > 0.0) == (weight > 0.0));
+        let blocked = unwanted.get(i).copied().unwrap_or(false);
+        if sure >= min_confidence && weight != 0.0 && !agrees && !blocked {
+            let side = if weight > 0.0 {
+                &mut likes
+            } else {
+                &mut dislikes
+            };
+            side.push((i, weight, sure));
+        }
+    }
+    for side in [&mut likes, &mut dislikes] {
+        side.sort_by(|a, b| {
+            b.1.abs()
+                .total_cmp(&a.1.abs())
+                .then_with(|| names[a.0].cmp(names[b.0]))
+        });
+        side.truncate(max_features);
+    }
+    Ok((likes, dislikes))
+}
+
 /// `(positive, half_life)` of an interest channel key such as `"+604800"` or `"-2592000"` (the
 /// Python `channel_key`), or `None` when the key is malformed.
 pub fn parse_channel_key(key: &str) -> Option<(bool, f64)> {
@@ -440,6 +515,51 @@ mod tests {
             feature_ids,
             feature_weights,
         }
+    }
+
+    #[test]
+    fn categorical_choice_ranks_each_side_and_skips_what_it_must() {
+        let names = ["b", "a", "c", "d", "e", "f"];
+        let positive = [3.0, 3.0, 0.0, 1.0, 5.0, 2.0];
+        let negative = [0.0, 0.0, 2.0, 0.0, 0.0, 0.0];
+        // "d": a stated like the evidence agrees with; "e": blocked; "f": a stated dislike overtaken.
+        let strength = [0.0, 0.0, 0.0, 1.0, 0.0, -1.0];
+        let unwanted = [false, false, false, false, true, false];
+        let stated = InterestEvidence {
+            names: &names,
+            positive: &positive,
+            negative: &negative,
+            strength: &strength,
+            unwanted: &unwanted,
+        };
+        let (likes, dislikes) = categorical_choice(&stated, 0.1, 2, 1.0).unwrap();
+        // "a" and "b" tie at 3: by name; "f" (weight 1) is third and cut.
+        assert_eq!(likes, [(1, 3.0, 0.75), (0, 3.0, 0.75)]);
+        assert_eq!(dislikes, [(2, -2.0, 2.0 / 3.0)]);
+        let plain = InterestEvidence {
+            strength: &[],
+            unwanted: &[],
+            ..stated
+        };
+        let (all, _) = categorical_choice(&plain, 0.1, 10, 1.0).unwrap();
+        assert_eq!(all.iter().map(|c| c.0).collect::<Vec<_>>(), [4, 1, 0, 5, 3]);
+        assert!(categorical_choice(&plain, 0.99, 10, 1.0)
+            .unwrap()
+            .0
+            .is_empty());
+        let short = InterestEvidence {
+            positive: &positive[..2],
+            ..plain
+        };
+        assert!(categorical_choice(&short, 0.1, 1, 1.0).is_err());
+        let nan = InterestEvidence {
+            names: &["x"],
+            positive: &[f64::NAN],
+            negative: &[0.0],
+            strength: &[],
+            unwanted: &[],
+        };
+        assert!(categorical_choice(&nan, 0.1, 1, 1.0).is_err());
     }
 
     #[test]

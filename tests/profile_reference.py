@@ -206,3 +206,29 @@ def categorical_preferences(
         for magnitude, sure, name in sorted(entries, key=lambda e: (-e[0], e[2]))[:max_features]:
             out[f"{rule}:{name}"] = (magnitude if rule == "like" else -magnitude, sure)
     return out
+
+
+def categorical_choice(
+    names: Sequence[str],
+    positive: Sequence[float],
+    negative: Sequence[float],
+    strength: Sequence[float] | None,
+    unwanted: Sequence[bool] | None,
+    min_confidence: float,
+    max_features: int,
+    prior: float,
+) -> tuple[list[tuple[int, float, float]], list[tuple[int, float, float]]]:
+    """What ``_core.categorical_choice`` chooses, in NumPy (the extractor's former code)."""
+    pos, neg = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
+    s = np.zeros(len(names)) if strength is None else np.asarray(strength, dtype=np.float64)
+    blocked = np.zeros(len(names), dtype=bool) if unwanted is None else np.asarray(unwanted, dtype=bool)
+    weight = s + pos - neg
+    sure = np.abs(weight) / (np.abs(s) + pos + neg + prior)
+    agrees = (s != 0) & ((s > 0) == (weight > 0))
+    keep = (sure >= min_confidence) & (weight != 0) & ~agrees & ~blocked
+    sides = []
+    for side in (keep & (weight > 0), keep & (weight < 0)):
+        index = np.flatnonzero(side).tolist()
+        chosen = sorted(index, key=lambda i: (-abs(weight[i]), names[i]))[:max_features]
+        sides.append([(i, float(weight[i]), float(sure[i])) for i in chosen])
+    return sides[0], sides[1]

@@ -397,3 +397,40 @@ def test_packed_history_readers_refuse_corrupt_bytes_without_crashing(noise: byt
         for read in (lambda b: _core.read_decayed_packed_history(b, 0.0, 60.0), _core.packed_history_last_time):
             with contextlib.suppress(penchant.ValidationError):
                 read(blob)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 50),
+            st.floats(0, 50),
+            st.sampled_from([0.0, 0.0, 0.0, 3.0, -3.0, 40.0]),
+            st.booleans(),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from(["none", "stated", "blocked", "both"]),
+    st.floats(0, 1),
+    st.integers(0, 6),
+)
+@settings(max_examples=300, deadline=None)
+def test_categorical_choice_matches_the_numpy_reference(
+    rows: list[tuple[float, float, float, bool]], given_: str, min_confidence: float, max_features: int
+) -> None:
+    """Ties in weight included (evidence drawn from few values), statements and blocks or none."""
+    names = [f"f{k % 7}:{k}" for k in range(len(rows))][::-1]  # not in name order
+    positive = [float(round(p)) for p, _, _, _ in rows]
+    negative = [float(round(n)) for _, n, _, _ in rows]
+    strength = [s for _, _, s, _ in rows] if given_ in ("stated", "both") else None
+    unwanted = [b for _, _, _, b in rows] if given_ in ("blocked", "both") else None
+    args = (names, positive, negative, strength, unwanted, min_confidence, max_features, 5.0)
+    assert _core.categorical_choice(*args) == ref.categorical_choice(*args)
+
+
+def test_categorical_choice_refuses_bad_input() -> None:
+    with pytest.raises(penchant.ValidationError, match="positive"):
+        _core.categorical_choice(["a"], [1.0, 2.0], [0.0], None, None, 0.1, 3, 5.0)
+    with pytest.raises(penchant.ValidationError, match="NaN"):
+        _core.categorical_choice(["a"], [math.nan], [0.0], None, None, 0.1, 3, 5.0)
+    with pytest.raises(penchant.ValidationError, match="strength"):
+        _core.categorical_choice(["a"], [1.0], [0.0], [1.0, 2.0], None, 0.1, 3, 5.0)

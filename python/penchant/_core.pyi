@@ -23,6 +23,7 @@ __all__ = [
     "aggregate_interests",
     "attribute_quantiles",
     "build_signals",
+    "categorical_choice",
     "decay_factor",
     "decayed_weights",
     "decode_interests",
@@ -245,6 +246,16 @@ def build_signals(
 def interest_evidence(
     interests: dict[str, Any], now: float, landmark: float
 ) -> tuple[list[str], list[float], list[float]]: ...
+def categorical_choice(
+    names: list[str],
+    positive: list[float],
+    negative: list[float],
+    strength: list[float] | None,
+    unwanted: list[bool] | None,
+    min_confidence: float,
+    max_features: int,
+    prior: float,
+) -> tuple[list[tuple[int, float, float]], list[tuple[int, float, float]]]: ...
 def read_history(
     interactions: list[Any],
 ) -> tuple[

@@ -1010,38 +1010,25 @@ class PreferenceExtractor:
     def categorical(self, profile: UserProfile, now: float, stamp: datetime) -> list[Preference]:
         if not self.max_features or not profile.interests:
             return []
-        names, positive_list, negative_list = _core.interest_evidence(profile.interests, now, profile.landmark)
-        positive, negative = np.asarray(positive_list), np.asarray(negative_list)
-        strength = np.zeros(len(names))
+        names, positive, negative = _core.interest_evidence(profile.interests, now, profile.landmark)
         priors = profile.explicit_priors()
         blocked = profile.hard_filters().blocked_features
-        unwanted = np.zeros(len(names), dtype=bool)
-        if priors or blocked:
-            for i, name in enumerate(names):
-                strength[i] = priors.get(name, 0.0)
-                unwanted[i] = name in blocked
-        weight = strength + positive - negative
-        sure = np.abs(weight) / (np.abs(strength) + positive + negative + CONFIDENCE_PRIOR)
-        # A stated like or dislike that the evidence still agrees with is reported as the
-        # explicit preference; only an overtaken one gets an implicit entry (the other way).
-        agrees = (strength != 0) & ((strength > 0) == (weight > 0))
-        keep = (sure >= self.min_confidence) & (weight != 0) & ~agrees & ~unwanted
+        strength = [priors.get(name, 0.0) for name in names] if priors else None
+        unwanted = [name in blocked for name in names] if blocked else None
+        # The strongest liked and disliked features, ties by name; a stated like or dislike that
+        # the evidence still agrees with is reported as the explicit preference, so only an
+        # overtaken one gets an implicit entry (the other way).
+        likes, dislikes = _core.categorical_choice(
+            names, positive, negative, strength, unwanted, self.min_confidence, self.max_features, CONFIDENCE_PRIOR
+        )
         out = []
-        for rule, side in ((ExplicitRule.LIKE, keep & (weight > 0)), (ExplicitRule.DISLIKE, keep & (weight < 0))):
-            index = np.flatnonzero(side)
-            if len(index) > self.max_features:
-                # Everything at least as strong as the k-th strongest, ties included; the exact
-                # order (ties by name, whatever the order interests were created in) below.
-                magnitude = np.abs(weight[index])
-                cut = np.partition(magnitude, len(index) - self.max_features)[len(index) - self.max_features]
-                index = index[magnitude >= cut]
-            chosen = sorted(index.tolist(), key=lambda i: (-abs(weight[i]), names[i]))[: self.max_features]
-            for i in chosen:
+        for rule, chosen in ((ExplicitRule.LIKE, likes), (ExplicitRule.DISLIKE, dislikes)):
+            for i, weight, sure in chosen:
                 out.append(
                     _preference(
                         f"{rule.value}:{names[i]}",
-                        float(weight[i]),
-                        float(sure[i]),
+                        weight,
+                        sure,
                         PreferenceSource.IMPLICIT,
                         PreferenceCategory.CATEGORICAL,
                         stamp,

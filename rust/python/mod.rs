@@ -23,6 +23,7 @@ use numpy::{
     PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyType};
 
@@ -957,6 +958,33 @@ fn interest_evidence<'py>(
 }
 
 #[pyfunction]
+#[allow(clippy::too_many_arguments)] // the Python call's arguments, one by one
+#[pyo3(signature = (names, positive, negative, strength, unwanted, min_confidence, max_features, prior))]
+fn categorical_choice(
+    py: Python<'_>,
+    names: Vec<PyBackedStr>,
+    positive: Vec<f64>,
+    negative: Vec<f64>,
+    strength: Option<Vec<f64>>,
+    unwanted: Option<Vec<bool>>,
+    min_confidence: f64,
+    max_features: usize,
+    prior: f64,
+) -> PyResult<(Vec<profile::Chosen>, Vec<profile::Chosen>)> {
+    let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+    let (strength, unwanted) = (strength.unwrap_or_default(), unwanted.unwrap_or_default());
+    let evidence = profile::InterestEvidence {
+        names: &names,
+        positive: &positive,
+        negative: &negative,
+        strength: &strength,
+        unwanted: &unwanted,
+    };
+    py.detach(|| profile::categorical_choice(&evidence, min_confidence, max_features, prior))
+        .map_err(kernel_error)
+}
+
+#[pyfunction]
 fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::HistoryColumns<'py>> {
     history::read_history(interactions)
 }
@@ -1003,6 +1031,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
     m.add_function(wrap_pyfunction!(read_decayed_history, m)?)?;
+    m.add_function(wrap_pyfunction!(categorical_choice, m)?)?;
     m.add_function(wrap_pyfunction!(read_decayed_packed_history, m)?)?;
     m.add_function(wrap_pyfunction!(packed_history_last_time, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
