@@ -227,6 +227,29 @@ def test_redis_killed_mid_run_loses_no_acknowledged_event(redis_control: str, ca
     assert "Redis is back" in caplog.text
 
 
+def test_a_process_reading_only_cached_profiles_notices_that_redis_is_back(redis_control: str, tmp_path: Path) -> None:
+    """Reads the cache answers never reach Redis: once the retry interval has passed, a read
+    probes it, so that the store learns it is back (and drops the copies whose invalidations
+    it missed) even when its listener is not there to tell it."""
+    store = open_store(redis_url(), f"sqlite:///{tmp_path}/probe.db", new_tenant(), retry_interval=0.05)
+    assert isinstance(store, TieredProfileStore)
+    try:
+        store.apply_feedback("alice", mixed_signals("alice", 2))
+        assert store.wait_until_listening()
+        store._listen = False  # type: ignore[attr-defined]
+        listener, store._listener = store._listener, None  # type: ignore[attr-defined]
+        listener.stop()
+        subprocess.run([redis_control, "kill"], check=True, capture_output=True)
+        store.apply_feedback("alice", mixed_signals("alice", 2, start=2))  # SQL, then the cache
+        assert store.redis_is_down
+        assert store.get_shared("alice").version == 2  # type: ignore[union-attr]  # the cache
+        subprocess.run([redis_control, "start"], check=True, capture_output=True)
+        assert wait_for(lambda: store.get_shared("alice") is not None and not store.redis_is_down)
+        assert store.stats()["redis_refills"] >= 1  # alice, written while it was down
+    finally:
+        store.close()
+
+
 def test_redis_unreachable_from_the_start_falls_back_to_sql(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="penchant.profile_store")
     with open_store("redis://127.0.0.1:1/0", f"sqlite:///{tmp_path}/p.db", "t", retry_interval=60) as store:

@@ -311,7 +311,9 @@ class TieredProfileStore(ProfileStore):
     # -- reads -----------------------------------------------------------------------------------
 
     def get_shared(self, user_id: str) -> UserProfile | None:
-        if self.cache is not None:  # the hot path: no operation is built for a cache hit
+        # The hot path: no operation is built for a cache hit (unless Redis is down: the
+        # operation probes it).
+        if self.cache is not None and self._health.down_since is None:
             hit = self.cache.lookup(check_id(user_id), shared=True)
             if hit is not None:
                 self.counters.cache_hits += 1
@@ -319,7 +321,7 @@ class TieredProfileStore(ProfileStore):
         return run_sync(self._get_op(check_id(user_id), shared=True))
 
     async def aget_shared(self, user_id: str) -> UserProfile | None:
-        if self.cache is not None:
+        if self.cache is not None and self._health.down_since is None:
             hit = self.cache.lookup(check_id(user_id), shared=True)
             if hit is not None:
                 self.counters.cache_hits += 1
@@ -332,6 +334,11 @@ class TieredProfileStore(ProfileStore):
 
     def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
         self._ensure_listener()
+        if self.redis is not None and self._health.is_down and self._health.should_try():
+            # Reads the cache answers never reach Redis: without a probe, a process that only
+            # reads cached profiles would learn that Redis is back (and drop the copies whose
+            # invalidations it missed) only when its listener subscribes again.
+            yield from self._redis_step(self._redis_batch([("PING",)]))
         found: dict[str, UserProfile] = {}
         missing = user_ids
         if self.cache is not None:
