@@ -676,6 +676,41 @@ def test_redis_batches_keep_their_connection_in_step_and_survive_a_closed_one() 
     admin.close()
 
 
+def test_cluster_batches_go_to_their_nodes_and_follow_redirections() -> None:
+    """On a cluster a batch is split by node, written at once on each and read back in the
+    caller's order, error replies in their places; a command sent to the wrong node (a stale
+    slot map) is redirected and still answered in its place."""
+    from penchant.profile_store.redis_store import RedisConnection
+
+    connection = RedisConnection(cluster_url())
+    client = connection.sync()
+    tenant = new_tenant()
+    keys = [f"{tenant}:{i}" for i in range(12)]
+    for key in keys:
+        client.set(key, key)
+    assert len({client.get_node_from_key(k).name for k in keys}) > 1  # spread over the nodes
+    calls = [("GET", k) for k in keys] + [("HGET", keys[0], "f"), ("PEXPIRE", keys[1], 60_000)]
+
+    def check(replies: list[Any]) -> None:
+        assert replies[: len(keys)] == [k.encode() for k in keys]
+        assert isinstance(replies[len(keys)], redis.exceptions.ResponseError)  # WRONGTYPE, in place
+        assert replies[-1] is True
+
+    check(connection._execute_sync(client, calls))
+    slots = client.nodes_manager.slots_cache
+    one = slots[client.keyslot(keys[0])]
+    saved = {slot: slots[slot] for slot in {client.keyslot(k) for k in keys}}
+    for slot in saved:
+        slots[slot] = one  # every key said to be on one node: the others answer MOVED
+    try:
+        check(connection._execute_sync(client, calls))
+    finally:
+        for slot, nodes in saved.items():
+            slots.setdefault(slot, nodes)
+    client.delete(*keys)
+    connection.close_sync()
+
+
 def test_redis_keys_expire_per_kind_and_slide() -> None:
     url = redis_url()
     tenant = new_tenant()

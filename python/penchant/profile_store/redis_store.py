@@ -320,19 +320,27 @@ class RedisConnection:
 
     @staticmethod
     def _execute_sync(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+        if _pooled(client):
+            return _send_and_read(client, calls)
+        if _is_cluster(client) and len(calls) > 1:
+            return _send_and_read_cluster(client, calls)
+        return _pipelined(client, calls)
+
+    @staticmethod
+    async def _execute_async(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         import redis.exceptions
 
         if _pooled(client):
-            return _send_and_read(client, calls)
+            return await _asend_and_read(client, calls)
         if len(calls) == 1:
             try:
-                return [client.execute_command(*calls[0])]
+                return [await client.execute_command(*calls[0])]
             except redis.exceptions.ResponseError as exc:
                 return [exc]
         pipe = client.pipeline(transaction=False)
         for call in calls:
             pipe.execute_command(*call)
-        return list(pipe.execute(raise_on_error=False))
+        return list(await pipe.execute(raise_on_error=False))
 
     async def run_async(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         import redis.exceptions
@@ -350,22 +358,6 @@ class RedisConnection:
         except _unavailable_errors() as exc:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
         return _raise_errors(replies)
-
-    @staticmethod
-    async def _execute_async(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-        import redis.exceptions
-
-        if _pooled(client):
-            return await _asend_and_read(client, calls)
-        if len(calls) == 1:
-            try:
-                return [await client.execute_command(*calls[0])]
-            except redis.exceptions.ResponseError as exc:
-                return [exc]
-        pipe = client.pipeline(transaction=False)
-        for call in calls:
-            pipe.execute_command(*call)
-        return list(await pipe.execute(raise_on_error=False))
 
     def close_sync(self) -> None:
         with self._lock:
@@ -439,6 +431,106 @@ def _send_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         finally:
             pool.release(connection)
     raise AssertionError("unreachable")
+
+
+def _pipelined(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``calls`` through redis-py: one command, or a pipeline (on a cluster, one per node, with
+    its redirections and retries); error replies in their places."""
+    import redis.exceptions
+
+    if len(calls) == 1:
+        try:
+            return [client.execute_command(*calls[0])]
+        except redis.exceptions.ResponseError as exc:
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        pipe.execute_command(*call)
+    return list(pipe.execute(raise_on_error=False))
+
+
+def _key_of(call: tuple[Any, ...]) -> Any:
+    """The key that places ``call`` on a cluster node, ``None`` for a command without one."""
+    name = call[0]
+    if name in ("EVALSHA", "EVAL"):
+        return call[3] if int(call[2]) else None
+    if name in ("PUBLISH", "PING", "SCRIPT"):
+        return None
+    return call[1]
+
+
+def _send_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """:func:`_send_and_read` on a cluster: the calls grouped by the node that holds their
+    keys' slot (as the client's slot map says), each group written at once on a connection of
+    that node's pool, then every group's replies read in order. A command the node redirects
+    (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) and a group whose connection fails go again through
+    redis-py's cluster pipeline, which follows redirections, refreshes the slot map and
+    retries; commands without a key go with the first group (a PUBLISH reaches every node)."""
+    import redis.exceptions
+    from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
+
+    groups: dict[str, tuple[Any, list[int]]] = {}
+    keyless: list[int] = []
+    try:
+        for i, call in enumerate(calls):
+            key = _key_of(call)
+            if key is None:
+                keyless.append(i)
+                continue
+            node = client.get_node_from_key(key)
+            group = groups.get(node.name)
+            if group is None:
+                group = groups[node.name] = (client.get_redis_connection(node), [])
+            group[1].append(i)
+    except RedisClusterException:  # no slot map yet, a slot not covered: the pipeline copes
+        return _pipelined(client, calls)
+    if not groups:
+        return _pipelined(client, calls)
+    next(iter(groups.values()))[1].extend(keyless)
+    replies: list[Any] = [None] * len(calls)
+    again: list[int] = []
+    failures = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    sent: list[tuple[Any, Any, Any, list[int]]] = []  # node client, pool, connection, indices
+    try:
+        for node_client, indices in groups.values():
+            pool = node_client.connection_pool
+            try:
+                connection = pool.get_connection()
+            except failures:
+                again.extend(indices)
+                continue
+            try:
+                connection.send_packed_command(_packed(connection, [calls[i] for i in indices]))
+            except failures:
+                connection.disconnect()
+                pool.release(connection)
+                again.extend(indices)
+                continue
+            sent.append((node_client, pool, connection, indices))
+        while sent:
+            node_client, pool, connection, indices = sent[0]
+            for n, i in enumerate(indices):
+                try:
+                    replies[i] = _reply(node_client, calls[i], connection.read_response())
+                except (AskError, TryAgainError, ClusterDownError):  # MovedError is an AskError
+                    again.append(i)
+                except redis.exceptions.ResponseError as exc:
+                    replies[i] = exc
+                except failures:
+                    again.extend(indices[n:])
+                    connection.disconnect()
+                    break
+            sent.pop(0)
+            pool.release(connection)
+    finally:
+        for _, pool, connection, _ in sent:  # replies left unread: these connections cannot serve again
+            connection.disconnect()
+            pool.release(connection)
+    if again:
+        again.sort()
+        for i, reply in zip(again, _pipelined(client, [calls[i] for i in again]), strict=True):
+            replies[i] = reply
+    return replies
 
 
 async def _asend_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
