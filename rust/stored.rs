@@ -321,6 +321,18 @@ impl<'a> Cursor<'a> {
         Ok(Some(n))
     }
 
+    /// The number of fields of the map that starts here; `what` names it in the error.
+    fn map(&mut self, what: &str) -> Result<usize> {
+        self.container(true)?
+            .ok_or_else(|| unreadable(&format!("{what} is not a map")))
+    }
+
+    /// The name of a map's field, which penchant always writes as a string.
+    fn field_name(&mut self) -> Result<&'a [u8]> {
+        self.text()?
+            .ok_or_else(|| unreadable("a field name is not a string"))
+    }
+
     /// A string (its UTF-8 bytes), or `None` (nothing read) for another kind of value.
     fn text(&mut self) -> Result<Option<&'a [u8]>> {
         let n = match self.peek()? {
@@ -439,15 +451,10 @@ pub fn read_packed_history(packed: &[u8], default_half_life: f64) -> Result<Hist
     };
     let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
     for row in 0..n {
-        let fields = cursor
-            .container(true)?
-            .ok_or_else(|| unreadable("an entry is not a map"))?;
+        let fields = cursor.map("an entry")?;
         let (mut time, mut weight, mut half_life, mut attributes) = (None, None, None, false);
         for _ in 0..fields {
-            let key = cursor
-                .text()?
-                .ok_or_else(|| unreadable("an entry has a field name that is not a string"))?;
-            match key {
+            match cursor.field_name()? {
                 b"timestamp" if time.is_none() => {
                     let (seconds, micros) = cursor.timestamp()?;
                     time = Some(seconds as f64 + f64::from(micros) * 1e-6);
@@ -458,13 +465,8 @@ pub fn read_packed_history(packed: &[u8], default_half_life: f64) -> Result<Hist
                 }
                 b"attributes" if !attributes => {
                     attributes = true;
-                    let count = cursor
-                        .container(true)?
-                        .ok_or_else(|| unreadable("attributes are not a map"))?;
-                    for _ in 0..count {
-                        let name = cursor
-                            .text()?
-                            .ok_or_else(|| unreadable("an attribute name is not a string"))?;
+                    for _ in 0..cursor.map("attributes")? {
+                        let name = cursor.field_name()?;
                         // Booleans are not numbers here, as for the reader of decoded entries.
                         let Some(value) = cursor.number()? else {
                             continue;
@@ -512,14 +514,8 @@ pub fn packed_history_last_time(packed: &[u8]) -> Result<Option<f64>> {
     for _ in 1..n {
         cursor.skip()?;
     }
-    let fields = cursor
-        .container(true)?
-        .ok_or_else(|| unreadable("an entry is not a map"))?;
-    for _ in 0..fields {
-        let key = cursor
-            .text()?
-            .ok_or_else(|| unreadable("an entry has a field name that is not a string"))?;
-        if key == b"timestamp" {
+    for _ in 0..cursor.map("an entry")? {
+        if cursor.field_name()? == b"timestamp" {
             let (seconds, micros) = cursor.timestamp()?;
             // Exact while the microseconds fit a double's 53 bits (some 285 years around
             // 1970); beyond them the caller's general path rounds as Python does.

@@ -1,7 +1,7 @@
 """Stubs for penchant._core, the compiled Rust kernels. Private: use the ``penchant`` API."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, final
+from typing import Any, Final, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,17 @@ __all__ = [
     "set_parallel_min_rows",
     "top_k",
 ]
+
+_DecayedHistory: TypeAlias = tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.float64],
+    list[str],
+]
+"""Times, decayed weights, activity, then rows, attribute ids, values and names."""
 
 FACTORS: Final[list[str]]
 COVISIT_UNKNOWN: Final[int]
@@ -270,26 +281,8 @@ def read_history(
 def decode_interests(blob: bytes, interest_class: type[Any]) -> dict[str, Any]: ...
 def history_entries(blob: bytes) -> tuple[int, bytes]: ...
 def history_sort_key(microseconds: int) -> bytes: ...
-def read_decayed_history(
-    interactions: list[Any], now: float
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.float64],
-    list[str],
-]: ...
+def read_decayed_history(interactions: list[Any], now: float) -> _DecayedHistory: ...
 def read_decayed_packed_history(
     packed: bytes | memoryview, now: float, default_half_life: float
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.float64],
-    list[str],
-]: ...
+) -> _DecayedHistory: ...
 def packed_history_last_time(packed: bytes | memoryview) -> float | None: ...
