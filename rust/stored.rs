@@ -410,10 +410,15 @@ impl<'a> Cursor<'a> {
                 ))
             }
         };
-        if nanoseconds >= 1_000_000_000 {
+        // A datetime holds whole microseconds of the years 1 to 9999: anything else is not what
+        // penchant writes (and decoding would round or refuse it).
+        if nanoseconds >= 1_000_000_000 || nanoseconds % 1_000 != 0 {
             return Err(unreadable(
-                "a timestamp has more than a second of nanoseconds",
+                "a timestamp is not a whole number of microseconds",
             ));
+        }
+        if !(-62_135_596_800..=253_402_300_799).contains(&seconds) {
+            return Err(unreadable("a timestamp is outside the years 1 to 9999"));
         }
         Ok((seconds, nanoseconds / 1_000))
     }
@@ -433,14 +438,27 @@ fn entries(packed: &[u8]) -> Result<(Cursor<'_>, usize)> {
     Ok((cursor, n))
 }
 
+/// The fields of an `Interaction` that [`read_packed_history`] requires or reads, as bits.
+const ITEM_ID: u8 = 1;
+const FEEDBACK_TYPE: u8 = 2;
+const VALUE: u8 = 4;
+const WEIGHT: u8 = 8;
+const TIMESTAMP: u8 = 16;
+const HALF_LIFE: u8 = 32;
+const ATTRIBUTES: u8 = 64;
+const EVENT_ID: u8 = 128;
+const REQUIRED: u8 = ITEM_ID | FEEDBACK_TYPE | VALUE | WEIGHT | TIMESTAMP;
+
 /// Reads the columns of a history encoded as penchant stores it (see [`History`]) without
 /// making an object per entry: each entry's `timestamp`, `weight`, `half_life` (when absent:
-/// `default_half_life`, as the decoder fills it) and the numeric values of its `attributes`
-/// (other values are skipped, as the reader of decoded entries skips them); every other field
-/// is skipped. Times are `seconds + microseconds·10⁻⁶`, the sum the reader of decoded entries
-/// makes of a `datetime`. Anything else (a field missing or of another type, a weight that is
-/// not finite, a half-life that is not positive) is an error: the caller then decodes the
-/// history the general way, which reads it or says exactly what is wrong.
+/// `default_half_life`, as the decoder fills it) and the values of its `attributes`; the
+/// `features` and fields it does not know are skipped. Times are `seconds + microseconds·10⁻⁶`,
+/// the sum the reader of decoded entries makes of a `datetime`. Whatever decoding the entry as
+/// an `Interaction` would refuse or read otherwise is an error (a required field missing or of
+/// another type, a field twice, an attribute that is not a number, a time finer than a
+/// microsecond), and so are a weight that is not finite and a half-life that is not positive:
+/// the caller then decodes the history the general way, which reads it or says exactly what
+/// is wrong.
 pub fn read_packed_history(packed: &[u8], default_half_life: f64) -> Result<History> {
     let (mut cursor, n) = entries(packed)?;
     let mut out = History {
@@ -450,27 +468,53 @@ pub fn read_packed_history(packed: &[u8], default_half_life: f64) -> Result<Hist
         ..History::default()
     };
     let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
+    let mut in_entry: Vec<u32> = Vec::new(); // the attribute ids of the current entry
     for row in 0..n {
-        let fields = cursor.map("an entry")?;
-        let (mut time, mut weight, mut half_life, mut attributes) = (None, None, None, false);
-        for _ in 0..fields {
-            match cursor.field_name()? {
-                b"timestamp" if time.is_none() => {
+        let (mut seen, mut time, mut weight, mut half_life) = (0u8, 0.0, 0.0, default_half_life);
+        for _ in 0..cursor.map("an entry")? {
+            let name = cursor.field_name()?;
+            let field = match name {
+                b"item_id" => ITEM_ID,
+                b"feedback_type" => FEEDBACK_TYPE,
+                b"value" => VALUE,
+                b"weight" => WEIGHT,
+                b"timestamp" => TIMESTAMP,
+                b"half_life" => HALF_LIFE,
+                b"attributes" => ATTRIBUTES,
+                b"event_id" => EVENT_ID,
+                _ => {
+                    cursor.skip()?;
+                    continue;
+                }
+            };
+            if seen & field != 0 {
+                return Err(unreadable("an entry holds a field twice"));
+            }
+            seen |= field;
+            match field {
+                ITEM_ID | FEEDBACK_TYPE | EVENT_ID => {
+                    cursor
+                        .text()?
+                        .ok_or_else(|| unreadable("an id or a feedback type is not a string"))?;
+                }
+                VALUE => {
+                    cursor
+                        .number()?
+                        .ok_or_else(|| unreadable("a value is not a number"))?;
+                }
+                WEIGHT => weight = cursor.finite("a weight")?,
+                HALF_LIFE => half_life = cursor.finite("a half-life")?,
+                TIMESTAMP => {
                     let (seconds, micros) = cursor.timestamp()?;
-                    time = Some(seconds as f64 + f64::from(micros) * 1e-6);
+                    time = seconds as f64 + f64::from(micros) * 1e-6;
                 }
-                b"weight" if weight.is_none() => weight = Some(cursor.finite("a weight")?),
-                b"half_life" if half_life.is_none() => {
-                    half_life = Some(cursor.finite("a half-life")?)
-                }
-                b"attributes" if !attributes => {
-                    attributes = true;
+                _ => {
+                    in_entry.clear();
                     for _ in 0..cursor.map("attributes")? {
                         let name = cursor.field_name()?;
-                        // Booleans are not numbers here, as for the reader of decoded entries.
-                        let Some(value) = cursor.number()? else {
-                            continue;
-                        };
+                        let value = cursor
+                            .number()?
+                            .ok_or_else(|| unreadable("an attribute is not a number"))?;
                         if !value.is_finite() {
                             return Err(unreadable("an attribute is NaN or infinite"));
                         }
@@ -478,24 +522,22 @@ pub fn read_packed_history(packed: &[u8], default_half_life: f64) -> Result<Hist
                         let id = *ids.entry(name).or_insert(next);
                         if id == next {
                             out.names.push(text(name, "attribute name")?.to_owned());
+                        } else if in_entry.contains(&id) {
+                            return Err(unreadable("an entry names an attribute twice"));
                         }
+                        in_entry.push(id);
                         out.rows.push(row as u32);
                         out.attribute_ids.push(id);
                         out.values.push(value);
                     }
                 }
-                b"timestamp" | b"weight" | b"half_life" | b"attributes" => {
-                    return Err(unreadable("an entry holds a field twice"))
-                }
-                _ => cursor.skip()?,
             }
         }
-        let half_life = half_life.unwrap_or(default_half_life);
-        let (Some(time), Some(weight), true) = (time, weight, half_life > 0.0) else {
+        if seen & REQUIRED != REQUIRED || half_life <= 0.0 {
             return Err(unreadable(
-                "an entry lacks its time or weight, or its half-life is not positive",
+                "an entry lacks a field it needs, or its half-life is not positive",
             ));
-        };
+        }
         out.times.push(time);
         out.weights.push(weight);
         out.half_lives.push(half_life);
@@ -696,20 +738,36 @@ mod tests {
         }
     }
 
-    /// `{"weight": w, "timestamp": <ts>, "attributes": {"p": 2, "c": "x"}, "id": [1]}`
-    fn entry(weight: f64, timestamp: &[u8]) -> Vec<u8> {
-        let mut out = vec![0x84, 0xa6];
-        out.extend_from_slice(b"weight");
+    fn text_value(out: &mut Vec<u8>, text: &str) {
+        out.push(0xa0 | text.len() as u8);
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    /// `{"item_id": "i", "feedback_type": "click", "value": 1, "weight": w, "timestamp": <ts>,
+    /// "attributes": <attributes>, "id": [1]}` (the last a field the reader does not know).
+    fn entry_with(weight: f64, timestamp: &[u8], attributes: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x87];
+        for (key, value) in [("item_id", "i"), ("feedback_type", "click")] {
+            text_value(&mut out, key);
+            text_value(&mut out, value);
+        }
+        text_value(&mut out, "value");
+        out.push(0x01);
+        text_value(&mut out, "weight");
         out.push(0xcb);
         out.extend_from_slice(&weight.to_bits().to_be_bytes());
-        out.push(0xa9);
-        out.extend_from_slice(b"timestamp");
+        text_value(&mut out, "timestamp");
         out.extend_from_slice(timestamp);
-        out.push(0xaa);
-        out.extend_from_slice(b"attributes");
-        out.extend_from_slice(&[0x82, 0xa1, b'p', 0x02, 0xa1, b'c', 0xa1, b'x']);
-        out.extend_from_slice(&[0xa2, b'i', b'd', 0x91, 0x01]);
+        text_value(&mut out, "attributes");
+        out.extend_from_slice(attributes);
+        text_value(&mut out, "id");
+        out.extend_from_slice(&[0x91, 0x01]);
         out
+    }
+
+    /// An entry whose attributes are `{"p": 2}`.
+    fn entry(weight: f64, timestamp: &[u8]) -> Vec<u8> {
+        entry_with(weight, timestamp, &[0x81, 0xa1, b'p', 0x02])
     }
 
     fn array(entries: &[Vec<u8>]) -> Vec<u8> {
@@ -763,13 +821,27 @@ mod tests {
         let mut bad_extension = good.clone();
         let at = good.windows(2).position(|w| w == [0xd6, 0xff]).unwrap();
         bad_extension[at + 1] = 0x01; // an extension of another type
+        let mut sub_microsecond = vec![0xd7, 0xff]; // 5 s and 1,001 ns
+        sub_microsecond.extend_from_slice(&((1_001u64 << 34) | 5).to_be_bytes());
         for bad in [
             good[..good.len() - 1].to_vec(),
             bad_extension,
             array(&[entry(f64::NAN, &[0xd6, 0xff, 0, 0, 0, 1])]),
             array(&[entry(1.0, &[0xa1, b'x'])]), // a time as text
-            vec![0x81, 0xa1, b'x', 0x01],        // not an array
-            vec![0xdd, 0xff, 0xff, 0xff, 0xff],  // a huge count
+            array(&[entry(1.0, &sub_microsecond)]),
+            array(&[entry_with(
+                1.0,
+                &[0xd6, 0xff, 0, 0, 0, 1],
+                &[0x81, 0xa1, b'c', 0xa1, b'x'],
+            )]),
+            array(&[entry_with(
+                1.0,
+                &[0xd6, 0xff, 0, 0, 0, 1],
+                &[0x82, 0xa1, b'p', 1, 0xa1, b'p', 2],
+            )]),
+            entry(1.0, &[0xd6, 0xff, 0, 0, 0, 1])[1..].to_vec(), // no array header
+            vec![0x81, 0xa1, b'x', 0x01],                        // not an array
+            vec![0xdd, 0xff, 0xff, 0xff, 0xff],                  // a huge count
         ] {
             assert!(read_packed_history(&bad, 1.0).is_err(), "{bad:?}");
         }

@@ -341,10 +341,17 @@ def packed(history: list[Interaction]) -> bytes:
 @settings(max_examples=300, deadline=None)
 def test_packed_history_reads_as_its_decoded_entries(history: list[Interaction], now: float) -> None:
     """Extraction's reader of a history still encoded gives the columns, bit for bit, that the
-    reader of its decoded entries gives; and the last entry's time as datetime.timestamp()."""
+    reader of its decoded entries gives, and refuses what decoding refuses (an attribute that
+    is not a number); and the last entry's time as datetime.timestamp()."""
     data = packed(history)
+    try:
+        decoded = serializer()._history.decode(data)
+    except penchant.ValidationError:
+        with pytest.raises(penchant.ValidationError):
+            _core.read_decayed_packed_history(data, now, 60.0)
+        return
     got = _core.read_decayed_packed_history(data, now, 60.0)
-    want = _core.read_decayed_history(history, now) if history else None
+    want = _core.read_decayed_history(decoded, now) if decoded else None
     if want is None:
         assert all(len(column) == 0 for column in got)
     else:
@@ -364,7 +371,8 @@ def test_packed_history_reads_as_its_decoded_entries(history: list[Interaction],
 def test_packed_history_fills_a_missing_half_life_and_refuses_what_it_cannot_read() -> None:
     import msgspec
 
-    entry = {"weight": 2.0, "timestamp": Interaction("a", "click", 1.0, 1.0, timestamp=60.0).timestamp, "x": [1, {}]}
+    stamp = Interaction("a", "click", 1.0, 1.0, timestamp=60.0).timestamp
+    entry = {"item_id": "a", "feedback_type": "click", "value": 1, "weight": 2.0, "timestamp": stamp, "x": [1, {}]}
     times, decayed, *_ = _core.read_decayed_packed_history(msgspec.msgpack.encode([entry]), 60.0, 7.0)
     assert times.tolist() == [60.0]
     assert decayed.tolist() == [2.0]
@@ -379,6 +387,9 @@ def test_packed_history_fills_a_missing_half_life_and_refuses_what_it_cannot_rea
         msgspec.msgpack.encode([{**entry, "half_life": 0.0}]),
         msgspec.msgpack.encode([{**entry, "attributes": {"p": math.nan}}]),
         msgspec.msgpack.encode([{**entry, "attributes": [1]}]),
+        msgspec.msgpack.encode([{**entry, "attributes": {"p": True}}]),  # decoding refuses a bool
+        msgspec.msgpack.encode([{k: v for k, v in entry.items() if k != "item_id"}]),  # a field it needs
+        msgspec.msgpack.encode([{**entry, "value": "1"}]),
         good[:-1],
         b"\xdd\xff\xff\xff\xff",  # a huge count
     ):

@@ -632,8 +632,8 @@ def test_in_memory_ttl_slides_and_expires() -> None:
 def test_redis_batches_keep_their_connection_in_step_and_survive_a_closed_one() -> None:
     """A batch is written at once on one pooled connection and its replies read in order: an
     error reply in the middle comes back in its place (the replies after it still match their
-    commands, and the connection serves the next batch), and a connection the server closed is
-    replaced once, sync and async (a restarted Redis closes every pooled connection)."""
+    commands, and the connection serves the next batch). A connection the server closed is
+    replaced, sync and async (a restarted Redis closes every pooled connection)."""
     from penchant.profile_store.redis_store import RedisConnection
 
     url = redis_url()
@@ -661,19 +661,80 @@ def test_redis_batches_keep_their_connection_in_step_and_survive_a_closed_one() 
     check(connection._execute_sync(client, calls))  # on a new connection
 
     async def run_async() -> None:
-        aclient = redis.asyncio.Redis.from_url(url, client_name="penchant-batch-test")
-        try:
-            check(await connection._execute_async(aclient, calls))
-            kill_clients()
-            check(await connection._execute_async(aclient, calls))
-            check(await connection._execute_async(aclient, calls))
-        finally:
-            await aclient.aclose()
+        aclient = await connection.async_()  # as penchant builds it
+        await aclient.client_setname("penchant-batch-test")
+        check(await connection._execute_async(aclient, calls))
+        kill_clients()
+        check(await connection._execute_async(aclient, calls))
+        check(await connection._execute_async(aclient, calls))
+        await connection.close_async()
 
     asyncio.run(run_async())
-    connection.close_sync()
     admin.delete(key)
     admin.close()
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_redis_batches_are_sent_again_only_as_the_clients_retry_policy_says(retries: int) -> None:
+    """A connection that fails after the batch was sent (its commands may have run) is dropped,
+    and the batch sent again only if the client's retry policy allows: a client that retries
+    nothing gets the error (penchant's own clients retry once). A unit test on a stand-in
+    connection whose first reply is lost."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from penchant.profile_store.redis_store import _send_and_read
+
+    class Connection:
+        retry = Retry(NoBackoff(), retries)
+        encoder = None  # packed by redis-py's own packer
+
+        def __init__(self) -> None:
+            self.sent = self.dropped = 0
+            self.replies: list[Any] = []
+
+        def pack_commands(self, calls: list[tuple[Any, ...]]) -> list[bytes]:
+            return [repr(calls).encode()]
+
+        def send_packed_command(self, packed: list[bytes]) -> None:
+            self.sent += 1
+            self.replies = [redis.exceptions.ConnectionError("lost")] if self.sent == 1 else [b"a", b"b"]
+
+        def read_response(self) -> Any:
+            reply = self.replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+
+        def disconnect(self) -> None:
+            self.dropped += 1
+
+    class Pool:
+        def __init__(self) -> None:
+            self.connection, self.released = Connection(), 0
+
+        def get_connection(self) -> Connection:
+            return self.connection
+
+        def release(self, connection: Connection) -> None:
+            self.released += 1
+
+    class Client:
+        def __init__(self) -> None:
+            self.connection_pool = Pool()
+            self.response_callbacks: dict[str, Any] = {}
+
+    client = Client()
+    calls = [("GET", "a"), ("GET", "b")]
+    if retries:
+        assert _send_and_read(client, calls) == [b"a", b"b"]
+    else:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            _send_and_read(client, calls)
+    connection = client.connection_pool.connection
+    assert connection.sent == 1 + retries
+    assert connection.dropped >= 1  # never handed back with replies unread
+    assert client.connection_pool.released == 1
 
 
 def test_cluster_batches_go_to_their_nodes_and_follow_redirections() -> None:

@@ -375,7 +375,11 @@ class RedisConnection:
 def _pooled(client: Any) -> bool:
     """Whether ``client`` is a single-server client that takes a connection from its pool per
     command (not a cluster, nor a client bound to one connection)."""
-    return not _is_cluster(client) and getattr(client, "connection", None) is None
+    return (
+        hasattr(client, "connection_pool")
+        and not hasattr(client, "nodes_manager")
+        and getattr(client, "connection", None) is None
+    )
 
 
 @functools.cache
@@ -388,10 +392,12 @@ def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
 
 
 def _packed(connection: Any, calls: Sequence[tuple[Any, ...]]) -> list[bytes]:
-    """``calls`` in Redis's protocol: by hiredis directly when it is installed (redis-py hands
-    each command to it too, after ~12 µs of its own work per command), else by redis-py."""
+    """``calls`` in Redis's protocol: by hiredis directly when it is installed and the client
+    encodes text as strict UTF-8, as hiredis does (redis-py hands each command to it too, after
+    ~12 µs of its own work per command), else by redis-py."""
     pack = _hiredis_packer()
-    if pack is None:
+    encoder: Any = getattr(connection, "encoder", None)
+    if pack is None or getattr(encoder, "encoding", None) != "utf-8" or encoder.encoding_errors != "strict":
         return list(connection.pack_commands(calls))
     return [b"".join([pack(call) for call in calls])]
 
@@ -404,33 +410,37 @@ def _reply(client: Any, call: tuple[Any, ...], reply: Any) -> Any:
 def _send_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
     """``calls`` written at once on one connection of ``client``'s pool, and their replies
     (an error reply as its exception), in order: what redis-py's pipeline does, without its
-    machinery per command (~10 µs each: a third of a ``get_many`` of 100). A connection that
-    fails is dropped, and the batch tried once more on a new one, as the client's own retry
-    does (a restarted server closed the pooled connections)."""
+    machinery per command (~10 µs each: a third of a ``get_many`` of 100). A failed connection
+    is dropped and the batch sent again as the connection's own retry policy says, as redis-py
+    does for a pipeline (penchant's clients retry once: a restarted server closed the pooled
+    connections)."""
     import redis.exceptions
 
+    packed: list[bytes] | None = None
     pool = client.connection_pool
-    for attempt in (1, 2):
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command(_packed(connection, calls))
-            replies: list[Any] = []
-            for call in calls:
-                try:
-                    replies.append(_reply(client, call, connection.read_response()))
-                except redis.exceptions.ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            connection.disconnect()
-            if attempt == 2:
-                raise
-        except BaseException:  # replies may be left unread: the connection cannot serve again
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
-    raise AssertionError("unreachable")
+    connection = pool.get_connection()
+
+    def send_and_read() -> list[Any]:
+        nonlocal packed
+        if packed is None:
+            packed = _packed(connection, calls)
+        connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for call in calls:
+            try:
+                replies.append(_reply(client, call, connection.read_response()))
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    try:
+        replies: list[Any] = connection.retry.call_with_retry(send_and_read, lambda _: connection.disconnect())
+        return replies
+    except BaseException:  # replies may be left unread: the connection cannot serve again
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
 
 
 def _pipelined(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -499,14 +509,14 @@ def _send_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]]) -> lis
             except failures:
                 again.extend(indices)
                 continue
+            sent.append((node_client, pool, connection, indices))
             try:
                 connection.send_packed_command(_packed(connection, [calls[i] for i in indices]))
             except failures:
+                sent.pop()
                 connection.disconnect()
                 pool.release(connection)
                 again.extend(indices)
-                continue
-            sent.append((node_client, pool, connection, indices))
         while sent:
             node_client, pool, connection, indices = sent[0]
             for n, i in enumerate(indices):
@@ -537,28 +547,34 @@ async def _asend_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list
     """:func:`_send_and_read` for an asyncio client."""
     import redis.exceptions
 
+    packed: list[bytes] | None = None
     pool = client.connection_pool
-    for attempt in (1, 2):
-        connection = await pool.get_connection()
-        try:
-            await connection.send_packed_command(_packed(connection, calls))
-            replies: list[Any] = []
-            for call in calls:
-                try:
-                    replies.append(_reply(client, call, await connection.read_response()))
-                except redis.exceptions.ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            await connection.disconnect()
-            if attempt == 2:
-                raise
-        except BaseException:  # replies may be left unread (a cancelled task too)
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
-    raise AssertionError("unreachable")
+    connection = await pool.get_connection()
+
+    async def send_and_read() -> list[Any]:
+        nonlocal packed
+        if packed is None:
+            packed = _packed(connection, calls)
+        await connection.send_packed_command(packed)
+        replies: list[Any] = []
+        for call in calls:
+            try:
+                replies.append(_reply(client, call, await connection.read_response()))
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+        return replies
+
+    async def drop(_: Exception) -> None:
+        await connection.disconnect()
+
+    try:
+        replies: list[Any] = await connection.retry.call_with_retry(send_and_read, drop)
+        return replies
+    except BaseException:  # replies may be left unread (a cancelled task too)
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
 
 
 def _decodes_responses(client: Any) -> bool:

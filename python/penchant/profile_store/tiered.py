@@ -435,9 +435,12 @@ class TieredProfileStore(ProfileStore):
         before, the whole profile otherwise."""
         redis = self.redis
         assert redis is not None
-        # A batch is announced in one message after its scripts (each listener wakes once).
+        # A batch is announced in one message after its scripts (each listener wakes once): on
+        # one server in the same pipeline, which runs in order; on a cluster once every node has
+        # answered, since the nodes run their parts in no particular order.
         announce = redis._announce_call((c.profile.user_id, c.profile.version) for c in changed)
         together = announce is not None and len(changed) > 1
+        afterwards = together and redis.connection.is_cluster
         calls = [
             redis._follow_call(
                 change.profile,
@@ -450,12 +453,14 @@ class TieredProfileStore(ProfileStore):
             )
             for change in changed
         ]
-        if announce is not None and together:
+        if announce is not None and together and not afterwards:
             calls.append(announce)
         replies = yield from self._redis_step(self._redis_batch(calls))
         if isinstance(replies, _Skipped):
             self._mark_pending({c.profile.user_id: False for c in changed})
             return
+        if announce is not None and afterwards:
+            yield from self._redis_step(self._redis_batch([announce]))
         stale = [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
         if stale:
             self.counters.redis_stale_fallbacks += len(stale)
