@@ -44,7 +44,7 @@ __all__ = [
     "top_k",
 ]
 
-_DecayedHistory: TypeAlias = tuple[
+_HistoryColumns: TypeAlias = tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
@@ -53,7 +53,9 @@ _DecayedHistory: TypeAlias = tuple[
     npt.NDArray[np.float64],
     list[str],
 ]
-"""Times, decayed weights, activity, then rows, attribute ids, values and names."""
+"""A history in columns: per event three (times, then weights and half-lives, or decayed
+weights and activity), then per attribute value its row, attribute id and value, and the
+attribute names."""
 
 FACTORS: Final[list[str]]
 COVISIT_UNKNOWN: Final[int]
@@ -267,22 +269,12 @@ def categorical_choice(
     max_features: int,
     prior: float,
 ) -> tuple[list[tuple[int, float, float]], list[tuple[int, float, float]]]: ...
-def read_history(
-    interactions: list[Any],
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.uint32],
-    npt.NDArray[np.float64],
-    list[str],
-]: ...
+def read_history(interactions: list[Any]) -> _HistoryColumns: ...
 def decode_interests(blob: bytes, interest_class: type[Any]) -> dict[str, Any]: ...
 def history_entries(blob: bytes) -> tuple[int, bytes]: ...
 def history_sort_key(microseconds: int) -> bytes: ...
-def read_decayed_history(interactions: list[Any], now: float) -> _DecayedHistory: ...
+def read_decayed_history(interactions: list[Any], now: float) -> _HistoryColumns: ...
 def read_decayed_packed_history(
     packed: bytes | memoryview, now: float, default_half_life: float
-) -> _DecayedHistory: ...
+) -> _HistoryColumns: ...
 def packed_history_last_time(packed: bytes | memoryview) -> float | None: ...
