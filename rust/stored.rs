@@ -596,10 +596,10 @@ fn civil_from_days(days: i64) -> (i64, u8, u8) {
     (year, month, day)
 }
 
-/// The UTC calendar time of `seconds` since the epoch, rounded to the microsecond exactly as
-/// Python's `datetime.fromtimestamp(seconds, UTC)` rounds (the fraction, half to even), or
+/// `seconds` since the epoch as Python's `datetime.fromtimestamp(seconds, UTC)` holds them:
+/// whole seconds (rounded down) and microseconds (the fraction rounded half to even), or
 /// `None` outside the years 1 to 9999 (where Python refuses too).
-pub fn utc_civil_time(seconds: f64) -> Option<CivilTime> {
+pub fn utc_seconds_micros(seconds: f64) -> Option<(i64, u32)> {
     if !seconds.is_finite() {
         return None;
     }
@@ -613,15 +613,20 @@ pub fn utc_civil_time(seconds: f64) -> Option<CivilTime> {
         fraction += 1e6;
         whole -= 1.0;
     }
-    if whole.abs() > 1e15 {
+    // 0001-01-01T00:00:00 and 9999-12-31T23:59:59 UTC.
+    if !(-62_135_596_800.0..=253_402_300_799.0).contains(&whole) {
         return None;
     }
-    let whole = whole as i64;
+    Some((whole as i64, fraction as u32))
+}
+
+/// The UTC calendar time of `seconds` since the epoch, rounded to the microsecond exactly as
+/// Python's `datetime.fromtimestamp(seconds, UTC)` rounds (see [`utc_seconds_micros`]), or
+/// `None` outside the years 1 to 9999.
+pub fn utc_civil_time(seconds: f64) -> Option<CivilTime> {
+    let (whole, micros) = utc_seconds_micros(seconds)?;
     let (days, of_day) = (whole.div_euclid(86_400), whole.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
-    if !(1..=9_999).contains(&year) {
-        return None;
-    }
     Some((
         year as i32,
         month,
@@ -629,8 +634,128 @@ pub fn utc_civil_time(seconds: f64) -> Option<CivilTime> {
         (of_day / 3_600) as u8,
         (of_day % 3_600 / 60) as u8,
         (of_day % 60) as u8,
-        fraction as u32,
+        micros,
     ))
+}
+
+/// A history entry as `InterestModel` makes it from a feedback signal: the fields of Python's
+/// `Interaction`, in their order, with its time as epoch seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry<'a> {
+    pub item_id: &'a str,
+    pub feedback_type: &'a str,
+    pub value: f64,
+    pub weight: f64,
+    pub features: Vec<(&'a str, f64)>,
+    pub attributes: Vec<(&'a str, f64)>,
+    pub timestamp: f64,
+    pub event_id: &'a str,
+    pub half_life: f64,
+}
+
+/// Writes MessagePack byte for byte as msgspec writes the same values (the smallest header
+/// for a string or a map, every float in 64 bits, times as the timestamp extension).
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn map(&mut self, n: usize) {
+        if n < 16 {
+            self.0.push(0x80 | n as u8);
+        } else if n < 1 << 16 {
+            self.0.push(0xde);
+            self.0.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.0.push(0xdf);
+            self.0.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+    }
+
+    fn str(&mut self, s: &str) {
+        let n = s.len();
+        if n < 32 {
+            self.0.push(0xa0 | n as u8);
+        } else if n < 1 << 8 {
+            self.0.extend_from_slice(&[0xd9, n as u8]);
+        } else if n < 1 << 16 {
+            self.0.push(0xda);
+            self.0.extend_from_slice(&(n as u16).to_be_bytes());
+        } else {
+            self.0.push(0xdb);
+            self.0.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn f64(&mut self, x: f64) {
+        self.0.push(0xcb);
+        self.0.extend_from_slice(&x.to_be_bytes());
+    }
+
+    fn floats(&mut self, pairs: &[(&str, f64)]) {
+        self.map(pairs.len());
+        for (name, x) in pairs {
+            self.str(name);
+            self.f64(*x);
+        }
+    }
+
+    fn time(&mut self, seconds: i64, micros: u32) {
+        let nanos = micros * 1_000;
+        if (0..1 << 34).contains(&seconds) {
+            if nanos == 0 && seconds < 1 << 32 {
+                self.0.extend_from_slice(&[0xd6, 0xff]);
+                self.0.extend_from_slice(&(seconds as u32).to_be_bytes());
+            } else {
+                self.0.extend_from_slice(&[0xd7, 0xff]);
+                self.0
+                    .extend_from_slice(&((u64::from(nanos) << 34) | seconds as u64).to_be_bytes());
+            }
+        } else {
+            self.0.extend_from_slice(&[0xc7, 12, 0xff]);
+            self.0.extend_from_slice(&nanos.to_be_bytes());
+            self.0.extend_from_slice(&seconds.to_be_bytes());
+        }
+    }
+}
+
+/// The Redis history member of `entry` (what `ProfileSerializer.history_member` makes of the
+/// `Interaction`): its time as a sort key, its event id, [`FIELD_SEPARATOR`], then the entry
+/// in MessagePack as msgspec encodes the `Interaction`. Refused when its time lies outside the
+/// years 1 to 9999.
+pub fn history_member(entry: &Entry<'_>) -> Result<Vec<u8>> {
+    let (seconds, micros) = utc_seconds_micros(entry.timestamp).ok_or_else(|| {
+        invalid(format!(
+            "time {} lies outside the range of dates",
+            entry.timestamp
+        ))
+    })?;
+    let names = entry.features.iter().chain(&entry.attributes);
+    let size = 160 + entry.event_id.len() * 2 + names.map(|(n, _)| n.len() + 12).sum::<usize>();
+    let mut out = Writer(Vec::with_capacity(size));
+    out.0
+        .extend_from_slice(&history_sort_key(seconds * 1_000_000 + i64::from(micros)));
+    out.0.extend_from_slice(entry.event_id.as_bytes());
+    out.0.push(FIELD_SEPARATOR);
+    out.map(9);
+    out.str("item_id");
+    out.str(entry.item_id);
+    out.str("feedback_type");
+    out.str(entry.feedback_type);
+    out.str("value");
+    out.f64(entry.value);
+    out.str("weight");
+    out.f64(entry.weight);
+    out.str("features");
+    out.floats(&entry.features);
+    out.str("attributes");
+    out.floats(&entry.attributes);
+    out.str("timestamp");
+    out.time(seconds, micros);
+    out.str("event_id");
+    out.str(entry.event_id);
+    out.str("half_life");
+    out.f64(entry.half_life);
+    Ok(out.0)
 }
 
 #[cfg(test)]
@@ -700,6 +825,40 @@ mod tests {
         out.push(FIELD_SEPARATOR);
         out.extend_from_slice(entry);
         out
+    }
+
+    #[test]
+    fn a_history_member_is_written_as_msgspec_writes_it() {
+        let entry = Entry {
+            item_id: "item7",
+            feedback_type: "click",
+            value: 1.0,
+            weight: 1.0,
+            features: vec![("genre:7", 1.0), ("genre:9", 0.5)],
+            attributes: vec![],
+            timestamp: 1_700_000_210.0,
+            event_id: "alice-7",
+            half_life: 604_800.0,
+        };
+        let mut expected = history_sort_key(1_700_000_210_000_000).to_vec();
+        expected.extend_from_slice(b"alice-7\x1f");
+        // From msgspec.msgpack.encode of the Interaction.
+        expected.extend_from_slice(
+            b"\x89\xa7item_id\xa5item7\xadfeedback_type\xa5click\xa5value\xcb?\xf0\0\0\0\0\0\0",
+        );
+        expected.extend_from_slice(
+            b"\xa6weight\xcb?\xf0\0\0\0\0\0\0\xa8features\x82\xa7genre:7\xcb?\xf0\0\0\0\0\0\0",
+        );
+        expected.extend_from_slice(
+            b"\xa7genre:9\xcb?\xe0\0\0\0\0\0\0\xaaattributes\x80\xa9timestamp\xd6\xffeS\xf1\xd2",
+        );
+        expected.extend_from_slice(b"\xa8event_id\xa7alice-7\xa9half_life\xcbA\"u\0\0\0\0\0");
+        assert_eq!(history_member(&entry).unwrap(), expected);
+        let late = Entry {
+            timestamp: 1e12,
+            ..entry
+        };
+        assert!(history_member(&late).is_err());
     }
 
     #[test]

@@ -445,3 +445,83 @@ def test_categorical_choice_refuses_bad_input() -> None:
         _core.categorical_choice(["a"], [math.nan], [0.0], None, None, 0.1, 3, 5.0)
     with pytest.raises(penchant.ValidationError, match="strength"):
         _core.categorical_choice(["a"], [1.0], [0.0], [1.0, 2.0], None, 0.1, 3, 5.0)
+
+
+TEXTS = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
+IDS = TEXTS | st.sampled_from(["é" * 20, "x" * 255, "名前" * 40])
+NAMES = TEXTS | st.sampled_from(["genre:jazz", "x" * 300, "名前" * 170])
+"""Ids and feature names, short and long (each of MessagePack's string headers), not ASCII."""
+
+
+@given(
+    st.one_of(STORED_TIMES, st.floats(-6.2e10, 2.5e11)),
+    IDS,
+    IDS,
+    st.sampled_from(["click", "rating", "dwell"]),
+    finite,
+    finite,
+    st.dictionaries(NAMES, finite, max_size=20),
+    st.dictionaries(NAMES, finite, max_size=3),
+    st.sampled_from(HALF_LIVES),
+)
+@settings(max_examples=300, deadline=None)
+def test_signal_history_member_is_the_members_python_writes(
+    timestamp: float,
+    event_id: str,
+    item_id: str,
+    feedback_type: str,
+    value: float,
+    weight: float,
+    features: dict[str, float],
+    attributes: dict[str, float],
+    half_life: float,
+) -> None:
+    """Byte for byte what ProfileSerializer.history_member writes for the Interaction that
+    InterestModel makes of the signal: times in each of the three timestamp sizes, rounded to
+    the microsecond as datetime rounds them; maps of 16 entries or more; long and non-ASCII text."""
+    from penchant.feedback_collector import Signal
+
+    kind: Any = feedback_type
+    signal = Signal(event_id, "u", item_id, kind, value, weight, half_life, timestamp, features, attributes)
+    entry = Interaction(item_id, kind, value, weight, dict(features), dict(attributes), timestamp, event_id, half_life)
+    assert _core.signal_history_member(signal) == serializer().history_member(entry)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [0.0, 2.0**31, 2.0**32 - 1, 2.0**32, 2.0**32 + 0.5, 2.0**34 - 1, 2.0**34, 1.7e9 + 0.0000005, 1.7e9 + 0.0000015,
+     -1e-6, -0.5, -62_135_596_800.0, 253_402_300_799.0],
+)  # fmt: skip
+def test_signal_history_member_at_the_edges_of_each_timestamp_size(timestamp: float) -> None:
+    """The edges of MessagePack's 32-, 64- and 96-bit timestamps, ties of the microsecond
+    rounding, and the first and last second datetime can hold."""
+    from penchant.feedback_collector import FeedbackType, Signal
+
+    signal = Signal("e", "u", "i", FeedbackType.CLICK, 1.0, 1.0, 60.0, timestamp, {"f": 0.5})
+    entry = Interaction("i", "click", 1.0, 1.0, {"f": 0.5}, {}, timestamp, "e", 60.0)
+    assert _core.signal_history_member(signal) == serializer().history_member(entry)
+
+
+def test_signal_history_member_leaves_what_it_does_not_write_to_the_general_path() -> None:
+    from types import MappingProxyType
+
+    from penchant.feedback_collector import FeedbackType, Signal
+
+    def signal(**changes: Any) -> Signal:
+        fields: dict[str, Any] = dict(
+            event_id="e", user_id="u", item_id="i", feedback_type=FeedbackType.CLICK, value=1.0, weight=1.0,
+            half_life=60.0, timestamp=1.7e9, features={"f": 1.0}, attributes={"a": 2.0},
+        )  # fmt: skip
+        return Signal(**{**fields, **changes})
+
+    assert _core.signal_history_member(signal()) is not None
+    assert _core.signal_history_member(signal(value=1, timestamp=1_700_000_000)) is not None  # read as float() reads
+    for odd in (
+        signal(features={"f": 1}),  # an int weight: msgspec writes an int
+        signal(attributes={"a": True}),
+        signal(features=MappingProxyType({"f": 1.0})),
+        signal(item_id="\ud800"),  # not UTF-8
+        signal(timestamp=1e12),  # past the year 9999
+        signal(value=True),
+    ):
+        assert _core.signal_history_member(odd) is None

@@ -7,7 +7,7 @@ use crate::stored;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDateTime, PyDict, PyString, PyType, PyTzInfo};
+use pyo3::types::{PyBool, PyBytes, PyDateTime, PyDict, PyFloat, PyString, PyType, PyTzInfo};
 use rustc_hash::FxHashMap;
 
 static UTC: PyOnceLock<Py<PyTzInfo>> = PyOnceLock::new();
@@ -107,4 +107,89 @@ pub fn history_entries<'py>(
 #[pyfunction]
 pub fn history_sort_key<'py>(py: Python<'py>, microseconds: i64) -> Bound<'py, PyBytes> {
     PyBytes::new(py, &stored::history_sort_key(microseconds))
+}
+
+/// The `(name, weight)` items of `mapping` when it is a dict of `str` to `float`, else `None`.
+fn float_items<'py>(mapping: &Bound<'py, PyAny>) -> Option<Vec<(Bound<'py, PyString>, f64)>> {
+    let dict = mapping.cast_exact::<PyDict>().ok()?;
+    let mut items = Vec::with_capacity(dict.len());
+    for (name, weight) in dict.iter() {
+        let weight = weight.cast_exact::<PyFloat>().ok()?.value();
+        items.push((name.cast_into_exact::<PyString>().ok()?, weight));
+    }
+    Some(items)
+}
+
+fn texts<'a>(items: &'a [(Bound<'_, PyString>, f64)]) -> Option<Vec<(&'a str, f64)>> {
+    items
+        .iter()
+        .map(|(name, weight)| Some((name.to_str().ok()?, *weight)))
+        .collect()
+}
+
+/// The Redis history member of the entry `InterestModel` makes for `signal` (a validated
+/// `Signal`), as `ProfileSerializer.history_member` writes it (see `stored::history_member`);
+/// `None` when one of its fields is not of the plain type this fast path writes (a feature
+/// weight that is an int, features that are not a dict, text that is not UTF-8, a time outside
+/// the range of dates): the caller then takes the general path, which writes or refuses it.
+#[pyfunction]
+pub fn signal_history_member<'py>(
+    py: Python<'py>,
+    signal: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let text = |name: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyString>>> {
+        Ok(signal.getattr(name)?.cast_into::<PyString>().ok())
+    };
+    let number = |name: &Bound<'py, PyString>| -> PyResult<Option<f64>> {
+        let value = signal.getattr(name)?;
+        Ok(if value.is_instance_of::<PyBool>() {
+            None
+        } else {
+            value.extract::<f64>().ok()
+        })
+    };
+    let (Some(item_id), Some(feedback_type), Some(event_id)) = (
+        text(intern!(py, "item_id"))?,
+        text(intern!(py, "feedback_type"))?,
+        text(intern!(py, "event_id"))?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(value), Some(weight), Some(timestamp), Some(half_life)) = (
+        number(intern!(py, "value"))?,
+        number(intern!(py, "weight"))?,
+        number(intern!(py, "timestamp"))?,
+        number(intern!(py, "half_life"))?,
+    ) else {
+        return Ok(None);
+    };
+    let (Some(features), Some(attributes)) = (
+        float_items(&signal.getattr(intern!(py, "features"))?),
+        float_items(&signal.getattr(intern!(py, "attributes"))?),
+    ) else {
+        return Ok(None);
+    };
+    let (Ok(item_id), Ok(feedback_type), Ok(event_id), Some(features), Some(attributes)) = (
+        item_id.to_str(),
+        feedback_type.to_str(),
+        event_id.to_str(),
+        texts(&features),
+        texts(&attributes),
+    ) else {
+        return Ok(None);
+    };
+    let entry = stored::Entry {
+        item_id,
+        feedback_type,
+        value,
+        weight,
+        features,
+        attributes,
+        timestamp,
+        event_id,
+        half_life,
+    };
+    Ok(stored::history_member(&entry)
+        .ok()
+        .map(|member| PyBytes::new(py, &member)))
 }

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from penchant import _gc
+from penchant import _core, _gc
 from penchant._time import to_datetime
 from penchant._validate import check_id
 from penchant.errors import ConflictError, StoreUnavailableError, ValidationError
@@ -790,6 +790,9 @@ class RedisProfileStore(ProfileStore):
         """The history member of the entry ``InterestModel.apply`` makes for ``signal``."""
         if not self.model.max_history:
             return b""
+        member = _core.signal_history_member(signal)  # the same bytes, written in Rust
+        if member is not None:
+            return member
         interaction = object.__new__(Interaction)  # the fields InterestModel._new_interactions sets
         interaction.__dict__.update(
             item_id=signal.item_id,
