@@ -40,6 +40,22 @@ def accumulate_signals(
     return out
 
 
+def increments(landmark: float, signals: Sequence[Signal]) -> list[list[tuple[str, str, float]]]:
+    """What ``InterestModel.increments_of`` gives: per signal, per feature in its order, the
+    share |w·v|·2^((t − L)/h) on the channel of its sign and half-life, zero shares left out."""
+    from penchant.user_profile import channel_key
+
+    found = []
+    for signal in signals:
+        row = []
+        for name, share in signal.features.items():
+            amount = signal.weight * share * 2.0 ** ((signal.timestamp - landmark) / signal.half_life)
+            if amount != 0:
+                row.append((name, channel_key(amount > 0, signal.half_life), abs(amount)))
+        found.append(row)
+    return found
+
+
 def decayed_weights(times: Array, weights: Array, half_lives: Array, now: float) -> Array:
     return np.asarray(weights) * np.exp2(-np.maximum(now - np.asarray(times), 0.0) / np.asarray(half_lives))
 

@@ -525,3 +525,63 @@ def test_signal_history_member_leaves_what_it_does_not_write_to_the_general_path
         signal(value=True),
     ):
         assert _core.signal_history_member(odd) is None
+
+
+SHARES = st.one_of(st.just(0.0), st.floats(1e-6, 1e3), st.floats(-1e3, -1e-6), st.integers(-5, 5))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(-40.0, 40.0),  # half-lives from the landmark
+            SHARES,
+            st.sampled_from([3_600.0, 86_400.0, 90.5, 1e15 + 2.0]),
+            st.dictionaries(st.sampled_from(["a", "b", "genre:jazz", "é"]), SHARES, max_size=4),
+            st.booleans(),
+        ),
+        max_size=12,
+    ),
+    st.floats(0, 1e9),
+)
+@settings(max_examples=300, deadline=None)
+def test_signal_increments_match_the_reference(rows: list[tuple[Any, ...]], landmark: float) -> None:
+    """Per signal and feature, in order: the channel key of the share's sign and half-life and
+    its amount; zero shares left out; feature dicts and other mappings, int weights."""
+    from types import MappingProxyType
+
+    from penchant.feedback_collector import FeedbackType, Signal
+    from penchant.user_profile import InterestModel
+
+    signals = []
+    for n, (at, weight, h, features, proxy) in enumerate(rows):
+        shares = MappingProxyType(features) if proxy else features
+        signals.append(Signal(f"e{n}", "u", "i", FeedbackType.CLICK, 1.0, weight, h, landmark + at * h, shares))
+    got = InterestModel.increments_of(landmark, signals)
+    expected = ref.increments(landmark, signals)
+    assert [[(name, key) for name, key, _ in row] for row in got] == [
+        [(name, key) for name, key, _ in row] for row in expected
+    ]
+    for row, expected_row in zip(got, expected, strict=True):
+        for (_, _, amount), (_, _, want) in zip(row, expected_row, strict=True):
+            assert amount == pytest.approx(want, rel=1e-12)
+
+
+def test_signal_increments_refuse_what_they_cannot_add() -> None:
+    from penchant.feedback_collector import FeedbackType, Signal
+    from penchant.user_profile import InterestModel
+
+    def signal(**changes: Any) -> Signal:
+        fields: dict[str, Any] = dict(
+            event_id="e", user_id="u", item_id="i", feedback_type=FeedbackType.CLICK, value=1.0, weight=1.0,
+            half_life=60.0, timestamp=0.0, features={"f": 1.0},
+        )  # fmt: skip
+        return Signal(**{**fields, **changes})
+
+    with pytest.raises(penchant.ValidationError, match="rebase the landmark"):
+        InterestModel.increments_of(0.0, [signal(), signal(timestamp=1e9)])
+    with pytest.raises(penchant.ValidationError, match="feature weight"):
+        InterestModel.increments_of(0.0, [signal(features={"f": "x"})])
+    with pytest.raises(penchant.ValidationError, match="features must be a mapping"):
+        InterestModel.increments_of(0.0, [signal(features=[("f", 1.0)])])
+    with pytest.raises(penchant.ValidationError, match="overflows"):
+        InterestModel.increments_of(0.0, [signal(weight=1e300, features={"f": 1e300})])

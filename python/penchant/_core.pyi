@@ -1,6 +1,6 @@
 """Stubs for penchant._core, the compiled Rust kernels. Private: use the ``penchant`` API."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeAlias, final
 
 import numpy as np
@@ -42,6 +42,7 @@ __all__ = [
     "set_num_threads",
     "set_parallel_min_rows",
     "signal_history_member",
+    "signal_increments",
     "top_k",
 ]
 
@@ -275,6 +276,9 @@ def decode_interests(blob: bytes, interest_class: type[Any]) -> dict[str, Any]: 
 def history_entries(blob: bytes) -> tuple[int, bytes]: ...
 def history_sort_key(microseconds: int) -> bytes: ...
 def signal_history_member(signal: Any) -> bytes | None: ...
+def signal_increments(
+    landmark: float, signals: list[Any], channel_keys: Callable[[float], tuple[str, str]]
+) -> list[list[tuple[str, str, float]]]: ...
 def read_decayed_history(interactions: list[Any], now: float) -> _HistoryColumns: ...
 def read_decayed_packed_history(
     packed: bytes | memoryview, now: float, default_half_life: float

@@ -1167,34 +1167,8 @@ class InterestModel:
 
     @staticmethod
     def increments_of(landmark: float, signals: Sequence[Signal]) -> list[list[tuple[str, str, float]]]:
-        """:meth:`increments` of each of ``signals``, with one kernel call per half-life among
-        them rather than one per signal."""
-        by_half_life: dict[float, list[Signal]] = {}
-        for signal in signals:
-            by_half_life.setdefault(signal.half_life, []).append(signal)
-        found: dict[int, list[tuple[str, str, float]]] = {}
-        for half_life, group in by_half_life.items():
-            names = [list(signal.features) for signal in group]
-            size = sum(map(len, names))
-            products = np.fromiter(
-                (s.weight * s.features[n] for s, ns in zip(group, names, strict=True) for n in ns),
-                dtype=np.float64,
-                count=size,
-            )
-            times = np.fromiter(
-                (s.timestamp for s, ns in zip(group, names, strict=True) for _ in ns), dtype=np.float64, count=size
-            )
-            amounts = _core.forward_increments(times, products, landmark, half_life).tolist()
-            negative, positive = _channel_keys(half_life)
-            at = 0
-            for signal, ns in zip(group, names, strict=True):
-                row = []
-                for name, amount in zip(ns, amounts[at : at + len(ns)], strict=True):
-                    if amount != 0:
-                        row.append((name, positive if amount > 0 else negative, abs(amount)))
-                at += len(ns)
-                found[id(signal)] = row
-        return [found[id(signal)] for signal in signals]
+        """:meth:`increments` of each of ``signals``, in one kernel call."""
+        return _core.signal_increments(landmark, list(signals), _channel_keys)
 
     @staticmethod
     def rebase(profile: UserProfile, landmark: float) -> None:

@@ -3,10 +3,11 @@
 //! everything else an event needs, so this reader does it once, with the GIL held.
 
 use super::names::NameIds;
-use super::validation_error;
+use super::{kernel_error, validation_error};
+use crate::decay;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyFloat, PyList, PyString};
 use rustc_hash::FxHashMap;
 
 /// The columns of a batch, its feature names and distinct half-lives by id, and the landmark to
@@ -245,4 +246,79 @@ pub fn build_signals<'py>(
         out.append(signal)?;
     }
     Ok(out)
+}
+
+/// Per signal, what `InterestModel.increments` adds for it against `landmark`: `(feature,
+/// channel key, amount)` for each feature with a non-zero share `|weight·feature weight|·
+/// 2^((t − L)/h)`, in the order of its features, to the positive or the negative channel of
+/// its half-life (`channel_keys(half_life)` gives `(negative key, positive key)`). A
+/// `ValidationError` for a signal without numbers where they belong, and when an event lies
+/// too far past the landmark.
+#[pyfunction]
+pub fn signal_increments<'py>(
+    py: Python<'py>,
+    landmark: f64,
+    signals: &Bound<'py, PyList>,
+    channel_keys: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut keys: FxHashMap<u64, (Bound<'py, PyAny>, Bound<'py, PyAny>)> = FxHashMap::default();
+    let out = PyList::empty(py);
+    for (row, signal) in signals.iter().enumerate() {
+        let number =
+            |name: &Bound<'py, PyString>, what: &str| number(&signal.getattr(name)?, what, row);
+        let t = number(intern!(py, "timestamp"), "timestamp")?;
+        let w = number(intern!(py, "weight"), "weight")?;
+        let h = number(intern!(py, "half_life"), "half_life")?;
+        let (negative, positive) = match keys.get(&h.to_bits()) {
+            Some(pair) => pair.clone(),
+            None => {
+                let pair: (Bound<'py, PyAny>, Bound<'py, PyAny>) =
+                    channel_keys.call1((h,))?.extract()?;
+                keys.insert(h.to_bits(), pair.clone());
+                pair
+            }
+        };
+        let factor = decay::forward_weight(t, landmark, h).map_err(kernel_error)?;
+        let found = PyList::empty(py);
+        let add = |name: Bound<'py, PyAny>, share: &Bound<'py, PyAny>| -> PyResult<()> {
+            let product = w * number_of(share, row)?;
+            if !product.is_finite() {
+                return Err(validation_error(format!(
+                    "signal {row}: weight × feature weight overflows"
+                )));
+            }
+            let amount = product * factor;
+            if amount != 0.0 {
+                let key = if amount > 0.0 { &positive } else { &negative };
+                found.append((name, key, amount.abs()))?;
+            }
+            Ok(())
+        };
+        let features = signal.getattr(intern!(py, "features"))?;
+        if let Ok(dict) = features.cast_exact::<PyDict>() {
+            for (name, share) in dict.iter() {
+                add(name, &share)?;
+            }
+        } else {
+            let items = features.call_method0(intern!(py, "items")).map_err(|_| {
+                validation_error(format!("signal {row}: features must be a mapping"))
+            })?;
+            for pair in items.try_iter()? {
+                let (name, share): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
+                add(name, &share)?;
+            }
+        }
+        out.append(found)?;
+    }
+    Ok(out)
+}
+
+fn number_of(share: &Bound<'_, PyAny>, row: usize) -> PyResult<f64> {
+    if let Ok(f) = share.cast_exact::<PyFloat>() {
+        let v = f.value();
+        if v.is_finite() {
+            return Ok(v);
+        }
+    }
+    number(share, "feature weight", row)
 }
