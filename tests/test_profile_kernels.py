@@ -585,3 +585,50 @@ def test_signal_increments_refuse_what_they_cannot_add() -> None:
         InterestModel.increments_of(0.0, [signal(features=[("f", 1.0)])])
     with pytest.raises(penchant.ValidationError, match="overflows"):
         InterestModel.increments_of(0.0, [signal(weight=1e300, features={"f": 1e300})])
+
+
+ODD_TEXT = st.sampled_from(["ok", "", "x" * 257, "x" * 1025, "tab\there", "é", "\x7f", "new\nline"])
+ODD_NUMBER = st.sampled_from([1.0, 0.0, -2.5, 3, True, math.nan, math.inf, "1", None])
+
+
+@given(
+    st.tuples(ODD_TEXT, ODD_TEXT, ODD_TEXT),
+    st.sampled_from(["click", "CLICK", "unknown", None]),
+    st.tuples(ODD_NUMBER, ODD_NUMBER, ODD_NUMBER, ODD_NUMBER),
+    st.dictionaries(ODD_TEXT, ODD_NUMBER, max_size=3),
+    st.dictionaries(ODD_TEXT, ODD_NUMBER, max_size=2),
+    st.sampled_from([{}, None, "ctx"]),
+    st.sampled_from([None, "ok", "other"]),
+)
+@settings(max_examples=400, deadline=None)
+def test_signals_fit_to_store_only_when_check_signal_accepts_them(
+    ids: tuple[Any, ...],
+    kind: Any,
+    numbers: tuple[Any, ...],
+    features: dict[Any, Any],
+    attributes: dict[Any, Any],
+    context: Any,
+    user_id: str | None,
+) -> None:
+    """The Rust check says yes only for signals check_signal accepts (else check_signal runs
+    and names the problem), and says yes to plain valid ones, which then skip it."""
+    from penchant.feedback_collector import FeedbackType, Signal
+    from penchant.profile_store.serializer import check_signal
+
+    event_id, user, item_id = ids
+    value, weight, timestamp, half_life = numbers
+    kind = FeedbackType.CLICK if kind == "click" else kind
+    signal = Signal(event_id, user, item_id, kind, value, weight, half_life, timestamp, features, attributes, context)
+    fits = _core.signals_fit_to_store([signal], user_id, Signal, FeedbackType, 256, 1024)
+    try:
+        check_signal(signal, user_id)
+    except penchant.ValidationError:
+        assert not fits
+    else:
+        plain = (
+            all(type(x) is float for x in numbers)
+            and all(type(x) is float for x in [*features.values(), *attributes.values()])
+            and all(x == "ok" for x in [*ids, *features, *attributes])
+            and isinstance(kind, FeedbackType)
+        )
+        assert fits == plain

@@ -43,6 +43,7 @@ __all__ = [
     "set_parallel_min_rows",
     "signal_history_member",
     "signal_increments",
+    "signals_fit_to_store",
     "top_k",
 ]
 
@@ -279,6 +280,14 @@ def signal_history_member(signal: Any) -> bytes | None: ...
 def signal_increments(
     landmark: float, signals: list[Any], channel_keys: Callable[[float], tuple[str, str]]
 ) -> list[list[tuple[str, str, float]]]: ...
+def signals_fit_to_store(
+    signals: list[Any],
+    user_id: str | None,
+    signal_class: type[Any],
+    feedback_type_class: type[Any],
+    max_id_bytes: int,
+    max_name_bytes: int,
+) -> bool: ...
 def read_decayed_history(interactions: list[Any], now: float) -> _HistoryColumns: ...
 def read_decayed_packed_history(
     packed: bytes | memoryview, now: float, default_half_life: float

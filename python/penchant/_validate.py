@@ -9,7 +9,7 @@ from typing import Any
 
 from penchant.errors import ValidationError
 
-__all__ = ["MAX_USER_ID_BYTES", "check_finite", "check_id", "check_name", "check_unit_interval"]
+__all__ = ["MAX_NAME_BYTES", "MAX_USER_ID_BYTES", "check_finite", "check_id", "check_name", "check_unit_interval"]
 
 MAX_USER_ID_BYTES = 256
 """User ids and tenant names: at most this many bytes of UTF-8."""

@@ -1041,6 +1041,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(stored::history_sort_key, m)?)?;
     m.add_function(wrap_pyfunction!(stored::signal_history_member, m)?)?;
     m.add_function(wrap_pyfunction!(signals::signal_increments, m)?)?;
+    m.add_function(wrap_pyfunction!(signals::signals_fit_to_store, m)?)?;
     m.add("FACTORS", rank::FACTORS.to_vec())?;
     m.add("PARALLEL_MIN_ROWS", parallel::PARALLEL_MIN_ROWS)?;
     m.add("MAX_ITEMS", LIMITS.max_items)?;

@@ -7,7 +7,7 @@ use super::{kernel_error, validation_error};
 use crate::decay;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList, PyString};
+use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyType};
 use rustc_hash::FxHashMap;
 
 /// The columns of a batch, its feature names and distinct half-lives by id, and the landmark to
@@ -321,4 +321,70 @@ fn number_of(share: &Bound<'_, PyAny>, row: usize) -> PyResult<f64> {
         }
     }
     number(share, "feature weight", row)
+}
+
+/// Printable ASCII of 1 to `limit` bytes: the fast path of `_validate._check_text`.
+fn plain_text(value: &Bound<'_, PyAny>, limit: usize) -> bool {
+    let Ok(text) = value.cast_exact::<PyString>() else {
+        return false;
+    };
+    text.to_str().is_ok_and(|t| {
+        (1..=limit).contains(&t.len()) && t.bytes().all(|b| (0x20..0x7f).contains(&b))
+    })
+}
+
+fn finite_float(value: &Bound<'_, PyAny>) -> Option<f64> {
+    let v = value.cast_exact::<PyFloat>().ok()?.value();
+    v.is_finite().then_some(v)
+}
+
+/// Whether every one of `signals` passes `check_signal` on its fast paths alone: an exact
+/// `signal_class` (for `user_id` when given) whose ids are printable ASCII of at most
+/// `max_id_bytes`, whose feedback type is a `feedback_type_class` member, whose numbers are
+/// finite floats (the half-life positive), whose features and attributes are dicts of printable
+/// ASCII names (at most `max_name_bytes`) to finite floats, and whose context is a dict. `False`
+/// says only: check them in Python, which finds the problem, if any, and names it.
+#[pyfunction]
+pub fn signals_fit_to_store<'py>(
+    py: Python<'py>,
+    signals: &Bound<'py, PyList>,
+    user_id: Option<&str>,
+    signal_class: &Bound<'py, PyType>,
+    feedback_type_class: &Bound<'py, PyType>,
+    max_id_bytes: usize,
+    max_name_bytes: usize,
+) -> PyResult<bool> {
+    let names_fit = |mapping: &Bound<'py, PyAny>| {
+        mapping.cast_exact::<PyDict>().is_ok_and(|dict| {
+            dict.iter().all(|(name, weight)| {
+                plain_text(&name, max_name_bytes) && finite_float(&weight).is_some()
+            })
+        })
+    };
+    for signal in signals.iter() {
+        if !signal.get_type().is(signal_class) {
+            return Ok(false);
+        }
+        let get = |name| signal.getattr(name);
+        let user = get(intern!(py, "user_id"))?;
+        let fits = plain_text(&get(intern!(py, "event_id"))?, max_id_bytes)
+            && plain_text(&user, max_id_bytes)
+            && user_id.is_none_or(|wanted| {
+                user.cast_exact::<PyString>()
+                    .is_ok_and(|u| u.to_str().is_ok_and(|u| u == wanted))
+            })
+            && plain_text(&get(intern!(py, "item_id"))?, max_id_bytes)
+            && get(intern!(py, "feedback_type"))?.is_instance(feedback_type_class)?
+            && finite_float(&get(intern!(py, "value"))?).is_some()
+            && finite_float(&get(intern!(py, "weight"))?).is_some()
+            && finite_float(&get(intern!(py, "timestamp"))?).is_some()
+            && finite_float(&get(intern!(py, "half_life"))?).is_some_and(|h| h > 0.0)
+            && names_fit(&get(intern!(py, "features"))?)
+            && names_fit(&get(intern!(py, "attributes"))?)
+            && get(intern!(py, "context"))?.is_exact_instance_of::<PyDict>();
+        if !fits {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence, Sized
 from types import TracebackType
 from typing import Self
 
-from penchant import _gc
-from penchant._validate import check_id
+from penchant import _core, _gc
+from penchant._validate import MAX_NAME_BYTES, MAX_USER_ID_BYTES, check_id
 from penchant.errors import ValidationError
-from penchant.feedback_collector import Signal
+from penchant.feedback_collector import FeedbackType, Signal
 from penchant.profile_store._effects import Op, immediate, run_async, run_sync
 from penchant.profile_store.serializer import ProfileSerializer, check_signal
 from penchant.user_profile import InterestModel, UserProfile
@@ -25,10 +25,15 @@ def group_signals(signals: Iterable[Signal], user_id: str | None = None) -> dict
     occurrence). Raises ``ValidationError`` for the first bad signal, before anything is stored."""
     if isinstance(signals, Signal):
         raise ValidationError("expected a sequence of Signals, got one Signal: wrap it in a list")
+    signals = signals if type(signals) is list else list(signals)
+    if not _core.signals_fit_to_store(
+        signals, user_id, Signal, FeedbackType, MAX_USER_ID_BYTES, MAX_NAME_BYTES
+    ):  # else every check_signal would pass on its fast paths: the same checks, in Rust
+        for signal in signals:
+            check_signal(signal, user_id)
     grouped: dict[str, list[Signal]] = {}
     seen: set[str] = set()
     for signal in signals:
-        check_signal(signal, user_id)
         if signal.event_id in seen:
             continue
         seen.add(signal.event_id)
