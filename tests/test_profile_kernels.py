@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import math
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -479,12 +481,12 @@ def test_signal_history_member_is_the_members_python_writes(
     """Byte for byte what ProfileSerializer.history_member writes for the Interaction that
     InterestModel makes of the signal: times in each of the three timestamp sizes, rounded to
     the microsecond as datetime rounds them; maps of 16 entries or more; long and non-ASCII text."""
-    from penchant.feedback_collector import Signal
+    from penchant.feedback_collector import FeedbackType, Signal
 
     kind: Any = feedback_type
     signal = Signal(event_id, "u", item_id, kind, value, weight, half_life, timestamp, features, attributes)
     entry = Interaction(item_id, kind, value, weight, dict(features), dict(attributes), timestamp, event_id, half_life)
-    assert _core.signal_history_member(signal) == serializer().history_member(entry)
+    assert _core.signal_history_member(signal, FeedbackType) == serializer().history_member(entry)
 
 
 @pytest.mark.parametrize(
@@ -499,7 +501,7 @@ def test_signal_history_member_at_the_edges_of_each_timestamp_size(timestamp: fl
 
     signal = Signal("e", "u", "i", FeedbackType.CLICK, 1.0, 1.0, 60.0, timestamp, {"f": 0.5})
     entry = Interaction("i", "click", 1.0, 1.0, {"f": 0.5}, {}, timestamp, "e", 60.0)
-    assert _core.signal_history_member(signal) == serializer().history_member(entry)
+    assert _core.signal_history_member(signal, FeedbackType) == serializer().history_member(entry)
 
 
 def test_signal_history_member_leaves_what_it_does_not_write_to_the_general_path() -> None:
@@ -514,8 +516,9 @@ def test_signal_history_member_leaves_what_it_does_not_write_to_the_general_path
         )  # fmt: skip
         return Signal(**{**fields, **changes})
 
-    assert _core.signal_history_member(signal()) is not None
-    assert _core.signal_history_member(signal(value=1, timestamp=1_700_000_000)) is not None  # read as float() reads
+    assert _core.signal_history_member(signal(), FeedbackType) is not None
+    as_float_reads = signal(value=1, timestamp=1_700_000_000)  # ints, read as float() reads them
+    assert _core.signal_history_member(as_float_reads, FeedbackType) is not None
     for odd in (
         signal(features={"f": 1}),  # an int weight: msgspec writes an int
         signal(attributes={"a": True}),
@@ -523,8 +526,30 @@ def test_signal_history_member_leaves_what_it_does_not_write_to_the_general_path
         signal(item_id="\ud800"),  # not UTF-8
         signal(timestamp=1e12),  # past the year 9999
         signal(value=True),
+        # Types the general path writes otherwise or refuses: the general path decides.
+        signal(item_id=Text("i")),
+        signal(event_id=Text("e")),
+        signal(feedback_type=Kind.CLICK),  # str() is "Kind.CLICK", not its text
+        signal(timestamp=np.int64(1_700_000_000)),
+        signal(timestamp=np.float32(1.7e9)),
+        signal(timestamp=Decimal("1700000000")),
+        signal(weight=Number(1.0)),
     ):
-        assert _core.signal_history_member(odd) is None
+        assert _core.signal_history_member(odd, FeedbackType) is None
+    assert _core.signal_history_member(signal(feedback_type="click"), FeedbackType) is not None
+
+
+class Text(str):
+    pass
+
+
+class Number(float):
+    def __float__(self) -> float:
+        return 2.0
+
+
+class Kind(str, enum.Enum):  # noqa: UP042 - a (str, Enum), whose str() is not its text
+    CLICK = "click"
 
 
 SHARES = st.one_of(st.just(0.0), st.floats(1e-6, 1e3), st.floats(-1e3, -1e-6), st.integers(-5, 5))
@@ -585,10 +610,35 @@ def test_signal_increments_refuse_what_they_cannot_add() -> None:
         InterestModel.increments_of(0.0, [signal(features=[("f", 1.0)])])
     with pytest.raises(penchant.ValidationError, match="overflows"):
         InterestModel.increments_of(0.0, [signal(weight=1e300, features={"f": 1e300})])
+    # A signal without features adds nothing, whatever its time.
+    assert InterestModel.increments_of(0.0, [signal(timestamp=1e9, features={})]) == [[]]
+
+    class Growing:
+        """A weight whose conversion adds a feature to the dict being read."""
+
+        def __float__(self) -> float:
+            shares[f"g{len(shares)}"] = 1.0
+            return 1.0
+
+    shares: dict[str, Any] = {"f": 1.0}
+    shares["g"] = Growing()
+    rows = InterestModel.increments_of(0.0, [signal(features=shares)])  # no panic: the items read first
+    assert [name for name, _, _ in rows[0]] == ["f", "g"]
 
 
 ODD_TEXT = st.sampled_from(["ok", "", "x" * 257, "x" * 1025, "tab\there", "é", "\x7f", "new\nline"])
 ODD_NUMBER = st.sampled_from([1.0, 0.0, -2.5, 3, True, math.nan, math.inf, "1", None])
+
+
+def test_a_user_id_that_is_not_utf8_is_refused_as_invalid() -> None:
+    from penchant.feedback_collector import FeedbackType, Signal
+    from penchant.profile_store import InMemoryProfileStore
+
+    user = "\udc80"
+    signal = Signal("e", user, "i", FeedbackType.CLICK, 1.0, 1.0, 60.0, 1.7e9, {"f": 1.0})
+    assert _core.signals_fit_to_store([signal], user, Signal, FeedbackType, 256, 1024) is False
+    with pytest.raises(penchant.ValidationError):
+        InMemoryProfileStore().apply_feedback(user, [signal])
 
 
 @given(

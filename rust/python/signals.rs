@@ -264,48 +264,47 @@ pub fn signal_increments<'py>(
     let mut keys: FxHashMap<u64, (Bound<'py, PyAny>, Bound<'py, PyAny>)> = FxHashMap::default();
     let out = PyList::empty(py);
     for (row, signal) in signals.iter().enumerate() {
-        let number =
-            |name: &Bound<'py, PyString>, what: &str| number(&signal.getattr(name)?, what, row);
-        let t = number(intern!(py, "timestamp"), "timestamp")?;
-        let w = number(intern!(py, "weight"), "weight")?;
-        let h = number(intern!(py, "half_life"), "half_life")?;
-        let (negative, positive) = match keys.get(&h.to_bits()) {
-            Some(pair) => pair.clone(),
-            None => {
-                let pair: (Bound<'py, PyAny>, Bound<'py, PyAny>) =
-                    channel_keys.call1((h,))?.extract()?;
-                keys.insert(h.to_bits(), pair.clone());
-                pair
-            }
-        };
-        let factor = decay::forward_weight(t, landmark, h).map_err(kernel_error)?;
-        let found = PyList::empty(py);
-        let add = |name: Bound<'py, PyAny>, share: &Bound<'py, PyAny>| -> PyResult<()> {
-            let product = w * number_of(share, row)?;
-            if !product.is_finite() {
-                return Err(validation_error(format!(
-                    "signal {row}: weight × feature weight overflows"
-                )));
-            }
-            let amount = product * factor;
-            if amount != 0.0 {
-                let key = if amount > 0.0 { &positive } else { &negative };
-                found.append((name, key, amount.abs()))?;
-            }
-            Ok(())
-        };
+        // The features' items first, as a list: a value's __float__ cannot change what is walked.
         let features = signal.getattr(intern!(py, "features"))?;
-        if let Ok(dict) = features.cast_exact::<PyDict>() {
-            for (name, share) in dict.iter() {
-                add(name, &share)?;
-            }
+        let items = if let Ok(dict) = features.cast_exact::<PyDict>() {
+            dict.items()
         } else {
             let items = features.call_method0(intern!(py, "items")).map_err(|_| {
                 validation_error(format!("signal {row}: features must be a mapping"))
             })?;
-            for pair in items.try_iter()? {
-                let (name, share): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair?.extract()?;
-                add(name, &share)?;
+            PyList::new(py, items.try_iter()?.collect::<PyResult<Vec<_>>>()?)?
+        };
+        let found = PyList::empty(py);
+        if !items.is_empty() {
+            // A signal without features adds nothing, and nothing of it is read.
+            let number =
+                |name: &Bound<'py, PyString>, what: &str| number(&signal.getattr(name)?, what, row);
+            let t = number(intern!(py, "timestamp"), "timestamp")?;
+            let w = number(intern!(py, "weight"), "weight")?;
+            let h = number(intern!(py, "half_life"), "half_life")?;
+            let (negative, positive) = match keys.get(&h.to_bits()) {
+                Some(pair) => pair.clone(),
+                None => {
+                    let pair: (Bound<'py, PyAny>, Bound<'py, PyAny>) =
+                        channel_keys.call1((h,))?.extract()?;
+                    keys.insert(h.to_bits(), pair.clone());
+                    pair
+                }
+            };
+            let factor = decay::forward_weight(t, landmark, h).map_err(kernel_error)?;
+            for item in items.iter() {
+                let (name, share): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract()?;
+                let product = w * number_of(&share, row)?;
+                if !product.is_finite() {
+                    return Err(validation_error(format!(
+                        "signal {row}: weight × feature weight overflows"
+                    )));
+                }
+                let amount = product * factor;
+                if amount != 0.0 {
+                    let key = if amount > 0.0 { &positive } else { &negative };
+                    found.append((name, key, amount.abs()))?;
+                }
             }
         }
         out.append(found)?;
@@ -348,12 +347,20 @@ fn finite_float(value: &Bound<'_, PyAny>) -> Option<f64> {
 pub fn signals_fit_to_store<'py>(
     py: Python<'py>,
     signals: &Bound<'py, PyList>,
-    user_id: Option<&str>,
+    user_id: Option<Bound<'py, PyString>>,
     signal_class: &Bound<'py, PyType>,
     feedback_type_class: &Bound<'py, PyType>,
     max_id_bytes: usize,
     max_name_bytes: usize,
 ) -> PyResult<bool> {
+    // A user id that is not UTF-8: check_signal refuses it (the store says why).
+    let user_id = match &user_id {
+        Some(wanted) => match wanted.to_str() {
+            Ok(text) => Some(text),
+            Err(_) => return Ok(false),
+        },
+        None => None,
+    };
     let names_fit = |mapping: &Bound<'py, PyAny>| {
         mapping.cast_exact::<PyDict>().is_ok_and(|dict| {
             dict.iter().all(|(name, weight)| {

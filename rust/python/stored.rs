@@ -7,7 +7,7 @@ use crate::stored;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDateTime, PyDict, PyFloat, PyString, PyType, PyTzInfo};
+use pyo3::types::{PyBytes, PyDateTime, PyDict, PyFloat, PyInt, PyString, PyType, PyTzInfo};
 use rustc_hash::FxHashMap;
 
 static UTC: PyOnceLock<Py<PyTzInfo>> = PyOnceLock::new();
@@ -129,28 +129,41 @@ fn texts<'a>(items: &'a [(Bound<'_, PyString>, f64)]) -> Option<Vec<(&'a str, f6
 
 /// The Redis history member of the entry `InterestModel` makes for `signal` (a validated
 /// `Signal`), as `ProfileSerializer.history_member` writes it (see `stored::history_member`);
-/// `None` when one of its fields is not of the plain type this fast path writes (a feature
-/// weight that is an int, features that are not a dict, text that is not UTF-8, a time outside
-/// the range of dates): the caller then takes the general path, which writes or refuses it.
+/// `None` when one of its fields is not of the plain type this fast path writes exactly as the
+/// general path would (ids that are exact `str`, a feedback type that is an exact `str` or a
+/// member of `feedback_type_class`, numbers that are exact `float` or `int`, dicts of `str` to
+/// `float`, UTF-8 text, a time within the range of dates): the caller then takes the general
+/// path, which writes or refuses it.
 #[pyfunction]
 pub fn signal_history_member<'py>(
     py: Python<'py>,
     signal: &Bound<'py, PyAny>,
+    feedback_type_class: &Bound<'py, PyType>,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let text = |name: &Bound<'py, PyString>| -> PyResult<Option<Bound<'py, PyString>>> {
-        Ok(signal.getattr(name)?.cast_into::<PyString>().ok())
+        Ok(signal.getattr(name)?.cast_into_exact::<PyString>().ok())
     };
     let number = |name: &Bound<'py, PyString>| -> PyResult<Option<f64>> {
         let value = signal.getattr(name)?;
-        Ok(if value.is_instance_of::<PyBool>() {
-            None
-        } else {
+        Ok(if let Ok(f) = value.cast_exact::<PyFloat>() {
+            Some(f.value())
+        } else if value.is_exact_instance_of::<PyInt>() {
             value.extract::<f64>().ok()
+        } else {
+            None
         })
     };
+    // A member of the enum (a `str` whose text is its value, which `str()` gives) or a `str`.
+    let kind = signal.getattr(intern!(py, "feedback_type"))?;
+    let feedback_type =
+        if kind.get_type().is(feedback_type_class) || kind.is_exact_instance_of::<PyString>() {
+            kind.cast_into::<PyString>().ok()
+        } else {
+            None
+        };
     let (Some(item_id), Some(feedback_type), Some(event_id)) = (
         text(intern!(py, "item_id"))?,
-        text(intern!(py, "feedback_type"))?,
+        feedback_type,
         text(intern!(py, "event_id"))?,
     ) else {
         return Ok(None);

@@ -36,7 +36,7 @@ from penchant import _core, _gc
 from penchant._time import to_datetime
 from penchant._validate import check_id
 from penchant.errors import ConflictError, StoreUnavailableError, ValidationError
-from penchant.feedback_collector import Signal
+from penchant.feedback_collector import FeedbackType, Signal
 from penchant.profile_store import lua
 from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
 from penchant.profile_store._effects import Effect, Op
@@ -790,7 +790,7 @@ class RedisProfileStore(ProfileStore):
         """The history member of the entry ``InterestModel.apply`` makes for ``signal``."""
         if not self.model.max_history:
             return b""
-        member = _core.signal_history_member(signal)  # the same bytes, written in Rust
+        member = _core.signal_history_member(signal, FeedbackType)  # the same bytes, in Rust
         if member is not None:
             return member
         interaction = object.__new__(Interaction)  # the fields InterestModel._new_interactions sets
