@@ -772,6 +772,55 @@ def test_cluster_batches_go_to_their_nodes_and_follow_redirections() -> None:
     connection.close_sync()
 
 
+def test_async_cluster_batches_go_to_their_nodes_and_follow_redirections() -> None:
+    """The same through the asyncio client: split by node, read back in the caller's order,
+    error replies in their places, commands sent to the wrong node redirected; a cancelled
+    batch leaves no connection with unread replies behind."""
+    from penchant.profile_store.redis_store import RedisConnection
+
+    async def scenario() -> None:
+        connection = RedisConnection(cluster_url())
+        client = await connection.async_()
+        tenant = new_tenant()
+        keys = [f"{tenant}:{i}" for i in range(12)]
+        for key in keys:
+            await client.set(key, key)
+        assert len({client.get_node_from_key(k).name for k in keys}) > 1
+        calls = [("GET", k) for k in keys] + [("HGET", keys[0], "f"), ("PEXPIRE", keys[1], 60_000)]
+
+        def check(replies: list[Any]) -> None:
+            assert replies[: len(keys)] == [k.encode() for k in keys]
+            assert isinstance(replies[len(keys)], redis.exceptions.ResponseError)
+            assert replies[-1] is True
+
+        check(await connection._execute_async(client, calls))
+        slots = client.nodes_manager.slots_cache
+        saved = {slot: slots[slot] for slot in {client.keyslot(k) for k in keys}}
+        one = slots[client.keyslot(keys[0])]
+        for slot in saved:
+            slots[slot] = one  # every key said to be on one node: the others answer MOVED
+        try:
+            check(await connection._execute_async(client, calls))
+        finally:
+            for slot, nodes in saved.items():
+                slots.setdefault(slot, nodes)
+        busy_second = (
+            "local function now() local t = redis.call('TIME'); return t[1] * 1000000 + t[2] end "
+            "local start = now(); while now() - start < 1000000 do end; return 1"
+        )
+        slow = [("EVAL", busy_second, 0)]  # holds its node for a second: the batch is cancelled meanwhile
+        task = asyncio.ensure_future(connection._execute_async(client, [*calls, *slow]))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        check(await connection._execute_async(client, calls))  # every connection answers its own
+        await client.delete(*keys)
+        await connection.close_async()
+
+    asyncio.run(scenario())
+
+
 def test_redis_keys_expire_per_kind_and_slide() -> None:
     url = redis_url()
     tenant = new_tenant()

@@ -23,6 +23,7 @@ command per read instead of five).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import threading
@@ -328,19 +329,12 @@ class RedisConnection:
 
     @staticmethod
     async def _execute_async(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-        import redis.exceptions
 
         if _pooled(client):
             return await _asend_and_read(client, calls)
-        if len(calls) == 1:
-            try:
-                return [await client.execute_command(*calls[0])]
-            except redis.exceptions.ResponseError as exc:
-                return [exc]
-        pipe = client.pipeline(transaction=False)
-        for call in calls:
-            pipe.execute_command(*call)
-        return list(await pipe.execute(raise_on_error=False))
+        if _is_cluster(client) and len(calls) > 1:
+            return await _asend_and_read_cluster(client, calls)
+        return await _apipelined(client, calls)
 
     async def run_async(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         import redis.exceptions
@@ -539,6 +533,92 @@ def _send_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]]) -> lis
     if again:
         again.sort()
         for i, reply in zip(again, _pipelined(client, [calls[i] for i in again]), strict=True):
+            replies[i] = reply
+    return replies
+
+
+async def _apipelined(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """:func:`_pipelined` for an asyncio client."""
+    import redis.exceptions
+
+    if len(calls) == 1:
+        try:
+            return [await client.execute_command(*calls[0])]
+        except redis.exceptions.ResponseError as exc:
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        pipe.execute_command(*call)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+async def _asend_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """:func:`_send_and_read_cluster` for an asyncio cluster client: the calls grouped by the
+    node of their keys' slot, each group written at once on a connection of that node, then
+    every group's replies read in order; redirected commands and failed groups through
+    redis-py's cluster pipeline (~2x faster than the pipeline for a ``get_many`` of 100)."""
+    import redis.exceptions
+    from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
+
+    groups: dict[str, tuple[Any, list[int]]] = {}
+    keyless: list[int] = []
+    try:
+        for i, call in enumerate(calls):
+            key = _key_of(call)
+            if key is None:
+                keyless.append(i)
+                continue
+            node = client.get_node_from_key(key)
+            group = groups.get(node.name)
+            if group is None:
+                group = groups[node.name] = (node, [])
+            group[1].append(i)
+    except RedisClusterException:  # no slot map yet (the pipeline makes one), a slot not covered
+        return await _apipelined(client, calls)
+    if not groups or not all(hasattr(node, "acquire_connection") for node, _ in groups.values()):
+        return await _apipelined(client, calls)
+    next(iter(groups.values()))[1].extend(keyless)
+    replies: list[Any] = [None] * len(calls)
+    again: list[int] = []
+    failures = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    sent: list[tuple[Any, Any, list[int]]] = []  # node, connection, indices
+    try:
+        for node, indices in groups.values():
+            try:
+                connection = node.acquire_connection()
+            except (redis.exceptions.RedisError, *failures):  # MaxConnectionsError included
+                again.extend(indices)
+                continue
+            sent.append((node, connection, indices))
+            try:
+                await connection.send_packed_command(_packed(connection, [calls[i] for i in indices]))
+            except failures:
+                sent.pop()
+                await connection.disconnect()
+                node.release(connection)
+                again.extend(indices)
+        while sent:
+            node, connection, indices = sent[0]
+            for n, i in enumerate(indices):
+                try:
+                    replies[i] = _reply(node, calls[i], await connection.read_response())
+                except (AskError, TryAgainError, ClusterDownError):  # MovedError is an AskError
+                    again.append(i)
+                except redis.exceptions.ResponseError as exc:
+                    replies[i] = exc
+                except failures:
+                    again.extend(indices[n:])
+                    await connection.disconnect()
+                    break
+            sent.pop(0)
+            node.release(connection)
+    finally:
+        for node, connection, _ in sent:  # replies left unread (a cancelled task too): not reusable
+            await asyncio.shield(connection.disconnect())
+            node.release(connection)
+    if again:
+        again.sort()
+        for i, reply in zip(again, await _apipelined(client, [calls[i] for i in again]), strict=True):
             replies[i] = reply
     return replies
 
