@@ -11,6 +11,7 @@ history entries, built from 50 events.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import uuid
@@ -154,6 +155,25 @@ def test_get_many_100_from_redis(benchmark: Any, tenant: str, kind: str) -> None
         result = benchmark.pedantic(store.get_many, (users,), rounds=100, iterations=1, warmup_rounds=5)
         assert len(result) == 100
         p99(benchmark)
+
+
+@pytest.mark.parametrize("kind", ["redis", "cluster"])
+def test_async_get_many_100_from_redis(benchmark: Any, tenant: str, kind: str) -> None:
+    """The same through the async API (``aget_many``), each round run to completion on one
+    event loop."""
+    store = STORES[kind](tenant)
+    loop = asyncio.new_event_loop()
+    try:
+        users = [f"user{i}" for i in range(100)]
+        loop.run_until_complete(store.aapply_feedback_many([s for u in users for s in typical_events(u)]))
+        result = benchmark.pedantic(
+            lambda: loop.run_until_complete(store.aget_many(users)), rounds=100, iterations=1, warmup_rounds=5
+        )
+        assert len(result) == 100
+        p99(benchmark)
+    finally:
+        loop.run_until_complete(store.aclose())
+        loop.close()
 
 
 def test_get_many_100_from_the_in_process_tier(benchmark: Any, tenant: str) -> None:
