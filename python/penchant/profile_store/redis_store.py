@@ -462,15 +462,12 @@ def _key_of(call: tuple[Any, ...]) -> Any:
     return call[1]
 
 
-def _send_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """:func:`_send_and_read` on a cluster: the calls grouped by the node that holds their
-    keys' slot (as the client's slot map says), each group written at once on a connection of
-    that node's pool, then every group's replies read in order. A command the node redirects
-    (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) and a group whose connection fails go again through
-    redis-py's cluster pipeline, which follows redirections, refreshes the slot map and
-    retries; commands without a key go with the first group (a PUBLISH reaches every node)."""
-    import redis.exceptions
-    from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
+def _by_node(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[tuple[Any, list[int]]] | None:
+    """The indices of ``calls`` grouped by the node of a cluster (sync or asyncio client) that
+    holds their keys' slot, as the client's slot map says; calls without a key go with the first
+    group. ``None`` when the map cannot place them (none yet, a slot not covered: the cluster
+    pipeline copes) or no call has a key."""
+    from redis.exceptions import RedisClusterException
 
     groups: dict[str, tuple[Any, list[int]]] = {}
     keyless: list[int] = []
@@ -483,19 +480,36 @@ def _send_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]]) -> lis
             node = client.get_node_from_key(key)
             group = groups.get(node.name)
             if group is None:
-                group = groups[node.name] = (client.get_redis_connection(node), [])
+                group = groups[node.name] = (node, [])
             group[1].append(i)
-    except RedisClusterException:  # no slot map yet, a slot not covered: the pipeline copes
-        return _pipelined(client, calls)
+    except RedisClusterException:
+        return None
     if not groups:
-        return _pipelined(client, calls)
+        return None
     next(iter(groups.values()))[1].extend(keyless)
+    return list(groups.values())
+
+
+def _send_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """:func:`_send_and_read` on a cluster: the calls grouped by the node that holds their
+    keys' slot (as the client's slot map says), each group written at once on a connection of
+    that node's pool, then every group's replies read in order. A command the node redirects
+    (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) and a group whose connection fails go again through
+    redis-py's cluster pipeline, which follows redirections, refreshes the slot map and
+    retries; commands without a key go with the first group (a PUBLISH reaches every node)."""
+    import redis.exceptions
+    from redis.exceptions import AskError, ClusterDownError, TryAgainError
+
+    groups = _by_node(client, calls)
+    if groups is None:
+        return _pipelined(client, calls)
     replies: list[Any] = [None] * len(calls)
     again: list[int] = []
     failures = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
     sent: list[tuple[Any, Any, Any, list[int]]] = []  # node client, pool, connection, indices
     try:
-        for node_client, indices in groups.values():
+        for node, indices in groups:
+            node_client = client.get_redis_connection(node)
             pool = node_client.connection_pool
             try:
                 connection = pool.get_connection()
@@ -557,32 +571,17 @@ async def _asend_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]])
     every group's replies read in order; redirected commands and failed groups through
     redis-py's cluster pipeline (a ``get_many`` of 100 took half the time of the pipeline's)."""
     import redis.exceptions
-    from redis.exceptions import AskError, ClusterDownError, RedisClusterException, TryAgainError
+    from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
-    groups: dict[str, tuple[Any, list[int]]] = {}
-    keyless: list[int] = []
-    try:
-        for i, call in enumerate(calls):
-            key = _key_of(call)
-            if key is None:
-                keyless.append(i)
-                continue
-            node = client.get_node_from_key(key)
-            group = groups.get(node.name)
-            if group is None:
-                group = groups[node.name] = (node, [])
-            group[1].append(i)
-    except RedisClusterException:  # no slot map yet (the pipeline makes one), a slot not covered
+    groups = _by_node(client, calls)
+    if groups is None or not all(hasattr(node, "acquire_connection") for node, _ in groups):
         return await _apipelined(client, calls)
-    if not groups or not all(hasattr(node, "acquire_connection") for node, _ in groups.values()):
-        return await _apipelined(client, calls)
-    next(iter(groups.values()))[1].extend(keyless)
     replies: list[Any] = [None] * len(calls)
     again: list[int] = []
     failures = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
     sent: list[tuple[Any, Any, list[int]]] = []  # node, connection, indices
     try:
-        for node, indices in groups.values():
+        for node, indices in groups:
             try:
                 connection = node.acquire_connection()
             except (redis.exceptions.RedisError, *failures):  # MaxConnectionsError included
