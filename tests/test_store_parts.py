@@ -804,11 +804,11 @@ def test_async_cluster_batches_go_to_their_nodes_and_follow_redirections() -> No
         finally:
             for slot, nodes in saved.items():
                 slots.setdefault(slot, nodes)
-        busy_second = (
+        busy = (
             "local function now() local t = redis.call('TIME'); return t[1] * 1000000 + t[2] end "
-            "local start = now(); while now() - start < 1000000 do end; return 1"
+            "local start = now(); while now() - start < 1500000 do end; return 1"
         )
-        slow = [("EVAL", busy_second, 0)]  # holds its node for a second: the batch is cancelled meanwhile
+        slow = [("EVAL", busy, 0)]  # holds its node 1.5 s: the batch is cancelled meanwhile
         task = asyncio.ensure_future(connection._execute_async(client, [*calls, *slow]))
         await asyncio.sleep(0.2)
         task.cancel()

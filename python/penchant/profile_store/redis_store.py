@@ -23,7 +23,6 @@ command per read instead of five).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import threading
@@ -574,12 +573,14 @@ async def _asend_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]])
     from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
     groups = _by_node(client, calls)
-    if groups is None or not all(hasattr(node, "acquire_connection") for node, _ in groups):
+    # redis-py 5.2's asyncio nodes hand out connections but take none back: the pipeline then.
+    if groups is None or not all(hasattr(n, "acquire_connection") and hasattr(n, "release") for n, _ in groups):
         return await _apipelined(client, calls)
     replies: list[Any] = [None] * len(calls)
     again: list[int] = []
     failures = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-    sent: list[tuple[Any, Any, list[int]]] = []  # node, connection, indices
+    sent: list[tuple[Any, Any, list[int]]] = []  # node, connection, indices: replies to read
+    held: dict[int, tuple[Any, Any]] = {}  # connections not yet handed back, by id
     try:
         for node, indices in groups:
             try:
@@ -587,16 +588,16 @@ async def _asend_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]])
             except (redis.exceptions.RedisError, *failures):  # MaxConnectionsError included
                 again.extend(indices)
                 continue
-            sent.append((node, connection, indices))
+            held[id(connection)] = (node, connection)
             try:
+                if hasattr(node, "disconnect_if_needed"):  # one marked for reconnection (a new slot map)
+                    await node.disconnect_if_needed(connection)
                 await connection.send_packed_command(_packed(connection, [calls[i] for i in indices]))
             except failures:
-                sent.pop()
-                await connection.disconnect()
-                node.release(connection)
                 again.extend(indices)
-        while sent:
-            node, connection, indices = sent[0]
+                continue
+            sent.append((node, connection, indices))
+        for node, connection, indices in sent:
             for n, i in enumerate(indices):
                 try:
                     replies[i] = _reply(node, calls[i], await connection.read_response())
@@ -606,14 +607,23 @@ async def _asend_and_read_cluster(client: Any, calls: Sequence[tuple[Any, ...]])
                     replies[i] = exc
                 except failures:
                     again.extend(indices[n:])
-                    await connection.disconnect()
                     break
-            sent.pop(0)
-            node.release(connection)
+            else:  # every reply read: the connection serves again
+                del held[id(connection)]
+                node.release(connection)
     finally:
-        for node, connection, _ in sent:  # replies left unread (a cancelled task too): not reusable
-            await asyncio.shield(connection.disconnect())
-            node.release(connection)
+        # Failed, or left with replies unread (an error, a cancelled task): closed, then handed
+        # back, every one of them even if the task is cancelled again meanwhile.
+        interrupted: BaseException | None = None
+        for node, connection in held.values():
+            try:
+                await connection.disconnect(nowait=True)
+            except BaseException as exc:
+                interrupted = interrupted or exc
+            finally:
+                node.release(connection)
+        if interrupted is not None:
+            raise interrupted
     if again:
         again.sort()
         for i, reply in zip(again, await _apipelined(client, [calls[i] for i in again]), strict=True):
