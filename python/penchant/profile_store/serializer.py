@@ -465,10 +465,11 @@ class ProfileSerializer:
     def decode_state(self, state: Sequence[Any]) -> tuple[UserProfile, bytes]:
         """A profile from the parts a Redis script sends: ``version, landmark, updated_at,
         event_count, doc, interests, history``, the interests hash as one string (fields and
-        values joined by ``␞``) and the history members concatenated; and the snapshot of it
-        (:meth:`encode_snapshot`) for the script to keep. The interests are read in Rust; the
+        values joined by ``␞``) and the history as the list of its members; and the snapshot of
+        it (:meth:`encode_snapshot`) for the script to keep. The interests are read in Rust; the
         preferences and the history are decoded when first read."""
-        version, landmark, updated_at, event_count, document, interests, history = state
+        version, landmark, updated_at, event_count, document, interests, members = state
+        history = b"".join(members)
         size = len(document) + len(interests) + len(history)
         if size > self.max_profile_bytes:
             raise ValidationError(f"stored profile is {size} bytes; the limit is {self.max_profile_bytes}")
