@@ -207,16 +207,26 @@ pub fn skip_msgpack(data: &[u8], start: usize) -> Result<usize> {
     Ok(at)
 }
 
-fn array_header(n: usize, out: &mut Vec<u8>) {
+/// The MessagePack header of an array or a map of `n` elements, in its smallest form: `tags`
+/// are the fix form's high bits and the 16- and 32-bit forms' tags.
+fn collection_header(n: usize, tags: [u8; 3], out: &mut Vec<u8>) {
+    let [fix, tag16, tag32] = tags;
     if n < 16 {
-        out.push(0x90 | n as u8);
+        out.push(fix | n as u8);
     } else if n < 1 << 16 {
-        out.push(0xdc);
+        out.push(tag16);
         out.extend_from_slice(&(n as u16).to_be_bytes());
     } else {
-        out.push(0xdd);
+        out.push(tag32);
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
+}
+
+const ARRAY_TAGS: [u8; 3] = [0x90, 0xdc, 0xdd];
+const MAP_TAGS: [u8; 3] = [0x80, 0xde, 0xdf];
+
+fn array_header(n: usize, out: &mut Vec<u8>) {
+    collection_header(n, ARRAY_TAGS, out);
 }
 
 /// The entries of a history sent as the concatenation of its sorted-set members (each
@@ -659,15 +669,7 @@ struct Writer(Vec<u8>);
 
 impl Writer {
     fn map(&mut self, n: usize) {
-        if n < 16 {
-            self.0.push(0x80 | n as u8);
-        } else if n < 1 << 16 {
-            self.0.push(0xde);
-            self.0.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            self.0.push(0xdf);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
-        }
+        collection_header(n, MAP_TAGS, &mut self.0);
     }
 
     fn str(&mut self, s: &str) {

@@ -1168,7 +1168,7 @@ class InterestModel:
     @staticmethod
     def increments_of(landmark: float, signals: Sequence[Signal]) -> list[list[tuple[str, str, float]]]:
         """:meth:`increments` of each of ``signals``, in one kernel call."""
-        return _core.signal_increments(landmark, list(signals), _channel_keys)
+        return _core.signal_increments(landmark, signals if type(signals) is list else list(signals), _channel_keys)
 
     @staticmethod
     def rebase(profile: UserProfile, landmark: float) -> None:
