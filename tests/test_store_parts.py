@@ -1369,10 +1369,11 @@ def test_postgres_statements_sent_without_waiting_still_fail_their_transaction(
     """PostgreSQL sends a statement that answers no rows without waiting for its answer: an
     error in it still fails the transaction (raised at the next statement waited for, or at the
     commit), everything the transaction wrote is rolled back before the connection goes back
-    to the pool, and the pooled connection serves the next transaction. The same through the async API."""
+    to the pool, and the pooled connection serves the next transaction. So do statements a body
+    sends to read their rows later (``Sent``). The same through the async API."""
     import psycopg
 
-    from penchant.profile_store.sql_store import Sql
+    from penchant.profile_store.sql_store import Answer, Sent, Sql
 
     store = PostgresProfileStore(postgres_url(), tenant=new_tenant())
     database = store._db  # type: ignore[attr-defined]
@@ -1401,19 +1402,33 @@ def test_postgres_statements_sent_without_waiting_still_fail_their_transaction(
         rows = yield [Sql(f"INSERT INTO {table} VALUES (?)", (5,)), Sql(f"SELECT count(*) FROM {table}")]
         return rows
 
+    def sends_then_reads() -> Any:  # the rows of Sent statements arrive when the answer is yielded
+        answer = yield Sent([Sql(f"INSERT INTO {table} VALUES (?)", (6,)), Sql(f"SELECT count(*) FROM {table}")])
+        assert isinstance(answer, Answer)
+        rows = yield answer
+        return rows
+
+    def sends_a_failure() -> Any:
+        answer = yield Sent(
+            [Sql(f"INSERT INTO {table} VALUES (?)", (7,)), Sql(f"INSERT INTO {table} VALUES (?)", (7,))]
+        )
+        yield answer
+        return "committed"
+
     async def in_async() -> None:
-        for body in (fails_at_the_commit, fails_before_a_read):
+        for body in (fails_at_the_commit, fails_before_a_read, sends_a_failure):
             with pytest.raises(psycopg.errors.UniqueViolation):
                 await database.run_async(body(), True)
-        assert await database.run_async(read(), False) == [(4,), (5,)]
+        assert await database.run_async(read(), False) == [(4,), (5,), (6,)]
 
     try:
         database.run_sync(create(), True)
-        for body in (fails_at_the_commit, fails_before_a_read):
+        for body in (fails_at_the_commit, fails_before_a_read, sends_a_failure):
             with pytest.raises(psycopg.errors.UniqueViolation):
                 database.run_sync(body(), True)
         assert database.run_sync(read(), False) == []
         assert database.run_sync(writes_and_reads(), True) == [[], [(2,)]]
+        assert database.run_sync(sends_then_reads(), True) == [[], [(3,)]]
         asyncio.run(in_async())
         # (psycopg may log that it ignored the aborted pipeline's own error while the first one
         # was raised: that is not a failure to roll back.)

@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 from penchant.errors import ConflictError, StoreUnavailableError, ValidationError
 from penchant.feedback_collector import Signal
@@ -68,12 +68,30 @@ class Sql:
         return text.startswith(("SELECT", "WITH")) or "RETURNING" in text
 
 
-TransactionBody: TypeAlias = Generator[Sql | list[Sql], Any, T]
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Statements that a transaction body sends without waiting for their rows: it receives an
+    :class:`Answer`, does other work, then yields the answer and receives the list of their
+    rows. PostgreSQL's pipeline works on them meanwhile; SQLite and the async API run them when
+    sent (an error is then thrown into the body there)."""
+
+    statements: list[Sql]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a body receives for :class:`Sent` statements: yielded, it becomes their rows."""
+
+    fetch: Callable[[], list[Rows]]
+
+
+TransactionBody: TypeAlias = Generator[Sql | list[Sql] | Sent | Answer, Any, T]
 """Logic run inside one transaction: yields a statement and receives its rows, or yields a
-list of statements and receives a list of their rows. A statement that answers no rows
-(see :attr:`Sql.returns_rows`) receives an empty list, and PostgreSQL may send it without
-waiting for it (see ``_PostgresDatabase.run_sync``): an error in it fails the transaction
-later, at the next statement waited for or at the commit."""
+list of statements and receives a list of their rows (or :class:`Sent` statements, to read
+their rows later). A statement that answers no rows (see :attr:`Sql.returns_rows`) receives an
+empty list, and PostgreSQL may send it without waiting for it (see
+``_PostgresDatabase.run_sync``): an error in it fails the transaction later, at the next
+statement waited for or at the commit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +160,22 @@ class _Kept:
     history: list[bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """Events applied to a profile this store wrote (:meth:`SQLProfileStore._apply_ahead`) before
+    the transaction read its row: its version and landmark before, the body it wrote, and what
+    the change writes. It stands if the events were all new and the row still holds that body."""
+
+    version: int
+    landmark: float
+    body: bytes
+    change: _Written
+
+    def applies_to(self, row: tuple[Any, Any] | None) -> bool:
+        """Whether the snapshot row ``(version, body)`` read under the lock is the one changed."""
+        return row is not None and int(row[0]) == self.version and row[1] == self.body
+
+
 WRITTEN_BYTES = 8 << 20
 """An SQL store keeps the profiles it wrote last, so that the next event of the same user need
 not read and decode its snapshot, up to this many bytes of their encodings (the least recently
@@ -159,12 +193,29 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _drive(body: TransactionBody[T], execute: Callable[[Sql | list[Sql]], Rows | list[Rows]]) -> T:
+def _answered_now(execute: Callable[[Sql | list[Sql]], Rows | list[Rows]], statements: list[Sql]) -> Answer:
+    """An :class:`Answer` to ``statements`` run at once."""
+    rows = cast(list[Rows], execute(statements))  # a list of statements: a list of rows
+    return Answer(lambda: rows)
+
+
+def _drive(
+    body: TransactionBody[T],
+    execute: Callable[[Sql | list[Sql]], Rows | list[Rows]],
+    send: Callable[[list[Sql]], Answer] | None = None,
+) -> T:
+    """Runs ``body`` with ``execute`` (and ``send`` for :class:`Sent` statements: by default
+    they are executed when sent)."""
     try:
         statement = next(body)
         while True:
             try:
-                rows = execute(statement)
+                if isinstance(statement, Answer):
+                    rows: Any = statement.fetch()
+                elif isinstance(statement, Sent):
+                    rows = send(statement.statements) if send else _answered_now(execute, statement.statements)
+                else:
+                    rows = execute(statement)
             except Exception as exc:  # thrown into the body, which decides
                 statement = body.throw(exc)
             else:
@@ -211,6 +262,9 @@ class _Database(ABC):
     event_key: str
     clustered = ""
     """What makes a table keep its rows in primary-key order, where the database can."""
+    writes_meanwhile: bool
+    """Whether a write statement is on its way while the body goes on (see
+    :data:`TransactionBody`), so that the body may do other work before the commit waits."""
 
     def transaction(self, body: TransactionBody[T], *, write: bool) -> Effect[T]:
         return _Transaction(self, body, write)
@@ -418,6 +472,7 @@ class _Checkpointer:
 
 class _SQLiteDatabase(_Database):
     name = "SQLite"
+    writes_meanwhile = False  # a statement runs when executed
     blob = "BLOB"
     float_type = "REAL"
     event_key = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -534,6 +589,7 @@ def _postgres_query(text: str) -> str:
 
 class _PostgresDatabase(_Database):
     name = "PostgreSQL"
+    writes_meanwhile = True  # statements that answer no rows are sent, not waited for (run_sync)
     blob = "BYTEA"
     float_type = "DOUBLE PRECISION"
     event_key = "seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
@@ -602,15 +658,21 @@ class _PostgresDatabase(_Database):
             with pool.connection() as connection, connection.pipeline() as pipeline:
                 connection.execute("BEGIN")
 
-                def execute(statement: Sql | list[Sql]) -> Rows | list[Rows]:
-                    statements = [statement] if isinstance(statement, Sql) else statement
+                def send(statements: list[Sql]) -> Answer:
                     cursors = [connection.execute(self._sql(one), one.params) for one in statements]
                     if not _answers_rows(statements):
-                        return _rows(statement, [[] for _ in cursors])
-                    pipeline.sync()
-                    return _rows(statement, [c.fetchall() if c.description else [] for c in cursors])
+                        return Answer(lambda: [[] for _ in cursors])
 
-                value = _drive(body, execute)
+                    def fetch() -> list[Rows]:
+                        pipeline.sync()
+                        return [c.fetchall() if c.description else [] for c in cursors]
+
+                    return Answer(fetch)
+
+                def execute(statement: Sql | list[Sql]) -> Rows | list[Rows]:
+                    return _rows(statement, send([statement] if isinstance(statement, Sql) else statement).fetch())
+
+                value = _drive(body, execute, send)
                 connection.execute("COMMIT")
             return value
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
@@ -646,13 +708,19 @@ class _PostgresDatabase(_Database):
             raise self._unavailable(exc) from exc
 
     async def _execute_async(
-        self, connection: psycopg.AsyncConnection[tuple[Any, ...]], statement: Sql | list[Sql]
-    ) -> Rows | list[Rows]:
+        self, connection: psycopg.AsyncConnection[tuple[Any, ...]], statement: Sql | list[Sql] | Sent | Answer
+    ) -> Rows | list[Rows] | Answer:
+        if isinstance(statement, Answer):
+            return statement.fetch()
         statements = [statement] if isinstance(statement, Sql) else statement
+        if isinstance(statements, Sent):  # run now: the async API sends statement by statement
+            statements = statements.statements
         results: list[Rows] = []
         for one in statements:
             cursor = await connection.execute(self._sql(one), one.params)
             results.append(await cursor.fetchall() if cursor.description is not None else [])
+        if isinstance(statement, Sent):
+            return Answer(lambda: results)
         return results[0] if isinstance(statement, Sql) else results
 
     def _make_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
@@ -826,7 +894,7 @@ class SQLProfileStore(ProfileStore):
         self._db = database
         self._schema_ready = False
         # user -> the profile this store last wrote, decoded: the next apply starts from it when
-        # the row still holds exactly the body written then (see _take_kept).
+        # the row still holds exactly the body written then (see _apply_ahead).
         self._written: OrderedDict[str, _Kept] = OrderedDict()
         self._written_bytes = 0
         self._written_lock = threading.Lock()
@@ -1052,12 +1120,16 @@ class SQLProfileStore(ProfileStore):
         return stored
 
     def _apply_body(
-        self, by_user: dict[str, list[Signal]], payloads: dict[str, bytes]
+        self,
+        by_user: dict[str, list[Signal]],
+        payloads: dict[str, bytes],
+        while_writing: Callable[[list[AppliedChange]], None] | None = None,
     ) -> TransactionBody[dict[str, AppliedChange]]:
         """Every user of the batch in a few statements: lock them, log the events (learning
         which are new), read their snapshots (and the history rows of those this store does
         not hold decoded), apply the new events, write the snapshots and the history rows that
-        changed."""
+        changed. Where the database works on the writes while this process goes on
+        (PostgreSQL), ``while_writing`` is called then with the changes."""
         users = sorted(by_user)
         recorded_at = time.time()
         signals = [s for u in users for s in by_user[u]]
@@ -1067,7 +1139,14 @@ class SQLProfileStore(ProfileStore):
         )
         selects = self._select_statements(users)
         # The locks come first, so the snapshots read after them are current.
-        results = yield [*([lock] if lock is not None else []), *inserts, *selects]
+        answer = yield Sent([*([lock] if lock is not None else []), *inserts, *selects])
+        # While the database works on them, the events are applied to the profiles this store
+        # wrote last (PostgreSQL's pipeline: a batch's event log insert took ~25 ms, about as
+        # long as applying its events), as if every event were new and every row still held
+        # what this store wrote. Both are checked once the rows are in; a user for whom either
+        # fails is applied again, from the row.
+        ahead = {u: self._apply_ahead(u, by_user[u]) for u in users}
+        results = yield answer
         fresh_ids = {
             row[0]
             for rows in results[len(results) - len(selects) - len(inserts) : len(results) - len(selects)]
@@ -1076,30 +1155,35 @@ class SQLProfileStore(ProfileStore):
         selected = results[len(results) - len(selects) :]
         stored = {user_id: (version, body) for rows in selected for user_id, version, body in rows}
         fresh_by_user = {u: [s for s in by_user[u] if s.event_id in fresh_ids] for u in users}
-        kept = {u: self._take_kept(u, *stored[u]) for u in users if fresh_by_user[u] and u in stored}
-        history = yield from self._select_history([u for u in users if u in stored and kept.get(u) is None])
+        applied = {
+            u: a
+            for u, a in ahead.items()
+            if a is not None and len(fresh_by_user[u]) == len(by_user[u]) and a.applies_to(stored.get(u))
+        }
+        history = yield from self._select_history([u for u in users if u in stored and u not in applied])
         changes: dict[str, AppliedChange] = {}
         written: list[_Written] = []
         for user_id in users:
             fresh = fresh_by_user[user_id]
-            row = stored.get(user_id)
-            held = kept.get(user_id)
-            base: int | None
-            encoded_before: list[bytes] = []
-            if held is not None:
-                work, base, encoded_before = held.profile, held.base, held.history
-            elif row is not None:
-                rows_read = history.get(user_id)
-                work, base = self._decode_profile(*row, rows_read)
-                if fresh and base is not None and rows_read is not None:
-                    encoded_before = self.serializer.history_entries(rows_read.count, rows_read.joined)
+            early = applied.get(user_id)
+            if early is not None:
+                old_version, old_landmark, change = early.version, early.landmark, early.change
             else:
-                work, base = UserProfile(user_id=user_id), 0
-            if not fresh:
-                changes[user_id] = AppliedChange(work.version, work.landmark, work, b"", fresh)
-                continue
-            old_version, old_landmark = work.version, work.landmark
-            change = self._apply_to(work, fresh, base, encoded_before)
+                row = stored.get(user_id)
+                base: int | None
+                encoded_before: list[bytes] = []
+                if row is not None:
+                    rows_read = history.get(user_id)
+                    work, base = self._decode_profile(*row, rows_read)
+                    if fresh and base is not None and rows_read is not None:
+                        encoded_before = self.serializer.history_entries(rows_read.count, rows_read.joined)
+                else:
+                    work, base = UserProfile(user_id=user_id), 0
+                if not fresh:
+                    changes[user_id] = AppliedChange(work.version, work.landmark, work, b"", fresh)
+                    continue
+                old_version, old_landmark = work.version, work.landmark
+                change = self._apply_to(work, fresh, base, encoded_before)
             written.append(change)
             # The caller gets its own copy, made from the parts (the history stays encoded
             # until read); this store keeps `work` for the user's next apply.
@@ -1108,6 +1192,8 @@ class SQLProfileStore(ProfileStore):
             changes[user_id] = AppliedChange(old_version, old_landmark, copy_, change.data, fresh, change.entries)
         if written:
             yield self._write_statements(written)
+            if while_writing is not None and self._db.writes_meanwhile:
+                while_writing([c for c in changes.values() if c.fresh])
             with self._written_lock:
                 for change in written:
                     user_id = change.profile.user_id
@@ -1125,18 +1211,23 @@ class SQLProfileStore(ProfileStore):
                     self._written_bytes -= dropped.size
         return changes
 
-    def _take_kept(self, user_id: str, version: Any, body: Any) -> _Kept | None:
-        """The profile this store wrote last for ``user_id``, to be changed, if the row holds
-        exactly the body it wrote (another writer, a deletion or a failed commit since then
-        leaves another body, or a newer version). Taken out of the map, so that a failure after
-        the change leaves nothing half-changed behind."""
+    def _apply_ahead(self, user_id: str, signals: list[Signal]) -> _Ahead | None:
+        """``signals`` applied to the profile this store wrote last for ``user_id``, if it holds
+        one (taken out of the map: a failure after the change leaves nothing half-changed
+        behind); ``None`` otherwise, or if they cannot be applied (applied again from the row,
+        the events that are new among them raise it there)."""
         with self._written_lock:
             kept = self._written.pop(user_id, None)
-            if kept is not None:
-                self._written_bytes -= kept.size
-        if kept is not None and kept.profile.version == int(version) and kept.body == body:
-            return kept
-        return None
+            if kept is None:
+                return None
+            self._written_bytes -= kept.size
+        work = kept.profile
+        version, landmark = work.version, work.landmark
+        try:
+            change = self._apply_to(work, signals, kept.base, kept.history)
+        except ValidationError:
+            return None
+        return _Ahead(version, landmark, kept.body, change)
 
     def _delete_body(self, user_id: str) -> TransactionBody[bool]:
         yield from self._lock(user_id)
@@ -1168,10 +1259,17 @@ class SQLProfileStore(ProfileStore):
     def _encode_payloads(self, by_user: dict[str, list[Signal]]) -> dict[str, bytes]:
         return {s.event_id: self.serializer.encode_signal(s) for signals in by_user.values() for s in signals}
 
-    def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
+    def _apply_changes_op(
+        self, by_user: dict[str, list[Signal]], while_writing: Callable[[list[AppliedChange]], None] | None = None
+    ) -> Op[dict[str, AppliedChange]]:
+        """Applies the events; ``while_writing``, if the database works on the writes while this
+        process goes on, is called then with the changes that will be committed (a tiered
+        store prepares its Redis commands): called once, or not at all."""
         payloads = self._encode_payloads(by_user)  # a signal that cannot be stored fails before any write
         yield from self._ready()
-        changes: dict[str, AppliedChange] = yield self._db.transaction(self._apply_body(by_user, payloads), write=True)
+        changes: dict[str, AppliedChange] = yield self._db.transaction(
+            self._apply_body(by_user, payloads, while_writing), write=True
+        )
         return changes
 
     def _put_encoded_op(self, profile: UserProfile, expected_version: int | None) -> Op[tuple[UserProfile, bytes]]:

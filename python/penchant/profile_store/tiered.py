@@ -421,26 +421,27 @@ class TieredProfileStore(ProfileStore):
 
     def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
         self._ensure_listener()
-        changes = yield from self.database._apply_changes_op(by_user)
+        # Redis's commands are made while PostgreSQL writes (sent only after the commit).
+        follow: list[list[tuple[Any, ...]]] = []
+        prepare = None if self.redis is None else (lambda changed: follow.append(self._follow_calls(changed)))
+        changes = yield from self.database._apply_changes_op(by_user, prepare)
         changed = [c for c in changes.values() if c.fresh]
         if self.redis is not None and changed:
-            yield from self._redis_follow(changed)
+            yield from self._redis_follow(changed, follow[0] if follow else self._follow_calls(changed))
         if self.cache is not None:
             for change in changed:
                 self.cache.remember(change.profile, change.data)
         return changes
 
-    def _redis_follow(self, changed: list[AppliedChange]) -> Op[None]:
-        """Brings Redis to the versions SQL just wrote: what changed when Redis holds the version
-        before, the whole profile otherwise."""
+    def _follow_calls(self, changed: list[AppliedChange]) -> list[tuple[Any, ...]]:
+        """The commands that bring Redis to the versions SQL writes: what changed when Redis
+        holds the version before, the whole profile otherwise. On one server, a batch is
+        announced in one message after its scripts (each listener wakes once), in the same
+        pipeline, which runs in order; on a cluster :meth:`_redis_follow` announces it once
+        every node has answered, since the nodes run their parts in no particular order."""
         redis = self.redis
         assert redis is not None
-        # A batch is announced in one message after its scripts (each listener wakes once): on
-        # one server in the same pipeline, which runs in order; on a cluster once every node has
-        # answered, since the nodes run their parts in no particular order.
-        announce = redis._announce_call((c.profile.user_id, c.profile.version) for c in changed)
-        together = announce is not None and len(changed) > 1
-        afterwards = together and redis.connection.is_cluster
+        announce = self._batch_announcement(changed)
         calls = [
             redis._follow_call(
                 change.profile,
@@ -449,17 +450,33 @@ class TieredProfileStore(ProfileStore):
                 change.fresh,
                 self.serializer.encode_document(change.profile),
                 change.entries,
-                publish=not together,
+                publish=announce is None,
             )
             for change in changed
         ]
-        if announce is not None and together and not afterwards:
+        if announce is not None and not redis.connection.is_cluster:
             calls.append(announce)
+        return calls
+
+    def _batch_announcement(self, changed: list[AppliedChange]) -> tuple[Any, ...] | None:
+        """One message for the changes of a batch of more than one user (``None``: each
+        script publishes its own, or this store publishes nothing)."""
+        assert self.redis is not None
+        if len(changed) < 2:
+            return None
+        return self.redis._announce_call((c.profile.user_id, c.profile.version) for c in changed)
+
+    def _redis_follow(self, changed: list[AppliedChange], calls: list[tuple[Any, ...]]) -> Op[None]:
+        """Sends ``calls`` (:meth:`_follow_calls` of ``changed``); a profile Redis did not hold
+        at the version before is written whole."""
+        redis = self.redis
+        assert redis is not None
         replies = yield from self._redis_step(self._redis_batch(calls))
         if isinstance(replies, _Skipped):
             self._mark_pending({c.profile.user_id: False for c in changed})
             return
-        if announce is not None and afterwards:
+        announce = self._batch_announcement(changed)
+        if announce is not None and redis.connection.is_cluster:
             yield from self._redis_step(self._redis_batch([announce]))
         stale = [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
         if stale:
