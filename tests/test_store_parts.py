@@ -674,16 +674,52 @@ def test_redis_batches_keep_their_connection_in_step_and_survive_a_closed_one() 
     admin.close()
 
 
+def test_redis_runs_streamed_commands_while_the_rest_are_made() -> None:
+    """Streamed commands reach one Redis server a group at a time as they are made, so that it
+    runs the first group while the next are made; the replies come back in order. The async
+    executor makes them all first."""
+    from penchant.profile_store.redis_store import STREAMED_GROUP, RedisConnection, StreamedCalls
+
+    url = redis_url()
+    key = f"{new_tenant()}:n"
+    admin = redis.Redis.from_url(url)
+    ran_before_the_third_group: list[int] = []
+
+    def made() -> Any:
+        for n in range(3 * STREAMED_GROUP):
+            if n == 2 * STREAMED_GROUP:
+                deadline = time.monotonic() + 10  # ran by now, unless it was never sent
+                while int(admin.get(key) or 0) < STREAMED_GROUP and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                ran_before_the_third_group.append(int(admin.get(key) or 0))
+            yield ("INCR", key)
+
+    connection = RedisConnection(url)
+    assert connection.run_sync(StreamedCalls(made())) == list(range(1, 3 * STREAMED_GROUP + 1))
+    assert ran_before_the_third_group[0] >= STREAMED_GROUP
+
+    async def run_async() -> None:
+        replies = await connection.run_async(StreamedCalls(("INCR", key) for _ in range(3)))
+        assert replies == [3 * STREAMED_GROUP + n for n in (1, 2, 3)]
+        await connection.close_async()
+
+    asyncio.run(run_async())
+    connection.close_sync()
+    admin.delete(key)
+    admin.close()
+
+
+@pytest.mark.parametrize("streamed", [False, True])
 @pytest.mark.parametrize("retries", [0, 1])
-def test_redis_batches_are_sent_again_only_as_the_clients_retry_policy_says(retries: int) -> None:
+def test_redis_batches_are_sent_again_only_as_the_clients_retry_policy_says(retries: int, streamed: bool) -> None:
     """A connection that fails after the batch was sent (its commands may have run) is dropped,
     and the batch sent again only if the client's retry policy allows: a client that retries
-    nothing gets the error (penchant's own clients retry once). A unit test on a stand-in
-    connection whose first reply is lost."""
+    nothing gets the error (penchant's own clients retry once). Streamed commands are sent
+    again all at once. A unit test on a stand-in connection whose first reply is lost."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from penchant.profile_store.redis_store import _send_and_read
+    from penchant.profile_store.redis_store import StreamedCalls, _send_and_read
 
     class Connection:
         retry = Retry(NoBackoff(), retries)
@@ -698,6 +734,7 @@ def test_redis_batches_are_sent_again_only_as_the_clients_retry_policy_says(retr
 
         def send_packed_command(self, packed: list[bytes]) -> None:
             self.sent += 1
+            self.packed = packed
             self.replies = [redis.exceptions.ConnectionError("lost")] if self.sent == 1 else [b"a", b"b"]
 
         def read_response(self) -> Any:
@@ -727,10 +764,11 @@ def test_redis_batches_are_sent_again_only_as_the_clients_retry_policy_says(retr
     client = Client()
     calls = [("GET", "a"), ("GET", "b")]
     if retries:
-        assert _send_and_read(client, calls) == [b"a", b"b"]
+        assert _send_and_read(client, StreamedCalls(iter(calls)) if streamed else calls) == [b"a", b"b"]
+        assert client.connection_pool.connection.packed == [repr(calls).encode()]  # sent again whole
     else:
         with pytest.raises(redis.exceptions.ConnectionError):
-            _send_and_read(client, calls)
+            _send_and_read(client, StreamedCalls(iter(calls)) if streamed else calls)
     connection = client.connection_pool.connection
     assert connection.sent == 1 + retries
     assert connection.dropped >= 1  # never handed back with replies unread

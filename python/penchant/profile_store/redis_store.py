@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from penchant import _core, _gc
 from penchant._time import to_datetime
@@ -301,12 +302,13 @@ class RedisConnection:
 
     # -- execution -----------------------------------------------------------------------------
 
-    def run_sync(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def run_sync(self, calls: Calls) -> list[Any]:
         import redis.exceptions
 
         try:
             client = self.sync()
             replies = self._execute_sync(client, calls)
+            calls = _made(calls)
             missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
             if missing:
                 for script in _SCRIPTS:
@@ -319,9 +321,10 @@ class RedisConnection:
         return _raise_errors(replies)
 
     @staticmethod
-    def _execute_sync(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _execute_sync(client: Any, calls: Calls) -> list[Any]:
         if _pooled(client):
             return _send_and_read(client, calls)
+        calls = _made(calls)
         if _is_cluster(client) and len(calls) > 1:
             return _send_and_read_cluster(client, calls)
         return _pipelined(client, calls)
@@ -334,9 +337,10 @@ class RedisConnection:
             return await _asend_and_read_cluster(client, calls)
         return await _apipelined(client, calls)
 
-    async def run_async(self, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def run_async(self, calls: Calls) -> list[Any]:
         import redis.exceptions
 
+        calls = _made(calls)
         try:
             client = await self.async_()
             replies = await self._execute_async(client, calls)
@@ -399,26 +403,68 @@ def _reply(client: Any, call: tuple[Any, ...], reply: Any) -> Any:
     return reply if callback is None else callback(reply)
 
 
-def _send_and_read(client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """``calls`` written at once on one connection of ``client``'s pool, and their replies
-    (an error reply as its exception), in order: what redis-py's pipeline does, without its
-    machinery per command (~10 µs each: a third of a ``get_many`` of 100). A failed connection
-    is dropped and the batch sent again as the connection's own retry policy says, as redis-py
-    does for a pipeline (penchant's clients retry once: a restarted server closed the pooled
-    connections)."""
+STREAMED_GROUP = 16
+"""Commands of :class:`StreamedCalls` sent to a Redis server at a time."""
+
+
+class StreamedCalls:
+    """Commands made while Redis runs the first of them: one Redis server (through
+    :func:`_send_and_read`) receives them :data:`STREAMED_GROUP` at a time as they are made,
+    and runs a group while the next is made; the other executors make them all first."""
+
+    __slots__ = ("_source", "made")
+
+    def __init__(self, calls: Iterable[tuple[Any, ...]]) -> None:
+        self._source = iter(calls)
+        self.made: list[tuple[Any, ...]] = []
+
+    def groups(self) -> Iterator[list[tuple[Any, ...]]]:
+        """The commands not made yet, made a group at a time (and kept in :attr:`made`)."""
+        while group := list(itertools.islice(self._source, STREAMED_GROUP)):
+            self.made += group
+            yield group
+
+    def all(self) -> list[tuple[Any, ...]]:
+        """Every command, made."""
+        self.made += self._source
+        return self.made
+
+
+Calls: TypeAlias = Sequence[tuple[Any, ...]] | StreamedCalls
+"""The commands of a batch: made already, or made as they are sent."""
+
+
+def _made(calls: Calls) -> Sequence[tuple[Any, ...]]:
+    return calls.all() if isinstance(calls, StreamedCalls) else calls
+
+
+def _send_and_read(client: Any, calls: Calls) -> list[Any]:
+    """``calls`` written at once on one connection of ``client``'s pool (streamed calls a group
+    at a time as they are made), and their replies (an error reply as its exception), in order:
+    what redis-py's pipeline does, without its machinery per command (~10 µs each: a third of
+    a ``get_many`` of 100). A failed connection is dropped and the batch sent again as the
+    connection's own retry policy says, as redis-py does for a pipeline (penchant's clients
+    retry once: a restarted server closed the pooled connections)."""
     import redis.exceptions
 
     packed: list[bytes] | None = None
     pool = client.connection_pool
     connection = pool.get_connection()
+    streamed = isinstance(calls, StreamedCalls)
 
     def send_and_read() -> list[Any]:
-        nonlocal packed
-        if packed is None:
-            packed = _packed(connection, calls)
-        connection.send_packed_command(packed)
+        nonlocal packed, streamed
+        if streamed:
+            assert isinstance(calls, StreamedCalls)
+            streamed = False  # a retry sends every command at once
+            for group in calls.groups():
+                connection.send_packed_command(_packed(connection, group))
+        else:
+            if packed is None:
+                packed = _packed(connection, _made(calls))
+            connection.send_packed_command(packed)
         replies: list[Any] = []
-        for call in calls:
+        for call in _made(calls):
             try:
                 replies.append(_reply(client, call, connection.read_response()))
             except redis.exceptions.ResponseError as exc:
@@ -692,15 +738,19 @@ class RedisBatch(Effect[list[Any]]):
 
     __slots__ = ("calls", "connection")
 
-    def __init__(self, connection: RedisConnection, calls: Sequence[tuple[Any, ...]]) -> None:
+    def __init__(self, connection: RedisConnection, calls: Calls) -> None:
         self.connection = connection
         self.calls = calls
 
     def run_sync(self) -> list[Any]:
-        return self.connection.run_sync(self.calls) if self.calls else []
+        return self.connection.run_sync(self.calls) if _some(self.calls) else []
 
     async def run_async(self) -> list[Any]:
-        return await self.connection.run_async(self.calls) if self.calls else []
+        return await self.connection.run_async(self.calls) if _some(self.calls) else []
+
+
+def _some(calls: Calls) -> bool:
+    return isinstance(calls, StreamedCalls) or bool(calls)
 
 
 class _Close(Effect[None]):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -38,9 +38,11 @@ from penchant.profile_store._effects import Op, run_async, run_sync
 from penchant.profile_store.memory import InMemoryProfileStore
 from penchant.profile_store.redis_store import (
     INVALIDATION_SEPARATOR,
+    Calls,
     RedisBatch,
     RedisConnection,
     RedisProfileStore,
+    StreamedCalls,
 )
 from penchant.profile_store.sql_store import AppliedChange, SQLProfileStore
 from penchant.user_profile import UserProfile
@@ -378,7 +380,7 @@ class TieredProfileStore(ProfileStore):
         for profile in profiles:
             self.cache.remember(profile, shared=shared)
 
-    def _redis_batch(self, calls: list[tuple[Any, ...]]) -> Op[list[Any]]:
+    def _redis_batch(self, calls: Calls) -> Op[list[Any]]:
         assert self.redis is not None
         replies: list[Any] = yield RedisBatch(self.redis.connection, calls)
         return replies
@@ -423,17 +425,18 @@ class TieredProfileStore(ProfileStore):
         self._ensure_listener()
         # Redis's commands are made while PostgreSQL writes (sent only after the commit).
         follow: list[list[tuple[Any, ...]]] = []
-        prepare = None if self.redis is None else (lambda changed: follow.append(self._follow_calls(changed)))
+        prepare = None if self.redis is None else (lambda changed: follow.append(list(self._follow_calls(changed))))
         changes = yield from self.database._apply_changes_op(by_user, prepare)
         changed = [c for c in changes.values() if c.fresh]
         if self.redis is not None and changed:
-            yield from self._redis_follow(changed, follow[0] if follow else self._follow_calls(changed))
+            # Else they are made as they are sent (Redis runs the first while the rest are made).
+            yield from self._redis_follow(changed, follow[0] if follow else StreamedCalls(self._follow_calls(changed)))
         if self.cache is not None:
             for change in changed:
                 self.cache.remember(change.profile, change.data)
         return changes
 
-    def _follow_calls(self, changed: list[AppliedChange]) -> list[tuple[Any, ...]]:
+    def _follow_calls(self, changed: list[AppliedChange]) -> Iterator[tuple[Any, ...]]:
         """The commands that bring Redis to the versions SQL writes: what changed when Redis
         holds the version before, the whole profile otherwise. On one server, a batch is
         announced in one message after its scripts (each listener wakes once), in the same
@@ -442,8 +445,8 @@ class TieredProfileStore(ProfileStore):
         redis = self.redis
         assert redis is not None
         announce = self._batch_announcement(changed)
-        calls = [
-            redis._follow_call(
+        for change in changed:
+            yield redis._follow_call(
                 change.profile,
                 change.old_version,
                 change.old_landmark,
@@ -452,11 +455,8 @@ class TieredProfileStore(ProfileStore):
                 change.entries,
                 publish=announce is None,
             )
-            for change in changed
-        ]
         if announce is not None and not redis.connection.is_cluster:
-            calls.append(announce)
-        return calls
+            yield announce
 
     def _batch_announcement(self, changed: list[AppliedChange]) -> tuple[Any, ...] | None:
         """One message for the changes of a batch of more than one user (``None``: each
@@ -466,7 +466,7 @@ class TieredProfileStore(ProfileStore):
             return None
         return self.redis._announce_call((c.profile.user_id, c.profile.version) for c in changed)
 
-    def _redis_follow(self, changed: list[AppliedChange], calls: list[tuple[Any, ...]]) -> Op[None]:
+    def _redis_follow(self, changed: list[AppliedChange], calls: Calls) -> Op[None]:
         """Sends ``calls`` (:meth:`_follow_calls` of ``changed``); a profile Redis did not hold
         at the version before is written whole."""
         redis = self.redis
