@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import penchant
@@ -325,3 +326,27 @@ def test_places_before_says_when_apply_needs_more_than_the_newest_entry() -> Non
     assert m.places_before(last, [sig("e0", {"a": 1.0}, t=T0 + 5.0 - 1e-7)])
     assert not m.places_before(None, [sig("e0", {"a": 1.0})])
     assert not InterestModel(max_history=0).places_before(last, [sig("e0", {"a": 1.0}, t=T0)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([0.0, 1e6, T0, 2e9, 2.5e11]),
+    st.integers(-3, 3),
+    st.integers(-30, 30).map(lambda tenths: tenths * 1e-7) | st.floats(-1e-4, 1e-4),
+    st.sampled_from(["e4", "e5", "e6"]),
+)
+@example(T0, 0, 3e-7, "e4")  # within the entry's microsecond: the id decides
+@example(2.5e11, 0, 3.1e-5, "e4")  # the next float, a microsecond past the entry's
+def test_places_before_orders_events_as_the_history_does(
+    base: float, micros: int, offset: float, event_id: str
+) -> None:
+    """Whatever the float time (a few microseconds around the newest entry's, at any epoch,
+    where a float's ulp may exceed a microsecond), an event is placed before the entry exactly
+    when its history key (time in whole microseconds, then event id) sorts before the entry's."""
+    m = InterestModel(max_history=5)
+    profile = UserProfile("u")
+    m.apply(profile, [sig("e5", {"a": 1.0}, t=base + micros * 1e-6)])
+    last = profile.interaction_history[-1]
+    t = last.timestamp.timestamp() + offset
+    expected = (datetime.fromtimestamp(t, UTC), event_id) < (last.timestamp, last.event_id)
+    assert m.places_before(last, [sig(event_id, {"a": 1.0}, t=t)]) == expected

@@ -1393,7 +1393,15 @@ class InterestModel:
         if last is None or not self.max_history:
             return False
         newest = _history_key(last)
-        return any((_utc(s.timestamp), s.event_id) < newest for s in signals)
+        # A float time more than a microsecond past the newest entry's rounds to a later
+        # microsecond (datetime rounds to the nearest one; the entry's float time is within half
+        # an ulp of it, and a float past it is an ulp past it): the common case, an event newer
+        # than the history, needs no datetime.
+        after = last.timestamp.timestamp() + 1e-6
+        return any(
+            not (type(t := s.timestamp) is float and after < t < math.inf) and (_utc(t), s.event_id) < newest
+            for s in signals
+        )
 
     def refresh_crosses(self, event_count: int, new_events: int) -> bool:
         """Whether adding ``new_events`` events that brought the count to ``event_count``
