@@ -464,6 +464,22 @@ def test_serializer_enforces_size_limits() -> None:
         serializer.encode_signal(big_context)
 
 
+def test_serializer_encodes_a_profile_apart_from_its_history_and_checks_the_whole() -> None:
+    """An SQL store's snapshot body without the history, with the size of the whole encoding
+    (never made) checked against the limit; the body and the packed history decode to the
+    profile."""
+    serializer = ProfileSerializer()
+    profile = rich_profile()
+    assert profile.interaction_history
+    history = serializer.pack_history([serializer.encode_interaction(i) for i in profile.interaction_history])
+    body, size = serializer.encode_apart(profile, history)
+    assert size == len(serializer.encode(profile))
+    assert serializer.decode_with_history(body, history) == serializer.decode(serializer.encode(profile))
+    assert ProfileSerializer(max_profile_bytes=size).encode_apart(profile, history) == (body, size)
+    with pytest.raises(ValidationError, match=f"is {size} bytes encoded; the limit is {size - 1}"):
+        ProfileSerializer(max_profile_bytes=size - 1).encode_apart(profile, history)
+
+
 @pytest.mark.parametrize("garbage", [b"", b"\xc1", b"\x92\x01", msgspec.msgpack.encode({"schema": 1})])
 def test_serializer_refuses_garbage(garbage: bytes) -> None:
     with pytest.raises(ValidationError):

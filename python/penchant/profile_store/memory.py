@@ -21,10 +21,13 @@ DEFAULT_MAX_EVENT_IDS = 10_000
 
 
 class _Entry:
-    __slots__ = ("applied", "data", "expires_at", "shared", "version")
+    __slots__ = ("applied", "data", "expires_at", "history", "shared", "version")
 
-    def __init__(self, data: bytes, version: int, expires_at: float, applied: dict[str, None]) -> None:
+    def __init__(
+        self, data: bytes, version: int, expires_at: float, applied: dict[str, None], history: bytes | None = None
+    ) -> None:
         self.data = data  # the encoded profile: each `get` decodes its own copy from it
+        self.history = history  # if not None: `data` is encoded without its history, and this is it
         self.shared: UserProfile | None = None  # decoded once, for `get_shared`
         self.version = version
         self.expires_at = expires_at
@@ -86,27 +89,35 @@ class InMemoryProfileStore(ProfileStore):
                 entry.expires_at = now + self.ttl_seconds
             if shared and entry.shared is not None:
                 return entry.shared
-            data = entry.data
-        profile = self.serializer.decode(data)
+        profile = self._decoded(entry)
         if shared:
             entry.shared = profile  # a race only decodes twice; both copies are equal
         return profile
 
-    def remember(self, profile: UserProfile, data: bytes | None = None, *, shared: bool = False) -> None:
-        """Keeps a copy of ``profile`` (encoded as ``data`` when the caller has that already)
-        unless a newer version is already here. With ``shared``, ``profile`` itself becomes the
-        object that :meth:`lookup` shares: the caller hands it over and must not change it."""
+    def remember(
+        self, profile: UserProfile, data: bytes | None = None, *, shared: bool = False, history: bytes | None = None
+    ) -> None:
+        """Keeps a copy of ``profile`` (encoded as ``data`` when the caller has that already: its
+        whole encoding, or with ``history``, ``ProfileSerializer.encode_apart``'s body and the
+        packed history) unless a newer version is already here. With ``shared``, ``profile``
+        itself becomes the object that :meth:`lookup` shares: the caller hands it over and must
+        not change it."""
         if data is None:
-            data = self.serializer.encode(profile)
+            data, history = self.serializer.encode(profile), None
         with self._lock:
             current = self._entries.get(profile.user_id)
             if current is not None and current.version > profile.version:
                 return
             applied = current.applied if current is not None else {}
-            entry = _Entry(data, profile.version, self._expiry(), applied)
+            entry = _Entry(data, profile.version, self._expiry(), applied, history)
             if shared:
                 entry.shared = profile
             self._store(profile.user_id, entry)
+
+    def _decoded(self, entry: _Entry) -> UserProfile:
+        if entry.history is None:
+            return self.serializer.decode(entry.data)
+        return self.serializer.decode_with_history(entry.data, entry.history)
 
     def forget(self, user_id: str, *, below_version: int | None = None) -> None:
         """Drops the user's entry (only if older than ``below_version`` when given)."""
@@ -148,7 +159,7 @@ class InMemoryProfileStore(ProfileStore):
         with self._lock:
             current = self._live(user_id)
             # Work on a copy so that a failure leaves the stored profile as it was.
-            profile = UserProfile(user_id=user_id) if current is None else self.serializer.decode(current.data)
+            profile = UserProfile(user_id=user_id) if current is None else self._decoded(current)
             applied = {} if current is None else current.applied
             fresh = [s for s in signals if s.event_id not in applied]
             if not fresh:

@@ -348,22 +348,30 @@ class ProfileSerializer:
 
     # -- profiles with the history apart (SQL) ------------------------------------------------------
 
-    def encode_apart(self, profile: UserProfile, history: bytes | None = None) -> tuple[bytes, bytes]:
-        """The stored form of ``profile`` (as :meth:`encode`, size-checked) and the same without
-        its history: an SQL store keeps each history entry (:meth:`encode_interaction`) in a row
-        of its own. ``history``, when the caller has it, is the profile's history encoded
-        (:meth:`pack_history` of its entries' encodings): it is then not encoded again (for 500
-        entries that is most of the work)."""
+    def encode_apart(self, profile: UserProfile, history: bytes) -> tuple[bytes, int]:
+        """``profile`` encoded without its history (an SQL store keeps each history entry,
+        :meth:`encode_interaction`, in a row of its own), and the size of its whole encoding
+        (:meth:`encode`), checked against the limit. ``history`` is the profile's history encoded
+        (:meth:`pack_history` of its entries' encodings): the whole encoding is that body with
+        ``history`` in place of its empty history (:meth:`decode_with_history` decodes the two),
+        and is never made."""
         if not isinstance(profile, UserProfile):
             raise ValidationError(f"expected a UserProfile, got {type(profile).__name__}")
         what = f"profile {profile.user_id!r}"
         rest = copy.copy(profile)
         rest.interaction_history = []
         body = self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what)
-        if history is None:
-            return self.encode(profile), body
-        rest.interaction_history = msgspec.Raw(history)  # type: ignore[assignment]  # written as it is
-        return self._check_size(self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what), what), body
+        size = len(body) - len(_EMPTY_ARRAY) + len(history)
+        if size > self.max_profile_bytes:
+            raise ValidationError(f"{what} is {size} bytes encoded; the limit is {self.max_profile_bytes}")
+        return body, size
+
+    def decode_with_history(self, body: bytes, history: bytes) -> UserProfile:
+        """The profile that :meth:`encode_apart` encoded as ``body``, with the history ``history``
+        (:meth:`pack_history`; decoded when first read)."""
+        profile = self.decode(body)
+        self.keep_history_encoded(profile, history)
+        return profile
 
     @staticmethod
     def history_is_encoded(profile: UserProfile) -> bool:

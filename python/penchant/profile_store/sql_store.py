@@ -102,7 +102,10 @@ class AppliedChange:
     old_version: int
     old_landmark: float
     profile: UserProfile
-    data: bytes
+    body: bytes
+    """The profile encoded without its history (``ProfileSerializer.encode_apart``)."""
+    history: bytes
+    """Its history encoded (``ProfileSerializer.pack_history``)."""
     fresh: list[Signal]
     entries: dict[str, tuple[Interaction, bytes]] = field(default_factory=dict)
     """The history entries this change added, by event id, each with its encoding."""
@@ -121,20 +124,23 @@ class _History:
     writes them anew)."""
 
 
+Stored: TypeAlias = tuple[UserProfile, bytes, bytes]
+"""A profile as an SQL store wrote it: the profile, its body without the history and its history
+(``ProfileSerializer.encode_apart`` and ``pack_history``)."""
+
 _ALL_ROWS = 1 << 62
 """A cut below which every history row lies."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    """A profile on its way into the database: its whole encoding (for the caller and the
-    tiers above), the snapshot body without the history, the history rows to delete (those
-    numbered below ``cut``; ``None``: none) and to add, the ``ord`` of its first row after, the
-    entries added (by event id, with their encodings) and the encoding of every entry of the
-    history, in order."""
+    """A profile on its way into the database: the size of its whole encoding, the snapshot
+    body without the history, the history rows to delete (those numbered below ``cut``;
+    ``None``: none) and to add, the ``ord`` of its first row after, the entries added (by event
+    id, with their encodings) and the encoding of every entry of the history, in order."""
 
     profile: UserProfile
-    data: bytes
+    size: int
     body: bytes
     cut: int | None
     rows: list[tuple[str, int, bytes]]
@@ -1009,10 +1015,10 @@ class SQLProfileStore(ProfileStore):
         encoded = self._encoded(profile.interaction_history)
         history = [body_ for _, body_ in encoded]
         packed = self.serializer.pack_history(history)
-        data, body = self.serializer.encode_apart(profile, packed)
+        body, size = self.serializer.encode_apart(profile, packed)
         rows = [(profile.user_id, n, body_) for n, body_ in enumerate(history)]
         entries = {e.event_id: (e, b) for e, b in encoded}
-        return _Written(profile, data, body, _ALL_ROWS, rows, 0, entries, history, packed)
+        return _Written(profile, size, body, _ALL_ROWS, rows, 0, entries, history, packed)
 
     def _encoded(self, history: Sequence[Interaction]) -> list[tuple[Interaction, bytes]]:
         encode = self.serializer.encode_interaction
@@ -1049,12 +1055,12 @@ class SQLProfileStore(ProfileStore):
         added = [body_ for _, body_ in encoded]
         encoded_after = encoded_before[first:] + added
         packed = self.serializer.pack_history(encoded_after)
-        data, body = self.serializer.encode_apart(profile, packed)
+        body, size = self.serializer.encode_apart(profile, packed)
         end = base + len(before)
         rows = [(profile.user_id, end + n, body_) for n, body_ in enumerate(added)]
         entries = {e.event_id: (e, b) for e, b in encoded}
         cut = base + first if first else None
-        return _Written(profile, data, body, cut, rows, base + first, entries, encoded_after, packed)
+        return _Written(profile, size, body, cut, rows, base + first, entries, encoded_after, packed)
 
     def _apply_to(
         self, work: UserProfile, fresh: list[Signal], base: int | None, encoded_before: list[bytes]
@@ -1095,15 +1101,13 @@ class SQLProfileStore(ProfileStore):
         self.serializer.keep_history_encoded(profile, packed)
         if self.model.refresh_crosses(profile.event_count, new_events):
             self.model.refresh_preferences(profile, new_events, (), crossed=True)
-        data, body = self.serializer.encode_apart(profile, packed)
+        body, size = self.serializer.encode_apart(profile, packed)
         end, first = base + len(encoded_before), base + drop
         rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded) if end + n >= first]
         entries = {e.event_id: (e, b) for n, (e, b) in enumerate(encoded) if end + n >= first}
-        return _Written(profile, data, body, first if drop else None, rows, first, entries, history, packed)
+        return _Written(profile, size, body, first if drop else None, rows, first, entries, history, packed)
 
-    def _put_body(
-        self, profile: UserProfile, expected_version: int | None
-    ) -> TransactionBody[tuple[UserProfile, bytes]]:
+    def _put_body(self, profile: UserProfile, expected_version: int | None) -> TransactionBody[Stored]:
         yield from self._lock(profile.user_id)
         current = yield from self._select_version(profile.user_id)
         if expected_version is not None and expected_version != current:
@@ -1111,9 +1115,9 @@ class SQLProfileStore(ProfileStore):
         profile.version = current + 1
         written = self._rewrite(profile)
         yield self._write_statements([written])
-        return profile, written.data
+        return profile, written.body, written.packed
 
-    def _put_many_body(self, profiles: list[UserProfile]) -> TransactionBody[list[tuple[UserProfile, bytes]]]:
+    def _put_many_body(self, profiles: list[UserProfile]) -> TransactionBody[list[Stored]]:
         stored = []
         for profile in sorted(profiles, key=lambda p: p.user_id):
             stored.append((yield from self._put_body(profile, None)))
@@ -1180,16 +1184,17 @@ class SQLProfileStore(ProfileStore):
                 else:
                     work, base = UserProfile(user_id=user_id), 0
                 if not fresh:
-                    changes[user_id] = AppliedChange(work.version, work.landmark, work, b"", fresh)
+                    changes[user_id] = AppliedChange(work.version, work.landmark, work, b"", b"", fresh)
                     continue
                 old_version, old_landmark = work.version, work.landmark
                 change = self._apply_to(work, fresh, base, encoded_before)
             written.append(change)
             # The caller gets its own copy, made from the parts (the history stays encoded
             # until read); this store keeps `work` for the user's next apply.
-            copy_ = self.serializer.decode(change.body)
-            self.serializer.keep_history_encoded(copy_, change.packed)
-            changes[user_id] = AppliedChange(old_version, old_landmark, copy_, change.data, fresh, change.entries)
+            copy_ = self.serializer.decode_with_history(change.body, change.packed)
+            changes[user_id] = AppliedChange(
+                old_version, old_landmark, copy_, change.body, change.packed, fresh, change.entries
+            )
         if written:
             yield self._write_statements(written)
             if while_writing is not None and self._db.writes_meanwhile:
@@ -1203,9 +1208,9 @@ class SQLProfileStore(ProfileStore):
                     if not self.serializer.history_is_encoded(change.profile):
                         self.serializer.keep_history_encoded(change.profile, change.packed)
                     self._written[user_id] = _Kept(
-                        change.body, change.profile, change.base, len(change.data), change.history
+                        change.body, change.profile, change.base, change.size, change.history
                     )
-                    self._written_bytes += len(change.data)
+                    self._written_bytes += change.size
                 while self._written_bytes > WRITTEN_BYTES:
                     _, dropped = self._written.popitem(last=False)
                     self._written_bytes -= dropped.size
@@ -1272,18 +1277,16 @@ class SQLProfileStore(ProfileStore):
         )
         return changes
 
-    def _put_encoded_op(self, profile: UserProfile, expected_version: int | None) -> Op[tuple[UserProfile, bytes]]:
+    def _put_encoded_op(self, profile: UserProfile, expected_version: int | None) -> Op[Stored]:
         stored, _ = self.serializer.checked_copy(profile)
         yield from self._ready()
-        result: tuple[UserProfile, bytes] = yield self._db.transaction(
-            self._put_body(stored, expected_version), write=True
-        )
+        result: Stored = yield self._db.transaction(self._put_body(stored, expected_version), write=True)
         return result
 
-    def _put_many_encoded_op(self, profiles: list[UserProfile]) -> Op[list[tuple[UserProfile, bytes]]]:
+    def _put_many_encoded_op(self, profiles: list[UserProfile]) -> Op[list[Stored]]:
         checked = [self.serializer.checked_copy(p)[0] for p in profiles]
         yield from self._ready()
-        result: list[tuple[UserProfile, bytes]] = yield self._db.transaction(self._put_many_body(checked), write=True)
+        result: list[Stored] = yield self._db.transaction(self._put_many_body(checked), write=True)
         return result
 
     def _events_op(self, user_id: str) -> Op[list[Signal]]:
@@ -1308,12 +1311,12 @@ class SQLProfileStore(ProfileStore):
         return found
 
     def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
-        stored, _ = yield from self._put_encoded_op(profile, expected_version)
+        stored, _, _ = yield from self._put_encoded_op(profile, expected_version)
         return stored
 
     def _put_many_op(self, profiles: list[UserProfile]) -> Op[list[UserProfile]]:
         stored = yield from self._put_many_encoded_op(profiles)
-        by_id = {p.user_id: p for p, _ in stored}
+        by_id = {p.user_id: p for p, _, _ in stored}
         return [by_id[p.user_id] for p in profiles]
 
     def _delete_op(self, user_id: str) -> Op[bool]:

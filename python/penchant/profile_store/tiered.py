@@ -44,7 +44,7 @@ from penchant.profile_store.redis_store import (
     RedisProfileStore,
     StreamedCalls,
 )
-from penchant.profile_store.sql_store import AppliedChange, SQLProfileStore
+from penchant.profile_store.sql_store import AppliedChange, SQLProfileStore, Stored
 from penchant.user_profile import UserProfile
 
 __all__ = ["RebuildReport", "TierStats", "TieredProfileStore"]
@@ -387,16 +387,16 @@ class TieredProfileStore(ProfileStore):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def _write_through(self, stored: list[tuple[UserProfile, bytes]]) -> Op[None]:
+    def _write_through(self, stored: list[Stored]) -> Op[None]:
         """After SQL accepted ``stored``: copy it into Redis (newer versions only) and the cache."""
         if self.redis is not None:
-            calls = [self.redis._write_call("fill", p, str(p.version)) for p, _ in stored]
+            calls = [self.redis._write_call("fill", p, str(p.version)) for p, _, _ in stored]
             done = yield from self._redis_step(self._redis_batch(calls))
             if isinstance(done, _Skipped):
-                self._mark_pending({p.user_id: False for p, _ in stored})
+                self._mark_pending({p.user_id: False for p, _, _ in stored})
         if self.cache is not None:
-            for profile, data in stored:
-                self.cache.remember(profile, data)
+            for profile, body, history in stored:
+                self.cache.remember(profile, body, history=history)
 
     def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
         self._ensure_listener()
@@ -408,7 +408,7 @@ class TieredProfileStore(ProfileStore):
         self._ensure_listener()
         stored = yield from self.database._put_many_encoded_op(profiles)
         yield from self._write_through(stored)
-        by_id = {p.user_id: p for p, _ in stored}
+        by_id = {p.user_id: p for p, _, _ in stored}
         return [by_id[p.user_id] for p in profiles]
 
     def _delete_op(self, user_id: str) -> Op[bool]:
@@ -433,7 +433,7 @@ class TieredProfileStore(ProfileStore):
             yield from self._redis_follow(changed, follow[0] if follow else StreamedCalls(self._follow_calls(changed)))
         if self.cache is not None:
             for change in changed:
-                self.cache.remember(change.profile, change.data)
+                self.cache.remember(change.profile, change.body, history=change.history)
         return changes
 
     def _follow_calls(self, changed: list[AppliedChange]) -> Iterator[tuple[Any, ...]]:
