@@ -57,6 +57,7 @@ def engine() -> Any:
         (("u", CATALOG), {"candidate_ids": ["a", "zz"]}, "unknown item id 'zz'"),
         (("u", CATALOG), {"candidate_ids": ["a", "a"]}, "duplicate item id"),
         (("u", CATALOG), {"candidate_ids": "ab"}, "not one str"),
+        (("u", CATALOG), {"candidate_ids": False}, "a sequence of ids, got bool"),
         (("u", CATALOG), {"candidate_ids": [1.5]}, "ids must be str or int"),
         (("u", CATALOG), {"candidate_ids": np.array([2**63], dtype=np.uint64)}, "do not fit in 64-bit"),
         (("u", CATALOG), {"candidate_ids": ["a"], "base_scores": [1.0, 2.0]}, r"expected shape \(1,\)"),

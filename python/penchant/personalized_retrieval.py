@@ -773,6 +773,8 @@ def _candidates(
                     ids = np.ascontiguousarray(ids, dtype=np.int64)
             elif isinstance(ids, str | bytes):
                 raise ValidationError("candidate_ids must be a sequence of ids, not one str")
+            elif not isinstance(ids, Iterable):
+                raise ValidationError(f"candidate_ids must be a sequence of ids, got {type(ids).__name__}")
             rows = table.rows_of(ids)
         n = len(table) if rows is None else len(rows)
         # NaN and infinite base scores are refused by the kernel.
