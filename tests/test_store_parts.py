@@ -41,6 +41,7 @@ from penchant.profile_store import (
 from penchant.profile_store._effects import Effect, run_async, run_sync
 from penchant.profile_store.redis_store import parse_cluster_url
 from penchant.user_profile import (
+    ENCODED_FIELDS,
     REBASE_EXPONENT,
     SCHEMA_VERSION,
     Interaction,
@@ -74,6 +75,22 @@ def test_serializer_round_trip_keeps_everything() -> None:
     assert all(type(i) is Interest for i in decoded.interests.values())
     assert type(decoded.preferences["genre"]) is Preference
     assert decoded.preferences["genre"].source is penchant.PreferenceSource.IMPLICIT
+
+
+def test_a_document_writes_preferences_still_encoded_as_they_are() -> None:
+    """encode_document of a decoded profile whose preferences nobody read copies their bytes
+    (decoding them only to encode them again cost most of the call): the same document as once
+    they are read, and the profile's own copy stays encoded."""
+    serializer = ProfileSerializer()
+    data = serializer.encode(rich_profile())
+    unread = serializer.decode(data)
+    document = serializer.encode_document(unread)
+    assert "preferences" not in vars(unread)
+    assert vars(unread)[ENCODED_FIELDS]["preferences"].raw is not None  # never decoded
+    read = serializer.decode(data)
+    assert read.preferences
+    assert serializer.encode_document(read) == document
+    assert serializer.decode(document).preferences == read.preferences
 
 
 def test_serializer_round_trip_through_redis_parts() -> None:

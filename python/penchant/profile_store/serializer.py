@@ -437,6 +437,12 @@ class ProfileSerializer:
         rest = copy.copy(profile)
         rest.interests = {}
         rest.interaction_history = []
+        state = profile.__dict__
+        kept = state.get(ENCODED_FIELDS)
+        if kept is not None and "preferences" not in state:
+            raw = kept["preferences"].raw if "preferences" in kept else None
+            if raw is not None:  # still as it was decoded: written as it is, not decoded for it
+                rest.preferences = msgspec.Raw(raw)  # type: ignore[assignment]
         return self._encode({"schema": SCHEMA_VERSION, "profile": rest}, f"profile {profile.user_id!r}")
 
     def encode_interaction(self, interaction: Interaction) -> bytes:
