@@ -58,6 +58,12 @@ def engine() -> Any:
         (("u", CATALOG), {"candidate_ids": ["a", "a"]}, "duplicate item id"),
         (("u", CATALOG), {"candidate_ids": "ab"}, "not one str"),
         (("u", CATALOG), {"candidate_ids": False}, "a sequence of ids, got bool"),
+        (
+            ("u", CATALOG),
+            {"candidate_ids": np.array(0, dtype=np.uint64)},
+            r"one-dimensional, got an array of shape \(\)",
+        ),
+        (("u", CATALOG), {"candidate_ids": np.array([["a"]])}, r"one-dimensional, got an array of shape \(1, 1\)"),
         (("u", CATALOG), {"candidate_ids": [1.5]}, "ids must be str or int"),
         (("u", CATALOG), {"candidate_ids": np.array([2**63], dtype=np.uint64)}, "do not fit in 64-bit"),
         (("u", CATALOG), {"candidate_ids": ["a"], "base_scores": [1.0, 2.0]}, r"expected shape \(1,\)"),

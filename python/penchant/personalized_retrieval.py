@@ -766,6 +766,8 @@ def _candidates(
         if ids is None:
             rows = None
         else:
+            if isinstance(ids, np.ndarray) and ids.ndim != 1:
+                raise ValidationError(f"candidate_ids must be one-dimensional, got an array of shape {ids.shape}")
             if type(ids) is np.ndarray and ids.dtype.kind in "iu":
                 if ids.dtype.kind == "u" and ids.size and ids.max() > np.iinfo(np.int64).max:
                     raise ValidationError("candidate ids do not fit in 64-bit signed integers")
