@@ -738,6 +738,19 @@ def test_redis_runs_streamed_commands_while_the_rest_are_made() -> None:
 
     asyncio.run(run_async())
     connection.close_sync()
+
+    # A client that checks its connection's health before a command older than a second:
+    # no check between groups, whose replies it would read.
+    def slow() -> Any:
+        for n in range(2 * STREAMED_GROUP):
+            if n == STREAMED_GROUP:
+                time.sleep(1.1)
+            yield ("INCR", key)
+
+    checked = RedisConnection(url + "?health_check_interval=1")
+    done = 3 * STREAMED_GROUP + 3
+    assert checked.run_sync(StreamedCalls(slow())) == list(range(done + 1, done + 2 * STREAMED_GROUP + 1))
+    checked.close_sync()
     admin.delete(key)
     admin.close()
 
@@ -765,7 +778,7 @@ def test_redis_batches_are_sent_again_only_as_the_clients_retry_policy_says(retr
         def pack_commands(self, calls: list[tuple[Any, ...]]) -> list[bytes]:
             return [repr(calls).encode()]
 
-        def send_packed_command(self, packed: list[bytes]) -> None:
+        def send_packed_command(self, packed: list[bytes], check_health: bool = True) -> None:
             self.sent += 1
             self.packed = packed
             self.replies = [redis.exceptions.ConnectionError("lost")] if self.sent == 1 else [b"a", b"b"]
@@ -1179,6 +1192,43 @@ def test_sql_store_starts_from_its_last_write_only_while_the_row_holds_it(kind: 
         assert first.get("alice") == e
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sql_store_keeps_its_last_write_through_repeated_events(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events delivered again (at least once) leave the profile an SQL store wrote for the
+    user's next write, which reads no history back, even when they come with new events (which
+    PostgreSQL applies before it knows which are new); the result is the model's."""
+    model = InterestModel(max_history=8)
+    url = f"sqlite:///{tmp_path}/repeats.db" if kind == "sqlite" else postgres_url()
+    store = open_database(url, tenant=new_tenant(), model=model)
+    reference = InMemoryProfileStore(model=model)
+    read_back: list[str] = []
+    select_history = store._select_history
+
+    def counted(user_ids: Any) -> Any:
+        read_back.extend(user_ids)
+        return (yield from select_history(user_ids))
+
+    monkeypatch.setattr(store, "_select_history", counted)
+    signals = mixed_signals("alice", 24)
+    with store:
+        store.apply_feedback("alice", signals[:20])
+        store.apply_feedback("alice", signals[18:20])  # all repeats: the caller's copy is read back
+        read_back.clear()
+        after = store.apply_feedback("alice", signals[19:22])  # a repeat and two new events
+        assert read_back == []
+        store.apply_feedback("alice", signals[22:])
+        assert read_back == []
+        reference.apply_feedback("alice", signals)
+        stored = store.get("alice")
+        assert stored is not None
+        assert after.version == 2
+        assert stored.version == 3
+        assert stored.interaction_history == reference.get("alice").interaction_history  # type: ignore[union-attr]
+        assert stored.interest_weights(T0) == pytest.approx(reference.get("alice").interest_weights(T0))  # type: ignore[union-attr]
+
+
 def test_sql_store_keeps_a_bounded_number_of_written_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from penchant.profile_store import sql_store
 
@@ -1491,6 +1541,9 @@ def test_postgres_statements_sent_without_waiting_still_fail_their_transaction(
             with pytest.raises(psycopg.errors.UniqueViolation):
                 await database.run_async(body(), True)
         assert await database.run_async(read(), False) == [(4,), (5,), (6,)]
+        # Its pool closed before the loop ends: a pool worker cancelled at asyncio.run's exit
+        # (replacing the connection of a failed transaction) could hang it.
+        await database._async_pools.close_current()
 
     try:
         database.run_sync(create(), True)

@@ -457,8 +457,9 @@ def _send_and_read(client: Any, calls: Calls) -> list[Any]:
         if streamed:
             assert isinstance(calls, StreamedCalls)
             streamed = False  # a retry sends every command at once
-            for group in calls.groups():
-                connection.send_packed_command(_packed(connection, group))
+            for n, group in enumerate(calls.groups()):
+                # A health check (PING) once the first group is out would read its reply.
+                connection.send_packed_command(_packed(connection, group), check_health=not n)
         else:
             if packed is None:
                 packed = _packed(connection, _made(calls))

@@ -83,6 +83,9 @@ class Answer:
     """What a body receives for :class:`Sent` statements: yielded, it becomes their rows."""
 
     fetch: Callable[[], list[Rows]]
+    pending: bool = False
+    """Whether the database may still be working on them (PostgreSQL's pipeline): work done
+    before yielding the answer then overlaps theirs. Otherwise they have run already."""
 
 
 TransactionBody: TypeAlias = Generator[Sql | list[Sql] | Sent | Answer, Any, T]
@@ -169,17 +172,24 @@ class _Kept:
 @dataclass(frozen=True, slots=True)
 class _Ahead:
     """Events applied to a profile this store wrote (:meth:`SQLProfileStore._apply_ahead`) before
-    the transaction read its row: its version and landmark before, the body it wrote, and what
+    the transaction read its row: its version and landmark before, what the store held, and what
     the change writes. It stands if the events were all new and the row still holds that body."""
 
     version: int
     landmark: float
-    body: bytes
+    before: _Kept
+    """What the store held (its profile is the one changed: the rest is as written)."""
     change: _Written
 
     def applies_to(self, row: tuple[Any, Any] | None) -> bool:
         """Whether the snapshot row ``(version, body)`` read under the lock is the one changed."""
-        return row is not None and int(row[0]) == self.version and row[1] == self.body
+        return row is not None and int(row[0]) == self.version and row[1] == self.before.body
+
+    def kept(self, serializer: ProfileSerializer) -> _Kept:
+        """The profile before the change, made again from what the store wrote."""
+        before = self.before
+        profile = serializer.decode_with_history(before.body, serializer.pack_history(before.history))
+        return _Kept(before.body, profile, before.base, before.size, before.history)
 
 
 WRITTEN_BYTES = 8 << 20
@@ -268,9 +278,6 @@ class _Database(ABC):
     event_key: str
     clustered = ""
     """What makes a table keep its rows in primary-key order, where the database can."""
-    writes_meanwhile: bool
-    """Whether a write statement is on its way while the body goes on (see
-    :data:`TransactionBody`), so that the body may do other work before the commit waits."""
 
     def transaction(self, body: TransactionBody[T], *, write: bool) -> Effect[T]:
         return _Transaction(self, body, write)
@@ -478,7 +485,6 @@ class _Checkpointer:
 
 class _SQLiteDatabase(_Database):
     name = "SQLite"
-    writes_meanwhile = False  # a statement runs when executed
     blob = "BLOB"
     float_type = "REAL"
     event_key = "seq INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -595,7 +601,6 @@ def _postgres_query(text: str) -> str:
 
 class _PostgresDatabase(_Database):
     name = "PostgreSQL"
-    writes_meanwhile = True  # statements that answer no rows are sent, not waited for (run_sync)
     blob = "BYTEA"
     float_type = "DOUBLE PRECISION"
     event_key = "seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
@@ -666,14 +671,14 @@ class _PostgresDatabase(_Database):
 
                 def send(statements: list[Sql]) -> Answer:
                     cursors = [connection.execute(self._sql(one), one.params) for one in statements]
-                    if not _answers_rows(statements):
-                        return Answer(lambda: [[] for _ in cursors])
+                    if not _answers_rows(statements):  # on their way: an error fails the commit
+                        return Answer(lambda: [[] for _ in cursors], pending=True)
 
                     def fetch() -> list[Rows]:
                         pipeline.sync()
                         return [c.fetchall() if c.description else [] for c in cursors]
 
-                    return Answer(fetch)
+                    return Answer(fetch, pending=True)
 
                 def execute(statement: Sql | list[Sql]) -> Rows | list[Rows]:
                     return _rows(statement, send([statement] if isinstance(statement, Sql) else statement).fetch())
@@ -1144,12 +1149,12 @@ class SQLProfileStore(ProfileStore):
         selects = self._select_statements(users)
         # The locks come first, so the snapshots read after them are current.
         answer = yield Sent([*([lock] if lock is not None else []), *inserts, *selects])
-        # While the database works on them, the events are applied to the profiles this store
-        # wrote last (PostgreSQL's pipeline: a batch's event log insert took ~25 ms, about as
-        # long as applying its events), as if every event were new and every row still held
-        # what this store wrote. Both are checked once the rows are in; a user for whom either
-        # fails is applied again, from the row.
-        ahead = {u: self._apply_ahead(u, by_user[u]) for u in users}
+        # Where the database works on them meanwhile (PostgreSQL's pipeline: a batch's event log
+        # insert took ~25 ms, about as long as applying its events), the events are applied to
+        # the profiles this store wrote last, as if every event were new and every row still
+        # held what this store wrote. That stands if both hold once the rows are in; if only the
+        # row does, the profile is made again from what this store wrote.
+        ahead = {u: self._apply_ahead(u, by_user[u]) for u in users} if answer.pending else {}
         results = yield answer
         fresh_ids = {
             row[0]
@@ -1159,12 +1164,19 @@ class SQLProfileStore(ProfileStore):
         selected = results[len(results) - len(selects) :]
         stored = {user_id: (version, body) for rows in selected for user_id, version, body in rows}
         fresh_by_user = {u: [s for s in by_user[u] if s.event_id in fresh_ids] for u in users}
-        applied = {
-            u: a
-            for u, a in ahead.items()
-            if a is not None and len(fresh_by_user[u]) == len(by_user[u]) and a.applies_to(stored.get(u))
+        applied: dict[str, _Ahead] = {}
+        for u, early in ahead.items():
+            if early is not None and early.applies_to(stored.get(u)):
+                if len(fresh_by_user[u]) == len(by_user[u]):
+                    applied[u] = early
+                else:  # some events were applied before: the others go to the profile made again
+                    self._keep_again(u, early.kept(self.serializer))
+        kept = {
+            u: self._take_kept(u, *stored[u]) for u in users if u not in applied and fresh_by_user[u] and u in stored
         }
-        history = yield from self._select_history([u for u in users if u in stored and u not in applied])
+        history = yield from self._select_history(
+            [u for u in users if u in stored and u not in applied and kept.get(u) is None]
+        )
         changes: dict[str, AppliedChange] = {}
         written: list[_Written] = []
         for user_id in users:
@@ -1174,9 +1186,12 @@ class SQLProfileStore(ProfileStore):
                 old_version, old_landmark, change = early.version, early.landmark, early.change
             else:
                 row = stored.get(user_id)
+                held = kept.get(user_id)
                 base: int | None
                 encoded_before: list[bytes] = []
-                if row is not None:
+                if held is not None:
+                    work, base, encoded_before = held.profile, held.base, held.history
+                elif row is not None:
                     rows_read = history.get(user_id)
                     work, base = self._decode_profile(*row, rows_read)
                     if fresh and base is not None and rows_read is not None:
@@ -1196,9 +1211,10 @@ class SQLProfileStore(ProfileStore):
                 old_version, old_landmark, copy_, change.body, change.packed, fresh, change.entries
             )
         if written:
-            yield self._write_statements(written)
-            if while_writing is not None and self._db.writes_meanwhile:
+            sent = yield Sent(self._write_statements(written))
+            if while_writing is not None and sent.pending:
                 while_writing([c for c in changes.values() if c.fresh])
+            yield sent
             with self._written_lock:
                 for change in written:
                     user_id = change.profile.user_id
@@ -1232,7 +1248,27 @@ class SQLProfileStore(ProfileStore):
             change = self._apply_to(work, signals, kept.base, kept.history)
         except ValidationError:
             return None
-        return _Ahead(version, landmark, kept.body, change)
+        return _Ahead(version, landmark, kept, change)
+
+    def _take_kept(self, user_id: str, version: Any, body: Any) -> _Kept | None:
+        """The profile this store wrote last for ``user_id``, to be changed, if the row holds
+        exactly the body it wrote (another writer, a deletion or a failed commit since then
+        leaves another body, or a newer version). Taken out of the map, so that a failure after
+        the change leaves nothing half-changed behind."""
+        with self._written_lock:
+            kept = self._written.pop(user_id, None)
+            if kept is not None:
+                self._written_bytes -= kept.size
+        if kept is not None and kept.profile.version == int(version) and kept.body == body:
+            return kept
+        return None
+
+    def _keep_again(self, user_id: str, kept: _Kept) -> None:
+        """Puts back a profile this store wrote (unless it wrote the user's profile since)."""
+        with self._written_lock:
+            if user_id not in self._written:
+                self._written[user_id] = kept
+                self._written_bytes += kept.size
 
     def _delete_body(self, user_id: str) -> TransactionBody[bool]:
         yield from self._lock(user_id)
