@@ -395,14 +395,18 @@ _UPDATE_SNAPSHOT = (
 )
 
 
-CHECKPOINT_EVERY = 100
-"""Write transactions of an SQLite store between two checkpoints of its write-ahead log."""
+CHECKPOINT_EVERY = 1000
+"""Write transactions of an SQLite store between two checkpoints of its write-ahead log (or a
+second, whichever comes first). A checkpoint copies the log into the database and fsyncs it
+while writers go on, and the write it overlaps slows down by 1-2 ms: every 100 writes, that
+was 10 writes in 1,000, the p99 of ``apply_feedback`` through every tier (2.29 / 2.34 / 2.46 ms
+against 2.10 / 1.98 / 1.57 ms every 1,000 writes, three alternating runs of the benchmark)."""
 
 WAL_RESTART_FRAMES = 4096
 """Frames in an SQLite store's write-ahead log (16 MB at 4 KB pages) past which a checkpoint
 holds the store's lock for its last part, so that the log restarts."""
 
-INLINE_CHECKPOINT_AFTER = 20 * CHECKPOINT_EVERY
+INLINE_CHECKPOINT_AFTER = 2 * CHECKPOINT_EVERY
 """Write transactions after which a writer checkpoints the log itself (the checkpoint thread
 has fallen behind, or cannot run)."""
 
