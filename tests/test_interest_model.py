@@ -328,6 +328,21 @@ def test_places_before_says_when_apply_needs_more_than_the_newest_entry() -> Non
     assert not InterestModel(max_history=0).places_before(last, [sig("e0", {"a": 1.0}, t=T0)])
 
 
+def test_refresh_preferences_extracts_at_the_latest_event_time_a_caller_gives() -> None:
+    """A store that knows its profile's latest event time passes it (``latest``) instead of
+    having the history read through for it; without it, the profile's own is used."""
+    m = InterestModel(refresh_every=0)
+    profile = UserProfile("u")
+    m.apply(profile, [sig(f"e{n}", {"genre:a": 1.0}, t=T0 + 60.0 * n) for n in range(6)])
+    later = profile.last_event_time() + 86_400.0  # type: ignore[operator]
+    assert m.refresh_preferences(profile, 0, (), crossed=True, latest=later)
+    assert profile.preferences
+    assert {p.last_updated for p in profile.preferences.values()} == {datetime.fromtimestamp(later, UTC)}
+    assert m.refresh_preferences(profile, 0, (), crossed=True)
+    stamps = {p.last_updated.timestamp() for p in profile.preferences.values()}
+    assert stamps == {profile.last_event_time()}
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from([0.0, 1e6, T0, 2e9, 2.5e11]),

@@ -1596,10 +1596,10 @@ def test_sql_writes_that_only_append_never_decode_the_history(
             appended += not reads
             return reads
 
-        def counting_refreshes(profile: UserProfile, *args: Any, crossed: bool | None = None) -> bool:
+        def counting_refreshes(profile: UserProfile, *args: Any, crossed: bool | None = None, **kwargs: Any) -> bool:
             nonlocal refreshed
             refreshed += bool(crossed) and store.serializer.history_is_encoded(profile)
-            return refresh_preferences(profile, *args, crossed=crossed)
+            return refresh_preferences(profile, *args, crossed=crossed, **kwargs)
 
         monkeypatch.setattr(model, "places_before", counting)
         monkeypatch.setattr(model, "refresh_preferences", counting_refreshes)

@@ -1410,23 +1410,30 @@ class InterestModel:
         return bool(k) and event_count // k != (event_count - new_events) // k
 
     def refresh_preferences(
-        self, profile: UserProfile, new_events: int, touched: Collection[str], *, crossed: bool | None = None
+        self,
+        profile: UserProfile,
+        new_events: int,
+        touched: Collection[str],
+        *,
+        crossed: bool | None = None,
+        latest: float | None = None,
     ) -> bool:
         """What :meth:`apply` does to the preferences once ``new_events`` events touching the
         features ``touched`` are in ``profile`` (its ``event_count`` included): re-extracts them
         all when the count crossed a multiple of ``refresh_every`` (``crossed`` overrides that
         test), else re-scores the stated likes and dislikes of touched features. Returns whether
         it changed anything. A store that adds events outside Python (Redis) calls it on the
-        profile it reads back."""
+        profile it reads back. ``latest``, when the caller knows it, is what
+        ``profile.last_event_time()`` answers (which reads a stored history through)."""
         if self.refresh_crosses(profile.event_count, new_events) if crossed is None else crossed:
-            self.extractor.update(profile, profile.last_event_time())
+            self.extractor.update(profile, profile.last_event_time() if latest is None else latest)
             return True
         if not profile.explicit_preferences:
             return False
         touched_priors = [name for name in profile.explicit_priors() if name in touched]
         if not touched_priors:
             return False
-        now = profile.last_event_time()
+        now = profile.last_event_time() if latest is None else latest
         stamp = to_datetime(now)
         for preference in self.extractor.explicit(profile, to_epoch(now), stamp):
             target = preference.name.partition(":")[2]

@@ -1111,7 +1111,9 @@ class SQLProfileStore(ProfileStore):
         packed = self.serializer.pack_history(history)
         self.serializer.keep_history_encoded(profile, packed)
         if self.model.refresh_crosses(profile.event_count, new_events):
-            self.model.refresh_preferences(profile, new_events, (), crossed=True)
+            # The newest entry is the last added (none of them sorts before the history's).
+            latest = added[-1].timestamp.timestamp() if added else None
+            self.model.refresh_preferences(profile, new_events, (), crossed=True, latest=latest)
         body, size = self.serializer.encode_apart(profile, packed)
         end, first = base + len(encoded_before), base + drop
         rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded) if end + n >= first]
