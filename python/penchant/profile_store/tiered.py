@@ -475,8 +475,8 @@ class TieredProfileStore(ProfileStore):
         if isinstance(replies, _Skipped):
             self._mark_pending({c.profile.user_id: False for c in changed})
             return
-        announce = self._batch_announcement(changed)
-        if announce is not None and redis.connection.is_cluster:
+        announce = self._batch_announcement(changed) if redis.connection.is_cluster else None
+        if announce is not None:
             yield from self._redis_step(self._redis_batch([announce]))
         stale = [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
         if stale:
