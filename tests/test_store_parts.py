@@ -1245,23 +1245,36 @@ def test_sql_store_keeps_a_bounded_number_of_written_profiles(tmp_path: Path, mo
         assert store.get("user0").event_count == 10  # type: ignore[union-attr]
 
 
-def history_rows(store: profile_store.SQLProfileStore, user_id: str) -> list[int]:
-    """The ``ord`` of each history row of the user, read with a separate connection."""
+def history_rows(store: profile_store.SQLProfileStore, user_id: str, *, live: bool = False) -> list[int]:
+    """The ``ord`` of each history row of the user (``live``: those from its snapshot's
+    ``history_from`` on), read with a separate connection."""
     query = "SELECT ord FROM penchant_history WHERE tenant = ? AND user_id = ? ORDER BY ord"
+    if live:
+        query = query.replace(
+            "ORDER BY",
+            "AND ord >= (SELECT history_from FROM penchant_profiles WHERE tenant = ? AND user_id = ?) ORDER BY",
+        )
+    params = (store.tenant, user_id) * (2 if live else 1)
     if isinstance(store, SQLiteProfileStore):
         with sqlite3.connect(store.path) as connection:
-            return [r[0] for r in connection.execute(query, (store.tenant, user_id))]
+            return [r[0] for r in connection.execute(query, params)]
     import psycopg
 
     with psycopg.connect(postgres_url()) as connection:
-        return [r[0] for r in connection.execute(query.replace("?", "%s"), (store.tenant, user_id))]
+        return [r[0] for r in connection.execute(query.replace("?", "%s"), params)]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_sql_history_rows_follow_the_profile_history(kind: str, tmp_path: Path) -> None:
-    """The history lives in rows of its own: events in time order add rows and delete those
-    that left the window; an event older than the newest entry, a put and a second writer
-    rewrite them. Every read equals the in-memory store fed the same calls."""
+def test_sql_history_rows_follow_the_profile_history(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history lives in rows of its own: events in time order add rows, and the rows that
+    left the window are deleted once ``TRIM_AFTER`` of them gathered; an event older than the
+    newest entry and a put rewrite them. Every read equals the in-memory store fed the same
+    calls, whatever the rows left behind."""
+    from penchant.profile_store import sql_store
+
+    monkeypatch.setattr(sql_store, "TRIM_AFTER", 3)
     tenant = new_tenant()
     model = InterestModel(max_history=5)
     url = f"sqlite:///{tmp_path}/history.db" if kind == "sqlite" else postgres_url()
@@ -1277,7 +1290,7 @@ def test_sql_history_rows_follow_the_profile_history(kind: str, tmp_path: Path) 
             assert want is not None
             assert got.interaction_history == want.interaction_history
             assert got.interests == want.interests
-            ords = history_rows(store, user_id)
+            ords = history_rows(store, user_id, live=True)
             assert len(ords) == len(want.interaction_history)
             assert ords == list(range(ords[0], ords[0] + len(ords))) if ords else True
             return [i.event_id for i in got.interaction_history]
@@ -1291,7 +1304,8 @@ def test_sql_history_rows_follow_the_profile_history(kind: str, tmp_path: Path) 
             for s in (store, reference):
                 s.apply_feedback("alice", [signal(n)])
         assert same() == [f"alice-e{n}" for n in range(4, 9)]
-        assert history_rows(store, "alice") == [4, 5, 6, 7, 8]
+        # 0..2 went with the write that made 3 of them fall out of the window (e7's).
+        assert history_rows(store, "alice") == [3, 4, 5, 6, 7, 8]
         for s in (store, reference):  # a batch of several, one of them older than the newest
             s.apply_feedback("alice", [signal(9), signal(10), signal(20, timestamp=T0 + 60.0 * 6.5)])
         assert same() == ["alice-e20", "alice-e7", "alice-e8", "alice-e9", "alice-e10"]
@@ -1301,14 +1315,19 @@ def test_sql_history_rows_follow_the_profile_history(kind: str, tmp_path: Path) 
         for s in (store, reference):
             s.apply_feedback("alice", [signal(12)])
         assert same()[-2:] == ["alice-e11", "alice-e12"]
+        assert history_rows(store, "alice") == list(range(7))  # 0 and 1 left the window
+        for s in (store, reference):
+            s.apply_feedback("alice", [signal(13)])
+        assert same()[-1] == "alice-e13"
+        assert history_rows(store, "alice") == [3, 4, 5, 6, 7]
         profile = store.get("alice")
         assert profile is not None
         profile.interaction_history = profile.interaction_history[:2]
         store.put(profile)
         reference.put(profile)
-        assert same() == ["alice-e8", "alice-e9"]
+        assert same() == ["alice-e9", "alice-e10"]
         assert history_rows(store, "alice") == [0, 1]
-        assert store.apply_feedback("alice", [signal(12)]).version == store.get("alice").version  # type: ignore[union-attr]
+        assert store.apply_feedback("alice", [signal(13)]).version == store.get("alice").version  # type: ignore[union-attr]
         store.delete("alice")
         assert history_rows(store, "alice") == []
 
@@ -1343,6 +1362,50 @@ def test_sql_snapshots_written_with_their_history_inline_are_read_and_moved_into
         with sqlite3.connect(path) as connection:
             (body,) = connection.execute("SELECT body FROM penchant_profiles").fetchone()
         assert serializer.decode(body).interaction_history == []
+
+
+def test_sql_history_rows_of_schema_2_are_read_whole_after_the_migration(tmp_path: Path) -> None:
+    """A database of schema 2 trimmed every row that left the window: migrated, its snapshots
+    read their history from the first row (``history_from`` 0), and writes go on from there."""
+    path = tmp_path / "two.db"
+    model = InterestModel(max_history=5)
+    reference = InMemoryProfileStore(model=model)
+    from penchant.profile_store.sql_store import _migrations, _SQLiteDatabase
+
+    with sqlite3.connect(path) as connection:
+        for step in _migrations(_SQLiteDatabase(str(path), synchronous="FULL", busy_timeout=1))[:2]:
+            for text in step:
+                connection.execute(text)
+        connection.execute("CREATE TABLE penchant_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO penchant_schema VALUES (1, 2)")
+        # What schema 2 held after seven events: the snapshot, and the newest five entries
+        # numbered from 2 (the rows of the first two deleted).
+        profile = reference.apply_feedback("alice", [signal(n) for n in range(7)])
+        serializer = profile_store.ProfileSerializer()
+        body, _ = serializer.encode_apart(profile, serializer.pack_history([]))
+        connection.execute(
+            "INSERT INTO penchant_profiles VALUES (?, ?, ?, ?, ?, ?)",
+            ("default", "alice", profile.version, SCHEMA_VERSION, profile.updated_at.timestamp(), body),
+        )
+        for n, entry in enumerate(profile.interaction_history):
+            connection.execute(
+                "INSERT INTO penchant_history VALUES (?, ?, ?, ?)",
+                ("default", "alice", 2 + n, serializer.encode_interaction(entry)),
+            )
+    with SQLiteProfileStore(path, model=model) as store:
+        assert store.get("alice") == reference.get("alice")
+        assert history_rows(store, "alice", live=True) == [2, 3, 4, 5, 6]
+        for s in (store, reference):
+            s.apply_feedback("alice", [signal(7)])
+        got, want = store.get("alice"), reference.get("alice")
+        assert got is not None
+        assert want is not None
+        assert (got.interaction_history, got.interests, got.version) == (
+            want.interaction_history,
+            want.interests,
+            want.version,
+        )
+        assert history_rows(store, "alice", live=True) == [3, 4, 5, 6, 7]
 
 
 def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(
@@ -1626,8 +1689,9 @@ def test_sql_writes_that_only_append_never_decode_the_history(
             assert got.interaction_history == want.interaction_history
             assert got.interests == want.interests
             assert got.preferences == want.preferences
-            ords = history_rows(store, "alice")
+            ords = history_rows(store, "alice", live=True)
             assert ords == list(range(ords[0], ords[0] + len(want.interaction_history)))
+            assert len(history_rows(store, "alice")) < len(ords) + sql_store.TRIM_AFTER
         if not holds:  # (a held profile is decoded by the test's reads)
             assert appended > 40  # most writes decoded no history
             assert refreshed >= 10  # and refreshes read the encoded history
