@@ -391,6 +391,40 @@ def test_other_processes_caches_are_invalidated(redis_kind: str, tmp_path: Path)
         assert reader.stats()["invalidations"] >= 5
 
 
+def test_the_listener_handles_every_message_that_arrived_before_it_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between two reads the listener pauses (``LISTENER_PAUSE``); each read handles every
+    message that has arrived, not one."""
+    from penchant.profile_store import tiered
+
+    monkeypatch.setattr(tiered, "LISTENER_PAUSE", 3600.0)
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/burst.db", tenant) as store:
+        assert store.wait_until_listening()
+        handle = tiered._InvalidationListener._handle
+        first = threading.Event()
+        release = threading.Event()
+
+        def held(listener: Any, data: bytes) -> None:
+            first.set()
+            release.wait(10)
+            handle(listener, data)
+
+        monkeypatch.setattr(tiered._InvalidationListener, "_handle", held)
+        channel = store.redis.channel  # type: ignore[union-attr]
+        client = redis.Redis.from_url(redis_url())
+        client.publish(channel, "1\x1fuser0")
+        assert first.wait(10)
+        for n in range(1, 50):  # arrive while the first is being handled
+            client.publish(channel, f"1\x1fuser{n}")
+        client.ping()
+        time.sleep(0.2)  # delivered to the listener's socket on loopback
+        client.close()
+        release.set()
+        assert wait_for(lambda: store.stats()["invalidations"] == 50, timeout=10)
+
+
 # -- rebuild --------------------------------------------------------------------------------------------
 
 
