@@ -9,7 +9,8 @@ it, which re-extracts the preferences from the whole history)::
     python benches/store_latency.py sqlite      # cache -> Redis -> SQLite (synchronous=normal)
     python benches/store_latency.py postgres    # cache -> Redis -> PostgreSQL
 
-Wall clock: run it on a quiet machine.
+Wall clock: run it on a quiet machine. The CPU time per call of this process and of the
+PostgreSQL and Redis servers (those running on this machine) varies less on a busy one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,25 @@ def timed(cls: type, name: str, part: str) -> None:
     setattr(cls, name, wrapper)
 
 
+def server_cpu() -> dict[str, float]:
+    """CPU seconds spent so far by the PostgreSQL and Redis processes of this machine (Linux:
+    read from /proc; servers elsewhere count nothing)."""
+    spent = {"postgres": 0.0, "redis-server": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                line = stat.read()
+        except OSError:
+            continue
+        name = line[line.index("(") + 1 : line.rindex(")")]
+        fields = line[line.rindex(")") + 2 :].split()
+        for server_name in spent:
+            if name.startswith(server_name):
+                spent[server_name] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return spent
+
+
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     at = lambda q: ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3  # noqa: E731
@@ -70,12 +90,20 @@ def main(database: str, calls: int = 1000) -> None:
             spent.clear()
         total = []
         cycle = []
+        cpu_before, servers_before = time.process_time(), server_cpu()
         for _ in range(calls):
             start = time.perf_counter()
             profile = store.apply_feedback("alice", [event("alice", next(numbers))])
             total.append(time.perf_counter() - start)
             cycle.append(profile.event_count % store.model.refresh_every if store.model.refresh_every else -1)
+        cpu, servers = time.process_time() - cpu_before, server_cpu()
         print(f"{calls} calls, {database}")
+        print(
+            f"cpu per call: this process {cpu / calls * 1e6:.0f} µs, PostgreSQL's "
+            f"{(servers['postgres'] - servers_before['postgres']) / calls * 1e6:.0f} µs, Redis's "
+            f"{(servers['redis-server'] - servers_before['redis-server']) / calls * 1e6:.0f} µs "
+            "(servers on this machine)"
+        )
         print("total ", summary(total))
         print("sql   ", summary(SPENT["sql"]))
         print("redis ", summary(SPENT["redis"]))
