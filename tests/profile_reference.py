@@ -155,6 +155,8 @@ def numeric_preferences(
         if counts[a] < min_samples or name == "expected_dwell":
             continue
         w = weights[(cols["ids"] == a) & (weights > 0)]
+        if not float((w * w).sum()) > 0:  # decayed beyond a float's range of the strongest
+            continue
         effective = totals[a] ** 2 / float((w * w).sum())
         out[f"range:{name}"] = ((float(qs[a, 0]), float(qs[a, 1]), float(qs[a, 2])), effective / (effective + 5.0))
     return out

@@ -369,6 +369,26 @@ def test_numeric_and_temporal_extraction_match_the_numpy_reference(history: list
         assert temporal[name].confidence == pytest.approx(sure, rel=1e-9)
 
 
+def test_numeric_preferences_skip_events_decayed_beyond_a_floats_range() -> None:
+    """Liked events with an hour's half-life four weeks before one with 90 days': their weights
+    relative to it are ~1e-202, whose squares are 0.0. Found by hypothesis (a division by zero)."""
+    now = MONDAY + 28 * DAY
+    old = [
+        Interaction(f"i{k}", "click", 1.0, 1.0, {"f": 1.0}, {"price": float(k)}, MONDAY, f"e{k}", 3_600.0)  # type: ignore[arg-type]
+        for k in range(6)
+    ]
+    recent = Interaction("r", "click", 1.0, 1.0, {"f": 1.0}, {}, now, "r", 90 * DAY)  # type: ignore[arg-type]
+    history = [*old, recent]
+    got = PreferenceExtractor().extract(UserProfile("u", interaction_history=history), now)
+    assert "range:price" not in got
+    assert ref.numeric_preferences(history, now) == {}
+    # One of them recent: it alone carries weight (an effective sample of one).
+    fresher = [*old[:-1], Interaction("i5", "click", 1.0, 1.0, {"f": 1.0}, {"price": 5.0}, now, "e5", 3_600.0)]  # type: ignore[arg-type]
+    price = PreferenceExtractor().extract(UserProfile("u", interaction_history=fresher), now)["range:price"]
+    assert price.confidence == pytest.approx(1 / (1 + 5.0))
+    assert ref.numeric_preferences(fresher, now)["range:price"][1] == pytest.approx(price.confidence)
+
+
 @given(
     st.lists(
         st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.floats(-3, 3), st.floats(0, 20 * DAY)),

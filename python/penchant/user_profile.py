@@ -1061,7 +1061,9 @@ class PreferenceExtractor:
         )
         out = []
         for a, name in enumerate(names):
-            if counts[a] < self.min_numeric_samples or name in self.exclude_attributes:
+            # No squared weight left: every liked event decayed beyond a float's range of the
+            # strongest (a half-life of an hour, a month ago), so none counts.
+            if counts[a] < self.min_numeric_samples or name in self.exclude_attributes or not squares[a] > 0:
                 continue
             effective = totals[a] ** 2 / squares[a]
             q_low, median, q_high = quantiles[3 * a : 3 * a + 3]
