@@ -1332,6 +1332,87 @@ def test_sql_history_rows_follow_the_profile_history(
         assert history_rows(store, "alice") == []
 
 
+def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_cannot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-user write of the profile the store wrote last is one statement; when another
+    writer changed the row, or an event is logged already, that statement writes nothing and a
+    transaction does the write. Sync and async; every read equals the in-memory store's."""
+    from penchant.profile_store import sql_store
+
+    attempts: list[bool] = []  # whether each one-statement write wrote
+    database = sql_store._PostgresDatabase
+    run_sync_, run_async_ = database.run_statement_sync, database.run_statement_async
+
+    def counting_sync(self: Any, statement: Any) -> Any:
+        rows = run_sync_(self, statement)
+        attempts.append(bool(rows and rows[0][0]))
+        return rows
+
+    async def counting_async(self: Any, statement: Any) -> Any:
+        rows = await run_async_(self, statement)
+        attempts.append(bool(rows and rows[0][0]))
+        return rows
+
+    monkeypatch.setattr(database, "run_statement_sync", counting_sync)
+    monkeypatch.setattr(database, "run_statement_async", counting_async)
+    tenant = new_tenant()
+    model = InterestModel(max_history=5)
+    reference = InMemoryProfileStore(tenant=tenant, model=model)
+    with (
+        PostgresProfileStore(postgres_url(), tenant=tenant, model=model) as store,
+        PostgresProfileStore(postgres_url(), tenant=tenant, model=model) as other,
+    ):
+
+        def write(writer: PostgresProfileStore, *signals: Any) -> None:
+            for s in (writer, reference):
+                s.apply_feedback("alice", list(signals))
+            got, want = store.get("alice"), reference.get("alice")
+            assert got is not None
+            assert want is not None
+            assert (got.interaction_history, got.interests, got.event_count) == (
+                want.interaction_history,
+                want.interests,
+                want.event_count,
+            )
+
+        write(store, signal(0))
+        assert attempts == []  # not held yet: a transaction
+        for n in range(1, 8):
+            write(store, signal(n))
+        assert attempts == [True] * 7
+        write(other, signal(8))
+        assert attempts == [True] * 7  # the other store held nothing
+        write(store, signal(9))
+        assert attempts[7:] == [False]  # the row changed since: a transaction instead
+        version = store.get("alice").version  # type: ignore[union-attr]
+        write(store, signal(9))  # a replay: the statement fails, the transaction ignores it
+        assert attempts[8:] == [False]
+        assert store.get("alice").version == version  # type: ignore[union-attr]
+        write(store, signal(10), signal(11, event_id="alice-e9"))  # one new, one replayed
+        assert attempts[9:] == [False]
+        write(store, signal(12))
+        assert attempts[10:] == [True]
+        write(store, signal(13), signal(3, timestamp=T0 + 60.0 * 11.5, event_id="alice-old"))  # rewrites the rows
+        assert attempts[11:] == []
+        for n in (14, 15):
+            for s in (store, reference):
+                asyncio.run(s.aapply_feedback("alice", [signal(n)]))  # type: ignore[arg-type]
+        assert attempts[11:] == [True, True]
+        write(store, signal(16))
+    with psycopg_connection() as connection:
+        logged = connection.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM penchant_events WHERE tenant = %s", (tenant,)
+        ).fetchone()
+    assert logged == (17, 17)
+
+
+def psycopg_connection() -> Any:
+    import psycopg
+
+    return psycopg.connect(postgres_url())
+
+
 def test_sql_snapshots_written_with_their_history_inline_are_read_and_moved_into_rows(tmp_path: Path) -> None:
     """A database of schema 1 held each history inside its snapshot: it is migrated, read as
     it is, and the next event moves the history into rows."""

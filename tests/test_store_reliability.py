@@ -140,6 +140,32 @@ def test_four_processes_lose_no_update(kind: str, tmp_path: Path) -> None:
         assert sum(i.count for i in found[user].interests.values()) == sum(i.count for i in profile.interests.values())
 
 
+@pytest.mark.parametrize("kind", ["postgres", "tiered", "sqlite"])
+def test_four_processes_writing_one_event_at_a_time_lose_no_update(kind: str, tmp_path: Path) -> None:
+    """One event a call, so that each process mostly writes the profile it wrote last in one
+    statement (PostgreSQL), which fails and falls back to a transaction whenever another
+    process wrote the user since, or the event is a replay."""
+    for name in ("PENCHANT_TEST_REDIS_URL", "PENCHANT_TEST_POSTGRES_URL"):
+        server_env(name)
+    tenant = new_tenant()
+    users, events = 5, 400
+    sqlite_path = str(tmp_path / "shared.db")
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        calls = pool.starmap(
+            concurrent_worker, [(kind, tenant, sqlite_path, worker, users, events, 1) for worker in range(4)]
+        )
+    assert calls == [events + events // 10] * 4
+    expected = reference([s for worker in range(4) for s in worker_signals(worker, users, events)])
+    with open_by_name(kind, tenant, sqlite_path) as store:
+        found = store.get_many(list(expected))
+    assert sorted(found) == sorted(expected)
+    for user, profile in expected.items():
+        assert_same_interests(found[user], profile)
+        assert found[user].event_count == profile.event_count
+        assert found[user].interaction_history == profile.interaction_history
+
+
 # -- Redis crash ---------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,13 @@ Two tables hold everything about a user:
   length (rewriting a snapshot that held 500 entries, ~90 KB, took most of an event's time).
   The rows that fell out of the window are deleted once :data:`TRIM_AFTER` of them gathered.
 
+A write locks its users, logs the events (learning which are new), reads the snapshots, applies
+the new events and writes the snapshots and history rows, in one transaction. On PostgreSQL, an
+event for a user whose profile the store wrote last is written by one statement that does all
+of that at once, guarded by the version and body it wrote (``_Database.write_one``); if another
+writer changed the row since, or an event is logged already, it writes nothing and the
+transaction follows.
+
 penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
 use. Every value reaches the database as a query parameter, never inside the SQL text.
 """
@@ -53,6 +60,8 @@ __all__ = ["AppliedChange", "PostgresProfileStore", "SQLProfileStore", "SQLitePr
 T = TypeVar("T")
 
 Rows: TypeAlias = list[tuple[Any, ...]]
+Events: TypeAlias = Sequence[tuple[str, str, float, bytes]]
+"""Events to log, each as ``(event_id, user_id, occurred_at, payload)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +285,20 @@ class _Transaction(Effect[T]):
         return await self.database.run_async(self.body, self.write)
 
 
+class _Statement(Effect["Rows | None"]):
+    __slots__ = ("database", "statement")
+
+    def __init__(self, database: _Database, statement: Sql) -> None:
+        self.database = database
+        self.statement = statement
+
+    def run_sync(self) -> Rows | None:
+        return self.database.run_statement_sync(self.statement)
+
+    async def run_async(self) -> Rows | None:
+        return await self.database.run_statement_async(self.statement)
+
+
 class _Close(Effect[None]):
     __slots__ = ("database",)
 
@@ -300,9 +323,32 @@ class _Database(ABC):
     """What makes a table keep its rows in primary-key order, where the database can."""
     snapshot_storage: tuple[str, ...] = ()
     """Statements that set how the database stores snapshot rows."""
+    writes_one_user_at_once = False
+    """Whether :meth:`write_one` can write a user's change in one statement."""
 
     def transaction(self, body: TransactionBody[T], *, write: bool) -> Effect[T]:
         return _Transaction(self, body, write)
+
+    def write_one(
+        self, tenant: str, key: str, before: tuple[int, bytes], change: _Written, recorded_at: float, events: Events
+    ) -> Sql | None:
+        """One statement that writes ``change`` of one user whose row holds the version and body
+        ``before``, with the events that made it (all of them new), atomically: it answers one
+        row, whose value says whether it wrote (else it wrote nothing; an event logged already
+        fails it). ``None`` where the database cannot (a write is then a transaction of several
+        statements)."""
+        return None
+
+    def statement(self, statement: Sql) -> Effect[Rows | None]:
+        """Runs ``statement`` alone, in a transaction of its own: its rows, or ``None`` if it broke
+        a constraint (and changed nothing)."""
+        return _Statement(self, statement)
+
+    def run_statement_sync(self, statement: Sql) -> Rows | None:
+        raise NotImplementedError(f"{self.name} writes in transactions of several statements")
+
+    async def run_statement_async(self, statement: Sql) -> Rows | None:
+        raise NotImplementedError(f"{self.name} writes in transactions of several statements")
 
     @abstractmethod
     def run_sync(self, body: TransactionBody[T], write: bool) -> T: ...
@@ -380,9 +426,7 @@ class _Database(ABC):
             for user_id, ord_ in cuts
         ]
 
-    def insert_events(
-        self, tenant: str, recorded_at: float, events: Sequence[tuple[str, str, float, bytes]]
-    ) -> list[Sql]:
+    def insert_events(self, tenant: str, recorded_at: float, events: Events) -> list[Sql]:
         """Statements that log ``(event_id, user_id, occurred_at, payload)`` rows unless their
         event id is logged already, returning the event ids they logged."""
         return [
@@ -638,6 +682,7 @@ class _PostgresDatabase(_Database):
     # A snapshot (~3.5 KB for a typical profile) is stored as it is up to a page: compressed
     # (past 2 KB by default) it took ~1.3 KB, and a write of one event ~0.1 ms more.
     snapshot_storage = ("ALTER TABLE penchant_profiles SET (toast_tuple_target = 8160)",)
+    writes_one_user_at_once = True
 
     def __init__(self, url: str, *, min_size: int, max_size: int, timeout: float) -> None:
         try:
@@ -727,12 +772,8 @@ class _PostgresDatabase(_Database):
         import psycopg
         import psycopg_pool
 
-        if self._closed:
-            raise StoreUnavailableError("the PostgreSQL store is closed")
         try:
-            pool = await self._async_pools.get()
-            if pool.closed:
-                await pool.open(wait=False)
+            pool = await self._open_async_pool()
             async with pool.connection() as connection, connection.transaction():
                 statement = next(body)
                 try:
@@ -767,6 +808,108 @@ class _PostgresDatabase(_Database):
         if isinstance(statement, Sent):
             return Answer(lambda: results)
         return results[0] if isinstance(statement, Sql) else results
+
+    def run_statement_sync(self, statement: Sql) -> Rows | None:
+        import psycopg
+        import psycopg_pool
+
+        try:
+            with self._sync_pool().connection() as connection:  # autocommit: the statement commits
+                try:
+                    return connection.execute(self._sql(statement), statement.params).fetchall()
+                except psycopg.IntegrityError:
+                    return None
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def run_statement_async(self, statement: Sql) -> Rows | None:
+        import psycopg
+        import psycopg_pool
+
+        try:
+            pool = await self._open_async_pool()
+            async with pool.connection() as connection:  # autocommit: the statement commits
+                try:
+                    cursor = await connection.execute(self._sql(statement), statement.params)
+                    return await cursor.fetchall()
+                except psycopg.IntegrityError:
+                    return None
+        except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    def write_one(
+        self, tenant: str, key: str, before: tuple[int, bytes], change: _Written, recorded_at: float, events: Events
+    ) -> Sql | None:
+        # The user's lock first (as a transaction of several statements takes it), then the
+        # snapshot, guarded: READ COMMITTED checks the guard again on the newest row if another
+        # writer changed it since the statement began. The rest writes only if it matched. (A
+        # rewrite's new rows would collide with the old ones it deletes in the same statement.)
+        # Values go one by one, not in arrays (dumping an array cost psycopg more than the rest
+        # of the statement's values), so a statement writes up to _CHUNK events and rows.
+        if change.cut == _ALL_ROWS or not 0 < len(events) <= _CHUNK or len(change.rows) > _CHUNK:
+            return None
+        profile = change.profile
+        parts = [
+            "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended(?, 0)))",
+            """, snapshot AS (
+                UPDATE penchant_profiles AS p SET version = ?, schema_version = ?, updated_at = ?, body = ?,
+                    history_from = ?
+                FROM lock WHERE p.tenant = ? AND p.user_id = ? AND p.version = ? AND p.body = ?
+                RETURNING 1
+            ), events AS (
+                INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload)
+                SELECT ?, e, ?, o, ?, p FROM (VALUES """
+            + ", ".join(["(?, ?::float8, ?::bytea)"] * len(events))
+            + """) AS t(e, o, p)
+                WHERE EXISTS (SELECT FROM snapshot)
+            )""",
+        ]
+        params: list[Any] = [
+            key,
+            profile.version,
+            SCHEMA_VERSION,
+            profile.updated_at.timestamp(),
+            change.body,
+            change.base,
+            tenant,
+            profile.user_id,
+            before[0],
+            before[1],
+            tenant,
+            profile.user_id,
+            recorded_at,
+            *(v for event_id, _, occurred_at, payload in events for v in (event_id, occurred_at, payload)),
+        ]
+        if change.rows:
+            parts.append(
+                """, added AS (
+                    INSERT INTO penchant_history (tenant, user_id, ord, body)
+                    SELECT ?, ?, o, b FROM (VALUES """
+                + ", ".join(["(?::int8, ?::bytea)"] * len(change.rows))
+                + """) AS x(o, b)
+                    WHERE EXISTS (SELECT FROM snapshot)
+                )"""
+            )
+            params += [tenant, profile.user_id, *(v for _, ord_, body in change.rows for v in (ord_, body))]
+        if change.cut is not None:
+            parts.append(
+                """, trimmed AS (
+                    DELETE FROM penchant_history WHERE tenant = ? AND user_id = ? AND ord < ?
+                    AND EXISTS (SELECT FROM snapshot)
+                )"""
+            )
+            params += [tenant, profile.user_id, change.cut]
+        parts.append(" SELECT EXISTS (SELECT FROM snapshot)")
+        return Sql("".join(parts), tuple(params))
+
+    async def _open_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        """The running loop's pool (made and opened when first asked for)."""
+        if self._closed:
+            raise StoreUnavailableError("the PostgreSQL store is closed")
+        pool = await self._async_pools.get()
+        if pool.closed:
+            await pool.open(wait=False)
+        return pool
 
     def _make_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         import psycopg_pool
@@ -824,9 +967,7 @@ class _PostgresDatabase(_Database):
             )
         ]
 
-    def insert_events(
-        self, tenant: str, recorded_at: float, events: Sequence[tuple[str, str, float, bytes]]
-    ) -> list[Sql]:
+    def insert_events(self, tenant: str, recorded_at: float, events: Events) -> list[Sql]:
         columns: list[list[Any]] = [list(c) for c in zip(*events, strict=True)] if events else [[], [], [], []]
         return [
             Sql(
@@ -1267,30 +1408,13 @@ class SQLProfileStore(ProfileStore):
                 old_version, old_landmark = work.version, work.landmark
                 change = self._apply_to(work, fresh, base, floor, encoded_before)
             written.append(change)
-            # The caller gets its own copy, made from the parts (the history stays encoded
-            # until read); this store keeps `work` for the user's next apply.
-            copy_ = self.serializer.decode_with_history(change.body, change.packed)
-            changes[user_id] = AppliedChange(
-                old_version, old_landmark, copy_, change.body, change.packed, fresh, change.entries
-            )
+            changes[user_id] = self._applied(old_version, old_landmark, change, fresh)
         if written:
             sent = yield Sent(self._write_statements(written))
             if while_writing is not None and sent.pending:
                 while_writing([c for c in changes.values() if c.fresh])
             yield sent
-            with self._written_lock:
-                for change in written:
-                    user_id = change.profile.user_id
-                    old = self._written.pop(user_id, None)
-                    if old is not None:
-                        self._written_bytes -= old.size
-                    if not self.serializer.history_is_encoded(change.profile):
-                        self.serializer.keep_history_encoded(change.profile, change.packed)
-                    self._written[user_id] = _Kept(
-                        change.body, change.profile, change.base, change.floor, change.size, change.history
-                    )
-                    self._written_bytes += change.size
-                self._evict()
+            self._remember(written)
         return changes
 
     def _evict(self) -> None:
@@ -1376,10 +1500,68 @@ class SQLProfileStore(ProfileStore):
         store prepares its Redis commands): called once, or not at all."""
         payloads = self._encode_payloads(by_user)  # a signal that cannot be stored fails before any write
         yield from self._ready()
+        if len(by_user) == 1:
+            ((user_id, signals),) = by_user.items()
+            done = yield from self._write_one_op(user_id, signals, payloads)
+            if done is not None:
+                return {user_id: done}
         changes: dict[str, AppliedChange] = yield self._db.transaction(
             self._apply_body(by_user, payloads, while_writing), write=True
         )
         return changes
+
+    def _write_one_op(
+        self, user_id: str, signals: list[Signal], payloads: dict[str, bytes]
+    ) -> Op[AppliedChange | None]:
+        """The events of one user applied to the profile this store wrote last and written in one
+        statement (:meth:`_Database.write_one`), if the store holds that profile, the database
+        can, the row still holds it and every event is new; else ``None``, and nothing written
+        (the profile kept is put back for the transaction that follows)."""
+        if not self._db.writes_one_user_at_once:
+            return None
+        with self._written_lock:
+            if user_id not in self._written:
+                return None
+        recorded_at = time.time()
+        early = self._apply_ahead(user_id, signals)
+        if early is None:
+            return None
+        statement = self._db.write_one(
+            self.tenant,
+            f"{self.tenant}\x1f{user_id}",
+            (early.version, early.before.body),
+            early.change,
+            recorded_at,
+            [(s.event_id, s.user_id, s.timestamp, payloads[s.event_id]) for s in signals],
+        )
+        rows = None if statement is None else (yield self._db.statement(statement))
+        if not rows or not rows[0][0]:
+            self._keep_again(user_id, early.kept(self.serializer))
+            return None
+        self._remember([early.change])
+        return self._applied(early.version, early.landmark, early.change, signals)
+
+    def _applied(self, old_version: int, old_landmark: float, change: _Written, fresh: list[Signal]) -> AppliedChange:
+        """What a change did, for the caller: its own copy of the profile, made from the parts
+        (the history stays encoded until read); the store keeps ``change.profile``."""
+        copy_ = self.serializer.decode_with_history(change.body, change.packed)
+        return AppliedChange(old_version, old_landmark, copy_, change.body, change.packed, fresh, change.entries)
+
+    def _remember(self, written: list[_Written]) -> None:
+        """Keeps the profiles just written for their users' next writes."""
+        with self._written_lock:
+            for change in written:
+                user_id = change.profile.user_id
+                old = self._written.pop(user_id, None)
+                if old is not None:
+                    self._written_bytes -= old.size
+                if not self.serializer.history_is_encoded(change.profile):
+                    self.serializer.keep_history_encoded(change.profile, change.packed)
+                self._written[user_id] = _Kept(
+                    change.body, change.profile, change.base, change.floor, change.size, change.history
+                )
+                self._written_bytes += change.size
+            self._evict()
 
     def _put_encoded_op(self, profile: UserProfile, expected_version: int | None) -> Op[Stored]:
         stored, _ = self.serializer.checked_copy(profile)
