@@ -9,8 +9,9 @@ it, which re-extracts the preferences from the whole history)::
     python benches/store_latency.py sqlite      # cache -> Redis -> SQLite (synchronous=normal)
     python benches/store_latency.py postgres    # cache -> Redis -> PostgreSQL
 
-Wall clock: run it on a quiet machine. The CPU time per call of this process and of the
-PostgreSQL and Redis servers (those running on this machine) varies less on a busy one.
+Wall clock: run it on a quiet machine. It also prints the CPU time per call of this process
+and of the PostgreSQL and Redis servers when they run on this machine (every process of theirs,
+so run nothing else against them meanwhile).
 """
 
 from __future__ import annotations

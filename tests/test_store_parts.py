@@ -1260,7 +1260,7 @@ def history_rows(store: profile_store.SQLProfileStore, user_id: str, *, live: bo
             return [r[0] for r in connection.execute(query, params)]
     import psycopg
 
-    with psycopg.connect(postgres_url()) as connection:
+    with psycopg.connect(store._db.url) as connection:  # type: ignore[attr-defined]
         return [r[0] for r in connection.execute(query.replace("?", "%s"), params)]
 
 
@@ -1356,6 +1356,7 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
 
     monkeypatch.setattr(database, "run_statement_sync", counting_sync)
     monkeypatch.setattr(database, "run_statement_async", counting_async)
+    monkeypatch.setattr(sql_store, "TRIM_AFTER", 3)
     tenant = new_tenant()
     model = InterestModel(max_history=5)
     reference = InMemoryProfileStore(tenant=tenant, model=model)
@@ -1380,6 +1381,8 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         assert attempts == []  # not held yet: a transaction
         for n in range(1, 8):
             write(store, signal(n))
+            # The rows that left the window (of 5) go three at a time, in the statement.
+            assert len(history_rows(store, "alice")) == min(n + 1, 5) + (max(0, n - 4) % 3)
         assert attempts == [True] * 7
         write(other, signal(8))
         assert attempts == [True] * 7  # the other store held nothing
@@ -1400,11 +1403,25 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
                 asyncio.run(s.aapply_feedback("alice", [signal(n)]))  # type: ignore[arg-type]
         assert attempts[11:] == [True, True]
         write(store, signal(16))
+        assert attempts[13:] == [True]
+
+        def unavailable(self: Any, statement: Any) -> Any:
+            raise StoreUnavailableError("PostgreSQL is unavailable: injected")
+
+        monkeypatch.setattr(database, "run_statement_sync", unavailable)
+        with pytest.raises(StoreUnavailableError):
+            store.apply_feedback("alice", [signal(17)])
+        assert "alice" not in store._written  # what it held may be half changed: dropped
+        monkeypatch.setattr(database, "run_statement_sync", counting_sync)
+        write(store, signal(17))  # read from the row again, by a transaction
+        assert attempts[14:] == []
+        write(store, signal(18))
+        assert attempts[14:] == [True]
     with psycopg_connection() as connection:
         logged = connection.execute(
             "SELECT count(*), count(DISTINCT event_id) FROM penchant_events WHERE tenant = %s", (tenant,)
         ).fetchone()
-    assert logged == (17, 17)
+    assert logged == (19, 19)
 
 
 def psycopg_connection() -> Any:
@@ -1445,48 +1462,106 @@ def test_sql_snapshots_written_with_their_history_inline_are_read_and_moved_into
         assert serializer.decode(body).interaction_history == []
 
 
-def test_sql_history_rows_of_schema_2_are_read_whole_after_the_migration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sql_history_emptied_leaves_no_row_behind(kind: str, tmp_path: Path) -> None:
+    """A write that empties the history (a store whose window is 0) deletes every row, also
+    those that wait to be trimmed: another store that reads the profile then finds no entry,
+    and numbers the rows it adds from 0 without colliding with old ones."""
+    tenant = new_tenant()
+    url = f"sqlite:///{tmp_path}/emptied.db" if kind == "sqlite" else postgres_url()
+
+    def opened(window: int) -> profile_store.SQLProfileStore:
+        return open_database(url, tenant=tenant, model=InterestModel(max_history=window))
+
+    with opened(3) as store:
+        for n in range(5):
+            store.apply_feedback("alice", [signal(n)])
+        assert history_rows(store, "alice") == [0, 1, 2, 3, 4]  # 0 and 1 wait to be trimmed
+        with opened(0) as none:
+            none.apply_feedback("alice", [signal(5)])
+            assert history_rows(store, "alice") == []
+            with opened(0) as fresh:
+                assert fresh.get("alice").interaction_history == []  # type: ignore[union-attr]
+                fresh.apply_feedback("alice", [signal(6)])
+        with opened(3) as again:
+            again.apply_feedback("alice", [signal(7)])
+            assert [i.event_id for i in again.get("alice").interaction_history] == ["alice-e7"]  # type: ignore[union-attr]
+            assert history_rows(again, "alice") == [0]
+        assert store.get("alice").event_count == 8  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_sql_history_rows_of_schema_2_are_read_whole_after_the_migration(kind: str, tmp_path: Path) -> None:
     """A database of schema 2 trimmed every row that left the window: migrated, its snapshots
-    read their history from the first row (``history_from`` 0), and writes go on from there."""
-    path = tmp_path / "two.db"
+    read their history from the first row (``history_from`` 0), and writes go on from there.
+    PostgreSQL also stores snapshots uncompressed up to a page from then on."""
+    import psycopg
+
+    from penchant.profile_store.sql_store import _migrations, _PostgresDatabase, _SQLiteDatabase
+
     model = InterestModel(max_history=5)
     reference = InMemoryProfileStore(model=model)
-    from penchant.profile_store.sql_store import _migrations, _SQLiteDatabase
+    database: Any
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/two.db"
+        database = _SQLiteDatabase(str(tmp_path / "two.db"), synchronous="FULL", busy_timeout=1)
+        connection: Any = sqlite3.connect(tmp_path / "two.db")
+        execute = connection.execute
+    else:
+        name = f"penchant_two_{new_tenant().lower()}"
+        with psycopg.connect(postgres_url(), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        url = postgres_url().rsplit("/", 1)[0] + "/" + name
+        database = _PostgresDatabase(url, min_size=1, max_size=1, timeout=5)
+        connection = psycopg.connect(url, autocommit=True)
 
-    with sqlite3.connect(path) as connection:
-        for step in _migrations(_SQLiteDatabase(str(path), synchronous="FULL", busy_timeout=1))[:2]:
+        def execute(text: str, params: Any = ()) -> Any:
+            return connection.execute(text.replace("?", "%s"), params)
+
+    try:
+        for step in _migrations(database)[:2]:
             for text in step:
-                connection.execute(text)
-        connection.execute("CREATE TABLE penchant_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
-        connection.execute("INSERT INTO penchant_schema VALUES (1, 2)")
+                execute(text)
+        execute("CREATE TABLE penchant_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+        execute("INSERT INTO penchant_schema VALUES (1, 2)")
         # What schema 2 held after seven events: the snapshot, and the newest five entries
         # numbered from 2 (the rows of the first two deleted).
         profile = reference.apply_feedback("alice", [signal(n) for n in range(7)])
         serializer = profile_store.ProfileSerializer()
         body, _ = serializer.encode_apart(profile, serializer.pack_history([]))
-        connection.execute(
+        execute(
             "INSERT INTO penchant_profiles VALUES (?, ?, ?, ?, ?, ?)",
             ("default", "alice", profile.version, SCHEMA_VERSION, profile.updated_at.timestamp(), body),
         )
         for n, entry in enumerate(profile.interaction_history):
-            connection.execute(
+            execute(
                 "INSERT INTO penchant_history VALUES (?, ?, ?, ?)",
                 ("default", "alice", 2 + n, serializer.encode_interaction(entry)),
             )
-    with SQLiteProfileStore(path, model=model) as store:
-        assert store.get("alice") == reference.get("alice")
-        assert history_rows(store, "alice", live=True) == [2, 3, 4, 5, 6]
-        for s in (store, reference):
-            s.apply_feedback("alice", [signal(7)])
-        got, want = store.get("alice"), reference.get("alice")
-        assert got is not None
-        assert want is not None
-        assert (got.interaction_history, got.interests, got.version) == (
-            want.interaction_history,
-            want.interests,
-            want.version,
-        )
-        assert history_rows(store, "alice", live=True) == [3, 4, 5, 6, 7]
+        connection.commit()
+        with open_database(url, model=model) as store:
+            assert store.get("alice") == reference.get("alice")
+            assert history_rows(store, "alice", live=True) == [2, 3, 4, 5, 6]
+            for s in (store, reference):
+                s.apply_feedback("alice", [signal(7)])
+            got, want = store.get("alice"), reference.get("alice")
+            assert got is not None
+            assert want is not None
+            assert (got.interaction_history, got.interests, got.version) == (
+                want.interaction_history,
+                want.interests,
+                want.version,
+            )
+            assert history_rows(store, "alice", live=True) == [3, 4, 5, 6, 7]
+            assert execute("SELECT version FROM penchant_schema").fetchone()[0] == 3
+            if kind == "postgres":
+                (options,) = execute("SELECT reloptions FROM pg_class WHERE relname = 'penchant_profiles'").fetchone()
+                assert options == ["toast_tuple_target=8160"]
+    finally:
+        connection.close()
+        if kind == "postgres":
+            with psycopg.connect(postgres_url(), autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(

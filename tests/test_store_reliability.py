@@ -449,6 +449,10 @@ def test_the_listener_handles_every_message_that_arrived_before_it_pauses(
         client.close()
         release.set()
         assert wait_for(lambda: store.stats()["invalidations"] == 50, timeout=10)
+        listener = store._listener
+        assert listener is not None
+    listener._thread.join(timeout=0)
+    assert not listener._thread.is_alive()  # closing stopped it, pausing or not
 
 
 # -- rebuild --------------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ Two tables hold everything about a user:
 A write locks its users, logs the events (learning which are new), reads the snapshots, applies
 the new events and writes the snapshots and history rows, in one transaction. On PostgreSQL, an
 event for a user whose profile the store wrote last is written by one statement that does all
-of that at once, guarded by the version and body it wrote (``_Database.write_one``); if another
-writer changed the row since, or an event is logged already, it writes nothing and the
-transaction follows.
+of that at once, guarded by the version and body it wrote (``_Database.write_one``: one user, up
+to 200 events, a history only appended to); if another writer changed the row since, or an event
+is logged already, it writes nothing and the transaction follows.
 
 penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
 use. Every value reaches the database as a query parameter, never inside the SQL text.
@@ -147,8 +147,10 @@ _ALL_ROWS = 1 << 62
 TRIM_AFTER = 64
 """History rows that fell out of a user's window stay (unread: a snapshot's ``history_from``
 says where its history begins) until this many gathered; then the write that makes them so
-many deletes them all. A PostgreSQL write of one event that also deleted the row that fell out
-took ~0.2 ms more than one that did not: one statement more to send, and one more to run."""
+many deletes them all (as does a write that empties the history, and the first write of a
+store that did not write the user last: it cannot tell how many wait). A PostgreSQL write of one
+event that also deleted the row that fell out took ~0.2 ms more than one that did not: one
+statement more to send, and one more to run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +227,12 @@ _CHUNK = 200
 """Rows per multi-row statement (well under SQLite's limit of 32,766 parameters)."""
 
 
-def _trim(base: int, floor: int) -> tuple[int | None, int]:
+def _trim(base: int, floor: int, empty: bool) -> tuple[int | None, int]:
     """The cut (``None``: none) and the floor of a user's history rows after a write that
-    leaves its history numbered from ``base``, the rows numbered from ``floor`` before it."""
-    if base - floor >= TRIM_AFTER:
+    leaves its history numbered from ``base`` (``empty``: no row of it left), the rows numbered
+    from ``floor`` before it. An empty history leaves no row behind: a reader that finds none
+    numbers the next rows from 0."""
+    if base - floor >= TRIM_AFTER or (empty and base > floor):
         return base, base
     return None, floor
 
@@ -1254,7 +1258,7 @@ class SQLProfileStore(ProfileStore):
         end = base + len(before)
         rows = [(profile.user_id, end + n, body_) for n, body_ in enumerate(added)]
         entries = {e.event_id: (e, b) for e, b in encoded}
-        cut, floor = _trim(base + first, floor)
+        cut, floor = _trim(base + first, floor, not encoded_after)
         return _Written(profile, size, body, cut, rows, base + first, floor, entries, encoded_after, packed)
 
     def _apply_to(
@@ -1309,7 +1313,7 @@ class SQLProfileStore(ProfileStore):
         end, first = base + len(encoded_before), base + drop
         rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded) if end + n >= first]
         entries = {e.event_id: (e, b) for n, (e, b) in enumerate(encoded) if end + n >= first}
-        cut, floor = _trim(first, floor)
+        cut, floor = _trim(first, floor, not history)
         return _Written(profile, size, body, cut, rows, first, floor, entries, history, packed)
 
     def _put_body(self, profile: UserProfile, expected_version: int | None) -> TransactionBody[Stored]:
@@ -1516,8 +1520,9 @@ class SQLProfileStore(ProfileStore):
         """The events of one user applied to the profile this store wrote last and written in one
         statement (:meth:`_Database.write_one`), if the store holds that profile, the database
         can, the row still holds it and every event is new; else ``None``, and nothing written
-        (the profile kept is put back for the transaction that follows)."""
-        if not self._db.writes_one_user_at_once:
+        (the profile kept is put back for the transaction that follows, unless the row changed).
+        A replayed event makes PostgreSQL log the unique violation that stops the statement."""
+        if not self._db.writes_one_user_at_once or len(signals) > _CHUNK:
             return None
         with self._written_lock:
             if user_id not in self._written:
@@ -1535,8 +1540,10 @@ class SQLProfileStore(ProfileStore):
             [(s.event_id, s.user_id, s.timestamp, payloads[s.event_id]) for s in signals],
         )
         rows = None if statement is None else (yield self._db.statement(statement))
-        if not rows or not rows[0][0]:
+        if rows is None:  # not written in one statement, or an event is logged already
             self._keep_again(user_id, early.kept(self.serializer))
+            return None
+        if not rows[0][0]:  # another writer changed the row: what this store held is stale
             return None
         self._remember([early.change])
         return self._applied(early.version, early.landmark, early.change, signals)

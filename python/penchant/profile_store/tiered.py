@@ -165,7 +165,7 @@ class _InvalidationListener:
                     message = pubsub.get_message(timeout=0.2)
                     if message is None:
                         continue
-                    while message is not None:  # every message that has arrived
+                    while message is not None and not self._stop.is_set():  # every one that has arrived
                         if message.get("type") == "message":
                             self._handle(message["data"])
                         message = pubsub.get_message()
