@@ -1051,6 +1051,7 @@ class RedisProfileStore(ProfileStore):
         entries: dict[str, tuple[Interaction, bytes]],
         *,
         publish: bool = True,
+        fields: dict[str, str] | None = None,
     ) -> tuple[Any, ...]:
         """Brings Redis from ``old_version`` (with ``old_landmark``) to ``profile``, which another
         store made by applying ``fresh`` (``entries``: the history entries the change added, by
@@ -1058,10 +1059,11 @@ class RedisProfileStore(ProfileStore):
         of them if the landmark moved) and adds the entries. The script answers ``stale`` (and
         changes nothing) when Redis is not at ``old_version``. Unless ``publish`` is false (the
         caller announces the change with others: :meth:`_announce_call`), the script publishes
-        the new version on the invalidation channel."""
+        the new version on the invalidation channel. ``fields``: ``ProfileSerializer.follow_fields``
+        of the change, when the caller has them."""
         everything = not old_version or profile.landmark != old_landmark
-        names = None if everything else {name for signal in fresh for name in signal.features}
-        fields = self.serializer.interest_fields(profile, names)
+        if fields is None:
+            fields = self.serializer.follow_fields(profile, old_version, old_landmark, fresh)
         members = []
         for signal in fresh:
             entry = entries.get(signal.event_id)

@@ -220,6 +220,13 @@ def check_signal(signal: Any, user_id: str | None = None) -> Signal:
     return signal
 
 
+def _shallow_copy(profile: UserProfile) -> UserProfile:
+    """``copy.copy(profile)``, in ~1.3 µs instead of ~9 (it goes through ``__reduce_ex__``)."""
+    copied: UserProfile = object.__new__(type(profile))
+    copied.__dict__.update(profile.__dict__)
+    return copied
+
+
 class ProfileSerializer:
     """Encodes and decodes profiles (whole, or in the parts that a Redis store keeps apart) and
     feedback signals. Thread-safe; one instance can serve every store of a process.
@@ -358,7 +365,7 @@ class ProfileSerializer:
         if not isinstance(profile, UserProfile):
             raise ValidationError(f"expected a UserProfile, got {type(profile).__name__}")
         what = f"profile {profile.user_id!r}"
-        rest = copy.copy(profile)
+        rest = _shallow_copy(profile)
         rest.interaction_history = []
         body = self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what)
         size = len(body) - len(_EMPTY_ARRAY) + len(history)
@@ -434,7 +441,7 @@ class ProfileSerializer:
     def encode_document(self, profile: UserProfile) -> bytes:
         """Everything in ``profile`` but its interests and history (which a Redis store keeps
         in a hash and a list of their own)."""
-        rest = copy.copy(profile)
+        rest = _shallow_copy(profile)
         rest.interests = {}
         rest.interaction_history = []
         state = profile.__dict__
@@ -459,6 +466,16 @@ class ProfileSerializer:
             + b"\x1f"
             + (self._encode(interaction, "interaction") if encoded is None else encoded)
         )
+
+    @classmethod
+    def follow_fields(
+        cls, profile: UserProfile, old_version: int, old_landmark: float, fresh: Sequence[Signal]
+    ) -> dict[str, str]:
+        """The interest fields that bring a Redis hash from ``old_version`` (with
+        ``old_landmark``) to ``profile``, made by applying ``fresh``: those of the features
+        ``fresh`` touched, or all of them if the landmark moved or the profile is new."""
+        everything = not old_version or profile.landmark != old_landmark
+        return cls.interest_fields(profile, None if everything else {n for s in fresh for n in s.features})
 
     @staticmethod
     def interest_fields(profile: UserProfile, names: Iterable[str] | None = None) -> dict[str, str]:

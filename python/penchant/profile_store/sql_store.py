@@ -122,6 +122,9 @@ class AppliedChange:
     fresh: list[Signal]
     entries: dict[str, tuple[Interaction, bytes]] = field(default_factory=dict)
     """The history entries this change added, by event id, each with its encoding."""
+    fields: dict[str, str] | None = None
+    """``ProfileSerializer.follow_fields`` of the change, when the caller asked for them (read
+    from the profile the store keeps, which ``profile``, a copy, decodes only when read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1337,6 +1340,7 @@ class SQLProfileStore(ProfileStore):
         by_user: dict[str, list[Signal]],
         payloads: dict[str, bytes],
         while_writing: Callable[[list[AppliedChange]], None] | None = None,
+        fields: bool = False,
     ) -> TransactionBody[dict[str, AppliedChange]]:
         """Every user of the batch in a few statements: lock them, log the events (learning
         which are new), read their snapshots (and the history rows of those this store does
@@ -1412,7 +1416,7 @@ class SQLProfileStore(ProfileStore):
                 old_version, old_landmark = work.version, work.landmark
                 change = self._apply_to(work, fresh, base, floor, encoded_before)
             written.append(change)
-            changes[user_id] = self._applied(old_version, old_landmark, change, fresh)
+            changes[user_id] = self._applied(old_version, old_landmark, change, fresh, fields)
         if written:
             sent = yield Sent(self._write_statements(written))
             if while_writing is not None and sent.pending:
@@ -1497,25 +1501,30 @@ class SQLProfileStore(ProfileStore):
         return {s.event_id: self.serializer.encode_signal(s) for signals in by_user.values() for s in signals}
 
     def _apply_changes_op(
-        self, by_user: dict[str, list[Signal]], while_writing: Callable[[list[AppliedChange]], None] | None = None
+        self,
+        by_user: dict[str, list[Signal]],
+        while_writing: Callable[[list[AppliedChange]], None] | None = None,
+        *,
+        fields: bool = False,
     ) -> Op[dict[str, AppliedChange]]:
         """Applies the events; ``while_writing``, if the database works on the writes while this
         process goes on, is called then with the changes that will be committed (a tiered
-        store prepares its Redis commands): called once, or not at all."""
+        store prepares its Redis commands): called once, or not at all. ``fields``: each change
+        carries its :attr:`AppliedChange.fields`."""
         payloads = self._encode_payloads(by_user)  # a signal that cannot be stored fails before any write
         yield from self._ready()
         if len(by_user) == 1:
             ((user_id, signals),) = by_user.items()
-            done = yield from self._write_one_op(user_id, signals, payloads)
+            done = yield from self._write_one_op(user_id, signals, payloads, fields)
             if done is not None:
                 return {user_id: done}
         changes: dict[str, AppliedChange] = yield self._db.transaction(
-            self._apply_body(by_user, payloads, while_writing), write=True
+            self._apply_body(by_user, payloads, while_writing, fields), write=True
         )
         return changes
 
     def _write_one_op(
-        self, user_id: str, signals: list[Signal], payloads: dict[str, bytes]
+        self, user_id: str, signals: list[Signal], payloads: dict[str, bytes], fields: bool = False
     ) -> Op[AppliedChange | None]:
         """The events of one user applied to the profile this store wrote last and written in one
         statement (:meth:`_Database.write_one`), if the store holds that profile, the database
@@ -1545,14 +1554,20 @@ class SQLProfileStore(ProfileStore):
             return None
         if not rows[0][0]:  # another writer changed the row: what this store held is stale
             return None
-        self._remember([early.change])
-        return self._applied(early.version, early.landmark, early.change, signals)
+        applied = self._applied(early.version, early.landmark, early.change, signals, fields)
+        self._remember([early.change])  # (another thread may change it from then on)
+        return applied
 
-    def _applied(self, old_version: int, old_landmark: float, change: _Written, fresh: list[Signal]) -> AppliedChange:
+    def _applied(
+        self, old_version: int, old_landmark: float, change: _Written, fresh: list[Signal], fields: bool = False
+    ) -> AppliedChange:
         """What a change did, for the caller: its own copy of the profile, made from the parts
         (the history stays encoded until read); the store keeps ``change.profile``."""
         copy_ = self.serializer.decode_with_history(change.body, change.packed)
-        return AppliedChange(old_version, old_landmark, copy_, change.body, change.packed, fresh, change.entries)
+        follow = self.serializer.follow_fields(change.profile, old_version, old_landmark, fresh) if fields else None
+        return AppliedChange(
+            old_version, old_landmark, copy_, change.body, change.packed, fresh, change.entries, follow
+        )
 
     def _remember(self, written: list[_Written]) -> None:
         """Keeps the profiles just written for their users' next writes."""

@@ -441,7 +441,7 @@ class TieredProfileStore(ProfileStore):
         # Redis's commands are made while PostgreSQL writes (sent only after the commit).
         follow: list[list[tuple[Any, ...]]] = []
         prepare = None if self.redis is None else (lambda changed: follow.append(list(self._follow_calls(changed))))
-        changes = yield from self.database._apply_changes_op(by_user, prepare)
+        changes = yield from self.database._apply_changes_op(by_user, prepare, fields=self.redis is not None)
         changed = [c for c in changes.values() if c.fresh]
         if self.redis is not None and changed:
             # Else they are made as they are sent (Redis runs the first while the rest are made).
@@ -469,6 +469,7 @@ class TieredProfileStore(ProfileStore):
                 self.serializer.encode_document(change.profile),
                 change.entries,
                 publish=announce is None,
+                fields=change.fields,
             )
         if announce is not None and not redis.connection.is_cluster:
             yield announce
