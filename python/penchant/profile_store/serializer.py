@@ -221,8 +221,11 @@ def check_signal(signal: Any, user_id: str | None = None) -> Signal:
 
 
 def _shallow_copy(profile: UserProfile) -> UserProfile:
-    """``copy.copy(profile)``, in ~1.3 µs instead of ~9 (it goes through ``__reduce_ex__``)."""
-    copied: UserProfile = object.__new__(type(profile))
+    """``copy.copy(profile)``, in ~1.3 µs instead of ~9 (it goes through ``__reduce_ex__``); a
+    subclass, which may hold slots or copy itself its own way, gets ``copy.copy``."""
+    if type(profile) is not UserProfile:
+        return copy.copy(profile)
+    copied: UserProfile = object.__new__(UserProfile)
     copied.__dict__.update(profile.__dict__)
     return copied
 
