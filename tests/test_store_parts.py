@@ -1368,14 +1368,7 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         def write(writer: PostgresProfileStore, *signals: Any) -> None:
             for s in (writer, reference):
                 s.apply_feedback("alice", list(signals))
-            got, want = store.get("alice"), reference.get("alice")
-            assert got is not None
-            assert want is not None
-            assert (got.interaction_history, got.interests, got.event_count) == (
-                want.interaction_history,
-                want.interests,
-                want.event_count,
-            )
+            assert_same_learning(store, reference)
 
         write(store, signal(0))
         assert attempts == []  # not held yet: a transaction
@@ -1422,6 +1415,22 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
             "SELECT count(*), count(DISTINCT event_id) FROM penchant_events WHERE tenant = %s", (tenant,)
         ).fetchone()
     assert logged == (19, 19)
+
+
+def assert_same_learning(
+    store: profile_store.ProfileStore, reference: profile_store.ProfileStore, user_id: str = "alice"
+) -> None:
+    """The two stores' profiles of ``user_id`` hold the same history, interests, event count and
+    version (their ``updated_at`` comes from the clock)."""
+    got, want = store.get(user_id), reference.get(user_id)
+    assert got is not None
+    assert want is not None
+    assert (got.interaction_history, got.interests, got.event_count, got.version) == (
+        want.interaction_history,
+        want.interests,
+        want.event_count,
+        want.version,
+    )
 
 
 def psycopg_connection() -> Any:
@@ -1544,14 +1553,7 @@ def test_sql_history_rows_of_schema_2_are_read_whole_after_the_migration(kind: s
             assert history_rows(store, "alice", live=True) == [2, 3, 4, 5, 6]
             for s in (store, reference):
                 s.apply_feedback("alice", [signal(7)])
-            got, want = store.get("alice"), reference.get("alice")
-            assert got is not None
-            assert want is not None
-            assert (got.interaction_history, got.interests, got.version) == (
-                want.interaction_history,
-                want.interests,
-                want.version,
-            )
+            assert_same_learning(store, reference)
             assert history_rows(store, "alice", live=True) == [3, 4, 5, 6, 7]
             assert execute("SELECT version FROM penchant_schema").fetchone()[0] == 3
             if kind == "postgres":
