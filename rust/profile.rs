@@ -5,6 +5,7 @@
 
 use crate::decay::{decay_factor, forward_weight};
 use crate::error::{check_finite, check_len, KernelError, Result};
+use crate::stored::History;
 use rustc_hash::FxHashMap;
 
 /// A batch of processed feedback events (signals) in columns. Signal `i` happened at
@@ -403,6 +404,155 @@ fn phase_of(x: f64, period: f64) -> f64 {
     }
 }
 
+/// What preference extraction derives from a history at a moment (see [`summarize_history`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySummary {
+    /// Per numeric attribute (by id) over the liked events (positive decayed weight): the
+    /// weighted quantiles asked for, the total weight, the squared weights and the count, each
+    /// event weighted by its decayed weight relative to the strongest liked event's (only
+    /// relative weights matter, and scaling keeps old events' squares from underflowing).
+    pub attributes: AttributeSummary,
+    /// How many events the history holds.
+    pub events: usize,
+    /// When some event's activity still weighs something at that moment: see [`Activity`].
+    pub activity: Option<Activity>,
+}
+
+/// When a history's events happened, each weighted by its decayed activity (a unit event's
+/// weight at the moment) relative to the largest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    /// `(Σa)² / Σa²`: the effective number of events.
+    pub effective: f64,
+    /// By hour of day (24 bins, UTC plus the offset).
+    pub hours: Periodic,
+    /// By day of the week, from Monday (7 bins).
+    pub days: Periodic,
+}
+
+/// Activity over the bins of one period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Periodic {
+    /// `1 − H/ln B`, `H` the entropy of the activity over the `B` bins: 0 for activity spread
+    /// evenly, 1 for one bin.
+    pub concentration: f64,
+    /// The fewest bins (largest first) holding at least half the activity, in bin order.
+    pub peaks: Vec<usize>,
+}
+
+const DAY: f64 = 86_400.0;
+
+/// The numeric and temporal statistics of preference extraction over `history` at `now`, in
+/// one pass over its columns: each event decays once, `2^(−max(now − tᵢ, 0)/hᵢ)`, for both its
+/// weight (the numeric side) and its activity (the temporal side). `quantiles` are those to
+/// compute per attribute; `utc_offset` (seconds) shifts hours and days from UTC. Days are
+/// counted from Monday (1970-01-01 was a Thursday).
+pub fn summarize_history(
+    history: &History,
+    now: f64,
+    quantiles: &[f64],
+    utc_offset: f64,
+) -> Result<HistorySummary> {
+    let n = history.times.len();
+    check_len("weights", n, history.weights.len())?;
+    check_finite("weights", &history.weights)?;
+    let factors = decay_factors(&history.times, &history.half_lives, now)?;
+    let mut liked: Vec<f64> = history
+        .weights
+        .iter()
+        .zip(&factors)
+        .map(|(w, f)| (w * f).max(0.0))
+        .collect();
+    let largest = liked.iter().copied().fold(0.0, f64::max);
+    if largest > 0.0 {
+        liked.iter_mut().for_each(|w| *w /= largest);
+    }
+    let weights = history
+        .rows
+        .iter()
+        .map(|&row| {
+            liked
+                .get(row as usize)
+                .copied()
+                .ok_or(KernelError::OutOfRange {
+                    what: "rows",
+                    index: row as usize,
+                    len: n,
+                })
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    let samples = AttributeSamples {
+        attribute_ids: &history.attribute_ids,
+        values: &history.values,
+        weights: &weights,
+    };
+    let attributes = attribute_quantiles(&samples, history.names.len(), quantiles)?;
+    Ok(HistorySummary {
+        attributes,
+        events: n,
+        activity: activity(&history.times, &factors, utc_offset)?,
+    })
+}
+
+/// [`Activity`] of events at `times` whose activity decayed to `factors`, or `None` when none
+/// weighs anything.
+fn activity(times: &[f64], factors: &[f64], utc_offset: f64) -> Result<Option<Activity>> {
+    let largest = factors.iter().copied().fold(0.0, f64::max);
+    if largest <= 0.0 {
+        return Ok(None);
+    }
+    let relative: Vec<f64> = factors.iter().map(|f| f / largest).collect();
+    let total: f64 = relative.iter().sum();
+    let squares: f64 = relative.iter().map(|a| a * a).sum();
+    let periodic = |period: f64, bins: usize, offset: f64| -> Result<Periodic> {
+        let histogram = periodic_histogram(times, &relative, period, bins, offset)?;
+        Ok(Periodic {
+            concentration: concentration(&histogram),
+            peaks: peak_bins(&histogram, 0.5),
+        })
+    };
+    Ok(Some(Activity {
+        effective: total * total / squares,
+        hours: periodic(DAY, 24, utc_offset)?,
+        days: periodic(7.0 * DAY, 7, 3.0 * DAY + utc_offset)?,
+    }))
+}
+
+/// `1 − H/ln B` of a histogram of `B` bins, `H` the entropy of its mass: 0 for mass spread
+/// evenly (or none), 1 for all of it in one bin.
+pub fn concentration(histogram: &[f64]) -> f64 {
+    let total: f64 = histogram.iter().sum();
+    if total <= 0.0 || histogram.len() < 2 {
+        return 0.0;
+    }
+    let entropy = -histogram
+        .iter()
+        .map(|h| h / total)
+        .filter(|&p| p > 0.0)
+        .map(|p| p * p.ln())
+        .sum::<f64>();
+    (1.0 - entropy / (histogram.len() as f64).ln()).max(0.0)
+}
+
+/// The fewest bins (largest first, ties by bin) holding at least `share` of a histogram's
+/// mass, in bin order.
+pub fn peak_bins(histogram: &[f64], share: f64) -> Vec<usize> {
+    let total: f64 = histogram.iter().sum();
+    let mut order: Vec<usize> = (0..histogram.len()).collect();
+    order.sort_by(|&a, &b| histogram[b].total_cmp(&histogram[a]).then(a.cmp(&b)));
+    let mut chosen = Vec::new();
+    let mut mass = 0.0;
+    for b in order {
+        if mass >= share * total {
+            break;
+        }
+        chosen.push(b);
+        mass += histogram[b];
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
 /// One categorical preference chosen by [`categorical_choice`]: the interest's index, its
 /// weight and the confidence in it.
 pub type Chosen = (usize, f64, f64);
@@ -494,8 +644,6 @@ pub fn parse_channel_key(key: &str) -> Option<(bool, f64)> {
 mod tests {
     use super::*;
     use crate::decay::forward_increments;
-
-    const DAY: f64 = 86_400.0;
 
     fn batch<'a>(
         times: &'a [f64],
@@ -785,5 +933,53 @@ mod tests {
         assert_eq!(days[0], 1.0);
         assert!(periodic_histogram(&[t], &[1.0], 0.0, 7, 0.0).is_err());
         assert!(periodic_histogram(&[t], &[1.0], DAY, 0, 0.0).is_err());
+    }
+
+    #[test]
+    fn concentration_and_peaks() {
+        assert_eq!(concentration(&[1.0, 1.0, 1.0, 1.0]), 0.0);
+        assert_eq!(concentration(&[0.0, 5.0, 0.0]), 1.0);
+        assert_eq!(concentration(&[0.0, 0.0]), 0.0);
+        let half = concentration(&[3.0, 1.0]);
+        let entropy = -(0.75f64 * 0.75f64.ln() + 0.25 * 0.25f64.ln());
+        assert!((half - (1.0 - entropy / 2f64.ln())).abs() < 1e-15);
+        // Largest first, ties by bin, until half the mass: then in bin order.
+        assert_eq!(peak_bins(&[1.0, 4.0, 0.0, 4.0, 1.0], 0.5), vec![1, 3]);
+        assert_eq!(peak_bins(&[1.0, 1.0, 1.0, 1.0], 0.5), vec![0, 1]);
+        assert_eq!(peak_bins(&[0.0, 0.0], 0.5), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_history_summary_weighs_liked_events_and_activity() {
+        // Two events a half-life apart (now at the second): the first weighs half as much.
+        // Attribute 0 ("price") on both; the second event is disliked and does not count.
+        let monday = 4.0 * DAY;
+        let history = History {
+            times: vec![monday, monday + 3_600.0],
+            weights: vec![2.0, -1.0],
+            half_lives: vec![3_600.0, 3_600.0],
+            rows: vec![0, 1],
+            attribute_ids: vec![0, 0],
+            values: vec![10.0, 20.0],
+            names: vec!["price".into()],
+        };
+        let s = summarize_history(&history, monday + 3_600.0, &[0.5], 0.0).unwrap();
+        assert_eq!(s.events, 2);
+        assert_eq!(s.attributes.counts, vec![1]);
+        assert_eq!(s.attributes.quantiles, vec![10.0]);
+        assert_eq!(s.attributes.total_weight, vec![1.0]); // relative to the strongest liked
+        let a = s.activity.unwrap();
+        assert!((a.effective - 1.5f64.powi(2) / 1.25).abs() < 1e-12);
+        assert_eq!(
+            (a.hours.peaks.clone(), a.days.peaks.clone()),
+            (vec![1], vec![0])
+        );
+        let bad_row = History {
+            rows: vec![0, 2],
+            ..history
+        };
+        assert!(summarize_history(&bad_row, monday, &[0.5], 0.0).is_err());
+        let empty = summarize_history(&History::default(), 0.0, &[0.5], 0.0).unwrap();
+        assert_eq!((empty.events, empty.activity), (0, None));
     }
 }

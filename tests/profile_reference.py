@@ -4,6 +4,7 @@ these, and the benchmarks time them beside the kernels."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -136,6 +137,29 @@ def history_columns(history: Sequence[Any]) -> dict[str, Any]:
         "values": np.array(values, dtype=np.float64),
         "names": list(names),
     }
+
+
+def concentration(histogram: Sequence[float]) -> float:
+    """``1 − H/ln B``: 0 for mass spread evenly over the ``B`` bins (or none), 1 for one bin."""
+    total = sum(histogram)
+    if total <= 0:
+        return 0.0
+    entropy = -sum(p * math.log(p) for p in (h / total for h in histogram) if p > 0)
+    return max(0.0, 1.0 - entropy / math.log(len(histogram)))
+
+
+def peak_bins(histogram: Sequence[float], share: float) -> list[int]:
+    """The fewest bins (largest first, ties by bin) holding at least ``share`` of the mass, in
+    bin order."""
+    total = sum(histogram)
+    chosen: list[int] = []
+    mass = 0.0
+    for b in sorted(range(len(histogram)), key=lambda b: (-histogram[b], b)):
+        if mass >= share * total:
+            break
+        chosen.append(b)
+        mass += histogram[b]
+    return sorted(chosen)
 
 
 def numeric_preferences(

@@ -269,38 +269,89 @@ def histories(draw: st.DrawFn) -> list[Any]:
     return out
 
 
-@given(histories(), st.floats(0, 2e6))
+SUMMARY_QUANTILES = [0.1, 0.5, 0.9]
+
+
+def summary_from_kernels(history: list[Any], now: float, utc_offset: float) -> tuple[Any, ...]:
+    """What ``summarize_history`` computes, made of the separately tested kernels and the
+    plain references: read the columns, decay, weigh, take quantiles and histograms."""
+    times, weights, half_lives, rows, ids, values, names = _core.read_history(history)
+    activity = _core.decayed_weights(times, np.ones(len(times)), half_lives, now)
+    liked = np.maximum(weights * activity, 0.0)
+    if len(liked) and liked.max() > 0:
+        liked = liked / liked.max()
+    quantiles, totals, squares, counts = _core.attribute_quantiles(
+        ids, values, liked[rows], len(names), SUMMARY_QUANTILES
+    )
+    temporal = None
+    if len(activity) and activity.max() > 0:
+        relative = activity / activity.max()
+        effective = float(relative.sum()) ** 2 / float((relative * relative).sum())
+        periods = []
+        for period, bins, offset in ((86_400.0, 24, utc_offset), (7 * 86_400.0, 7, 3 * 86_400.0 + utc_offset)):
+            histogram = _core.periodic_histogram(times, relative, period, bins, offset)
+            periods += [ref.concentration(histogram), ref.peak_bins(histogram, 0.5)]
+        temporal = (effective, *periods)
+    return names, counts, totals, squares, quantiles, len(times), temporal
+
+
+def assert_same_summary(got: tuple[Any, ...], want: tuple[Any, ...], rtol: float = 0.0) -> None:
+    """Equal summaries (quantiles of an attribute without weight are NaN on both sides); the
+    temporal sums within ``rtol`` (the kernel sums in order, NumPy pairwise)."""
+    assert (got[0], got[1], got[5]) == (want[0], want[1], want[5])
+    for g, w in zip(got[2:5], want[2:5], strict=True):
+        np.testing.assert_array_equal(g, w)
+    if want[6] is None:
+        assert got[6] is None
+        return
+    assert got[6] is not None
+    effective, hours, peak_hours, days, peak_days = got[6]
+    assert effective == pytest.approx(want[6][0], rel=rtol)
+    assert hours == pytest.approx(want[6][1], rel=1e-12, abs=1e-15)
+    assert days == pytest.approx(want[6][3], rel=1e-12, abs=1e-15)
+    assert (peak_hours, peak_days) == (want[6][2], want[6][4])
+
+
+@given(histories(), st.floats(0, 2e6), st.sampled_from([0.0, -5 * 3_600.0, 9.5 * 3_600.0]))
 @settings(max_examples=200, deadline=None)
-def test_read_decayed_history_matches_reading_then_decaying(history: list[Any], now: float) -> None:
-    times, decayed, activity, rows, ids, values, names = _core.read_decayed_history(history, now)
-    expected = ref.history_columns(history)
-    # Times from datetimes differ from datetime.timestamp() in the last bit at most.
-    np.testing.assert_allclose(times, expected["times"], rtol=1e-15, atol=1e-9)
-    np.testing.assert_array_equal(rows, expected["rows"])
-    np.testing.assert_array_equal(ids, expected["ids"])
-    np.testing.assert_array_equal(values, expected["values"])
-    assert names == expected["names"]
-    reference = ref.decayed_weights(times, expected["weights"], expected["half_lives"], now)
-    np.testing.assert_allclose(decayed, reference, rtol=1e-12, atol=0)
-    unit = ref.decayed_weights(times, np.ones(len(history)), expected["half_lives"], now)
-    np.testing.assert_allclose(activity, unit, rtol=1e-12, atol=0)
-    # And the same columns as the separate kernels, bit for bit.
-    columns = _core.read_history(history)
-    np.testing.assert_array_equal(decayed, _core.decayed_weights(columns[0], columns[1], columns[2], now))
+def test_summarize_history_matches_the_kernels_it_is_made_of(history: list[Any], now: float, offset: float) -> None:
+    """One call does what extraction did with five kernels and NumPy: the same quantiles,
+    totals and histograms, bit for bit; the effective number of events to rounding."""
+    got = _core.summarize_history(history, now, SUMMARY_QUANTILES, offset)
+    assert_same_summary(got, summary_from_kernels(history, now, offset), rtol=1e-12)
 
 
-def test_read_decayed_history_refuses_what_read_history_refuses() -> None:
+def test_summarize_history_refuses_what_read_history_refuses() -> None:
     good = Interaction("a", "click", 1.0, 1.0, {"f": 1.0}, {"price": 5.0}, 86_400.0, "e1", 60.0)  # type: ignore[arg-type]
+    summarize = lambda history, now=0.0: _core.summarize_history(history, now, SUMMARY_QUANTILES, 0.0)  # noqa: E731
     with pytest.raises(penchant.ValidationError, match="timestamp"):
-        _core.read_decayed_history([good, object()], 0.0)
+        summarize([good, object()])
     with pytest.raises(penchant.ValidationError, match="NaN"):
-        _core.read_decayed_history([good, Interaction("b", "click", 1.0, 1.0, {}, {"price": math.inf})], 0.0)
+        summarize([good, Interaction("b", "click", 1.0, 1.0, {}, {"price": math.inf})])
     with pytest.raises(penchant.ValidationError, match="now"):
-        _core.read_decayed_history([good], math.nan)
+        summarize([good], math.nan)
     bad_weight = Interaction("c", "click", 1.0, 1.0, {"f": 1.0}, {}, 0.0, "e3")
     bad_weight.weight = math.nan
     with pytest.raises(penchant.ValidationError, match="weight"):
-        _core.read_decayed_history([good, bad_weight], 0.0)
+        summarize([good, bad_weight])
+    with pytest.raises(penchant.ValidationError, match="quantiles"):
+        _core.summarize_history([good], 0.0, [1.5], 0.0)
+    with pytest.raises(penchant.ValidationError, match="16 quantiles"):
+        _core.summarize_history([good], 0.0, [0.5] * 17, 0.0)
+
+
+def test_summarize_history_finds_the_peak_hours_and_days() -> None:
+    """Three events at 09:00 UTC on Mondays and one at 21:00 on a Thursday: hour 9 and Monday
+    hold the most activity; with an offset of +2 hours, hour 11."""
+    monday_9 = 4 * 86_400.0 + 9 * 3_600.0  # 1970-01-05 was a Monday
+    times = [monday_9, monday_9 + 7 * 86_400.0, monday_9 + 14 * 86_400.0, 21 * 3_600.0]
+    history = [Interaction(f"i{k}", "click", 1.0, 1.0, {"f": 1.0}, {}, t, f"e{k}", 1e12) for k, t in enumerate(times)]
+    summary = _core.summarize_history(history, max(times), SUMMARY_QUANTILES, 0.0)
+    effective, hours, peak_hours, days, peak_days = summary[6]
+    assert (summary[5], effective) == (4, pytest.approx(4.0))
+    assert (peak_hours, peak_days) == ([9], [0])
+    assert 0 < min(hours, days) <= max(hours, days) < 1
+    assert _core.summarize_history(history, max(times), SUMMARY_QUANTILES, 7_200.0)[6][2] == [11]
 
 
 STORED_TIMES = st.one_of(
@@ -342,7 +393,7 @@ def packed(history: list[Interaction]) -> bytes:
 @given(stored_histories, st.floats(-6e10, 2e10))
 @settings(max_examples=300, deadline=None)
 def test_packed_history_reads_as_its_decoded_entries(history: list[Interaction], now: float) -> None:
-    """Extraction's reader of a history still encoded gives the columns, bit for bit, that the
+    """Extraction's reader of a history still encoded gives the summary, bit for bit, that the
     reader of its decoded entries gives, and refuses what decoding refuses (an attribute that
     is not a number); and the last entry's time as datetime.timestamp()."""
     data = packed(history)
@@ -350,17 +401,10 @@ def test_packed_history_reads_as_its_decoded_entries(history: list[Interaction],
         decoded = serializer()._history.decode(data)
     except penchant.ValidationError:
         with pytest.raises(penchant.ValidationError):
-            _core.read_decayed_packed_history(data, now, 60.0)
+            _core.summarize_packed_history(data, now, 60.0, SUMMARY_QUANTILES, 0.0)
         return
-    got = _core.read_decayed_packed_history(data, now, 60.0)
-    want = _core.read_decayed_history(decoded, now) if decoded else None
-    if want is None:
-        assert all(len(column) == 0 for column in got)
-    else:
-        for g, w in zip(got[:6], want[:6], strict=True):
-            np.testing.assert_array_equal(g, w)
-            assert g.dtype == w.dtype
-        assert got[6] == want[6]
+    got = _core.summarize_packed_history(data, now, 60.0, SUMMARY_QUANTILES, 0.0)
+    assert_same_summary(got, _core.summarize_history(decoded, now, SUMMARY_QUANTILES, 0.0))
     if history and abs(history[-1].timestamp.timestamp()) * 1e6 > 2**53:
         # Microseconds a double cannot hold exactly: the caller decodes (and Python rounds).
         with pytest.raises(penchant.ValidationError, match="too far"):
@@ -375,9 +419,20 @@ def test_packed_history_fills_a_missing_half_life_and_refuses_what_it_cannot_rea
 
     stamp = Interaction("a", "click", 1.0, 1.0, timestamp=60.0).timestamp
     entry = {"item_id": "a", "feedback_type": "click", "value": 1, "weight": 2.0, "timestamp": stamp, "x": [1, {}]}
-    times, decayed, *_ = _core.read_decayed_packed_history(msgspec.msgpack.encode([entry]), 60.0, 7.0)
-    assert times.tolist() == [60.0]
-    assert decayed.tolist() == [2.0]
+    # Both at 00:01 on a Thursday; one half-life of 7 s later the entry without its own (14 s)
+    # weighs 1/2 and the other 2^(-1/2): (1 + 2^(-1/2))^2 / (1 + 1/2) effective events.
+    both = [entry, {**entry, "half_life": 14.0, "attributes": {"p": 3}}]
+    summary = _core.summarize_packed_history(msgspec.msgpack.encode(both), 67.0, 7.0, SUMMARY_QUANTILES, 0.0)
+    effective, _, peak_hours, _, peak_days = summary[6]
+    assert effective == pytest.approx((1 + 2**-0.5) ** 2 / 1.5)
+    assert (summary[0], summary[1], summary[4], summary[5], peak_hours, peak_days) == (
+        ["p"],
+        [1],
+        [3.0, 3.0, 3.0],
+        2,
+        [0],
+        [3],
+    )
     good = msgspec.msgpack.encode([entry])
     for bad in (
         b"",
@@ -396,9 +451,9 @@ def test_packed_history_fills_a_missing_half_life_and_refuses_what_it_cannot_rea
         b"\xdd\xff\xff\xff\xff",  # a huge count
     ):
         with pytest.raises(penchant.ValidationError):
-            _core.read_decayed_packed_history(bad, 0.0, 60.0)
+            _core.summarize_packed_history(bad, 0.0, 60.0, SUMMARY_QUANTILES, 0.0)
     with pytest.raises(penchant.ValidationError, match="read-only"):
-        _core.read_decayed_packed_history(bytearray(good), 0.0, 60.0)
+        _core.summarize_packed_history(bytearray(good), 0.0, 60.0, SUMMARY_QUANTILES, 0.0)
 
 
 @given(st.binary(max_size=200), st.integers(0, 150))
@@ -407,7 +462,10 @@ def test_packed_history_readers_refuse_corrupt_bytes_without_crashing(noise: byt
     """Truncated or altered stored bytes: a result or a ValidationError, never a crash."""
     data = packed([Interaction("a", "click", 1.0, 0.5, {"f": 1.0}, {"price": 3.0}, 1e9, "e1")])
     for blob in (noise, data[:cut], data[:cut] + noise):
-        for read in (lambda b: _core.read_decayed_packed_history(b, 0.0, 60.0), _core.packed_history_last_time):
+        for read in (
+            lambda b: _core.summarize_packed_history(b, 0.0, 60.0, SUMMARY_QUANTILES, 0.0),
+            _core.packed_history_last_time,
+        ):
             with contextlib.suppress(penchant.ValidationError):
                 read(blob)
 

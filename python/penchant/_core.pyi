@@ -35,8 +35,6 @@ __all__ = [
     "num_threads",
     "packed_history_last_time",
     "periodic_histogram",
-    "read_decayed_history",
-    "read_decayed_packed_history",
     "read_history",
     "rebase_factor",
     "set_num_threads",
@@ -44,6 +42,8 @@ __all__ = [
     "signal_history_member",
     "signal_increments",
     "signals_fit_to_store",
+    "summarize_history",
+    "summarize_packed_history",
     "top_k",
 ]
 
@@ -56,9 +56,21 @@ _HistoryColumns: TypeAlias = tuple[
     npt.NDArray[np.float64],
     list[str],
 ]
-"""A history in columns: per event three (times, then weights and half-lives, or decayed
-weights and activity), then per attribute value its row, attribute id and value, and the
-attribute names."""
+"""A history in columns: per event its time, weight and half-life, then per attribute value
+its row, attribute id and value, and the attribute names."""
+_HistorySummary: TypeAlias = tuple[
+    list[str],
+    list[int],
+    list[float],
+    list[float],
+    list[float],
+    int,
+    tuple[float, float, list[int], float, list[int]] | None,
+]
+"""What preference extraction reads of a history at a moment: the attribute names; per
+attribute its count, total weight, squared weights and quantiles (row-major); the number of
+events; and, while some activity remains, the effective number of events and per period (hours
+of day, then days of the week) the concentration and the peak bins."""
 
 FACTORS: Final[list[str]]
 COVISIT_UNKNOWN: Final[int]
@@ -288,8 +300,10 @@ def signals_fit_to_store(
     max_id_bytes: int,
     max_name_bytes: int,
 ) -> bool: ...
-def read_decayed_history(interactions: list[Any], now: float) -> _HistoryColumns: ...
-def read_decayed_packed_history(
-    packed: bytes | memoryview, now: float, default_half_life: float
-) -> _HistoryColumns: ...
+def summarize_history(
+    interactions: list[Any], now: float, quantiles: Sequence[float], utc_offset: float
+) -> _HistorySummary: ...
+def summarize_packed_history(
+    packed: bytes | memoryview, now: float, default_half_life: float, quantiles: Sequence[float], utc_offset: float
+) -> _HistorySummary: ...
 def packed_history_last_time(packed: bytes | memoryview) -> float | None: ...

@@ -458,18 +458,6 @@ MessagePack bytes (an array of :class:`Interaction` maps), which preference extr
 reads in Rust, making no object per entry; ``None`` once it has."""
 
 
-_DecayedHistory = tuple[
-    "np.ndarray[Any, np.dtype[np.float64]]",
-    "np.ndarray[Any, np.dtype[np.float64]]",
-    "np.ndarray[Any, np.dtype[np.float64]]",
-    "np.ndarray[Any, np.dtype[np.uint32]]",
-    "np.ndarray[Any, np.dtype[np.uint32]]",
-    "np.ndarray[Any, np.dtype[np.float64]]",
-    list[str],
-]
-"""What :func:`penchant._core.read_decayed_history` returns."""
-
-
 def _packed_history(profile: UserProfile) -> Any:
     """``profile``'s history as stored (see :data:`ENCODED_FIELDS`) while nobody has read it,
     else ``None``."""
@@ -481,19 +469,21 @@ def _packed_history(profile: UserProfile) -> Any:
     return getattr(decode, "raw", None)
 
 
-def _decayed_history(profile: UserProfile, now: float) -> _DecayedHistory | None:
-    """:func:`penchant._core.read_decayed_history` of ``profile``'s history (``None`` when it
-    is empty), read from its stored bytes while it is still encoded."""
+def _history_summary(
+    profile: UserProfile, now: float, quantiles: list[float], utc_offset: float
+) -> _core._HistorySummary | None:
+    """:func:`penchant._core.summarize_history` of ``profile``'s history at ``now`` (``None``
+    when it is empty), read from its stored bytes while it is still encoded."""
     packed = _packed_history(profile)
     if packed is not None:
         try:
-            columns = _core.read_decayed_packed_history(packed, now, DEFAULT_HALF_LIFE)
+            summary = _core.summarize_packed_history(packed, now, DEFAULT_HALF_LIFE, quantiles, utc_offset)
         except ValidationError:
             pass  # not in the form this reader knows: decoding reads it, or says what is wrong
         else:
-            return columns if len(columns[0]) else None
+            return summary if summary[5] else None
     history = profile.interaction_history
-    return _core.read_decayed_history(history, now) if history else None
+    return _core.summarize_history(history, now, quantiles, utc_offset) if history else None
 
 
 def _history_key(interaction: Interaction) -> tuple[datetime, str]:
@@ -877,29 +867,6 @@ REBASE_EXPONENT = _core.MAX_EXPONENT / 2
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
-def _peak_bins(histogram: Sequence[float], share: float) -> list[int]:
-    """The fewest bins (largest first) holding at least ``share`` of the mass, in bin order."""
-    total = sum(histogram)
-    order = sorted(range(len(histogram)), key=lambda b: (-histogram[b], b))
-    chosen: list[int] = []
-    mass = 0.0
-    for b in order:
-        if mass >= share * total:
-            break
-        chosen.append(b)
-        mass += histogram[b]
-    return sorted(chosen)
-
-
-def _concentration(histogram: Sequence[float]) -> float:
-    """``1 − H/ln(B)``: 0 for activity spread evenly over the ``B`` bins, 1 for one bin."""
-    total = sum(histogram)
-    if total <= 0:
-        return 0.0
-    entropy = -sum(p * math.log(p) for p in (h / total for h in histogram) if p > 0)
-    return max(0.0, 1.0 - entropy / math.log(len(histogram)))
-
-
 class PreferenceExtractor:
     """Derives :class:`Preference` s from a profile's interests and history.
 
@@ -968,14 +935,12 @@ class PreferenceExtractor:
             found[preference.name] = preference
         for preference in self.categorical(profile, moment, stamp):
             found.setdefault(preference.name, preference)
-        # One call reads the history's columns and decays each event's weight (and its
-        # activity, a unit weight) to now, with one exponential per event.
-        columns = _decayed_history(profile, moment)
-        if columns is not None:
-            times, decayed, activity, rows, attribute_ids, values, names = columns
-            for preference in self.numeric(decayed, rows, attribute_ids, values, names, stamp):
-                found[preference.name] = preference
-            for preference in self.temporal(times, activity, stamp):
+        # One call reads the history's columns, decays each event's weight (and its activity,
+        # a unit weight) to now with one exponential per event, and sums what the numeric and
+        # temporal preferences need.
+        summary = _history_summary(profile, moment, [self.quantiles[0], 0.5, self.quantiles[1]], self.utc_offset)
+        if summary is not None:
+            for preference in (*self.numeric(summary, stamp), *self.temporal(summary, stamp)):
                 found[preference.name] = preference
         return found
 
@@ -1036,29 +1001,9 @@ class PreferenceExtractor:
                 )
         return out
 
-    def numeric(
-        self,
-        decayed: np.ndarray[Any, np.dtype[np.float64]],
-        rows: np.ndarray[Any, np.dtype[np.uint32]],
-        attribute_ids: np.ndarray[Any, np.dtype[np.uint32]],
-        values: np.ndarray[Any, np.dtype[np.float64]],
-        names: Sequence[str],
-        stamp: datetime,
-    ) -> list[Preference]:
-        """Numeric preferences from history columns (see :func:`penchant._core.read_decayed_history`)."""
-        if not names:
-            return []
-        liked = np.maximum(decayed, 0.0)
-        # Only relative weights matter; scaling by the largest keeps old events' squared
-        # weights (in the effective sample size) from underflowing to zero.
-        largest = float(liked.max()) if len(liked) else 0.0
-        if largest > 0:
-            liked = liked / largest
-        liked = liked[rows]
-        low, high = self.quantiles
-        quantiles, totals, squares, counts = _core.attribute_quantiles(
-            attribute_ids, values, liked, len(names), [low, 0.5, high]
-        )
+    def numeric(self, summary: _core._HistorySummary, stamp: datetime) -> list[Preference]:
+        """Numeric preferences from a history's summary (see :func:`penchant._core.summarize_history`)."""
+        names, counts, totals, squares, quantiles, _, _ = summary
         out = []
         for a, name in enumerate(names):
             # No squared weight left: every liked event decayed beyond a float's range of the
@@ -1079,43 +1024,23 @@ class PreferenceExtractor:
             )
         return out
 
-    def temporal(
-        self,
-        times: np.ndarray[Any, np.dtype[np.float64]],
-        activity: np.ndarray[Any, np.dtype[np.float64]],
-        stamp: datetime,
-    ) -> list[Preference]:
-        """Temporal preferences from event times and their decayed activity weights."""
-        if len(times) < max(1, self.min_temporal_events):
+    def temporal(self, summary: _core._HistorySummary, stamp: datetime) -> list[Preference]:
+        """Temporal preferences from a history's summary (see :func:`penchant._core.summarize_history`)."""
+        events, activity = summary[5], summary[6]
+        if activity is None or events < max(1, self.min_temporal_events):
             return []
-        largest = float(activity.max())
-        if largest <= 0:
-            return []
-        activity = activity / largest  # relative weights only; see numeric()
-        total = float(activity.sum())
-        if total <= 0:
-            return []
-        effective = total**2 / float((activity * activity).sum())
+        effective, hours, peak_hours, days, peak_days = activity
         support = effective / (effective + self.temporal_prior)
-        day = 86_400.0
         out = []
-        for name, period, bins, offset, label in (
-            ("active_hours", day, 24, self.utc_offset, lambda b: b),
-            ("active_days", 7 * day, 7, 3 * day + self.utc_offset, lambda b: DAY_NAMES[b]),
+        for name, concentration, value in (
+            ("active_hours", hours, peak_hours),
+            ("active_days", days, [DAY_NAMES[b] for b in peak_days]),
         ):
-            histogram = _core.periodic_histogram(times, activity, period, bins, offset)
-            concentration = _concentration(histogram)
             if concentration < self.min_concentration:
                 continue
-            label_of: Callable[[int], Any] = label
             out.append(
                 _preference(
-                    name,
-                    [label_of(b) for b in _peak_bins(histogram, 0.5)],
-                    concentration * support,
-                    PreferenceSource.IMPLICIT,
-                    PreferenceCategory.TEMPORAL,
-                    stamp,
+                    name, value, concentration * support, PreferenceSource.IMPLICIT, PreferenceCategory.TEMPORAL, stamp
                 )
             )
         return out

@@ -5,6 +5,7 @@
 use super::items::epoch_seconds;
 use super::names::NameIds;
 use super::validation_error;
+use crate::profile;
 use crate::stored::{self, History};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::buffer::PyBuffer;
@@ -235,39 +236,73 @@ pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryC
     ))
 }
 
-/// Columns of a history with each event's weight and activity decayed to `now`: times, decayed
-/// weights `wᵢ·2^(−max(now − tᵢ, 0)/hᵢ)`, activity `2^(−max(now − tᵢ, 0)/hᵢ)` (the decayed
-/// weight of a unit event), then rows, attribute ids, values and names as [`read_history`].
-pub type DecayedHistory<'py> = (
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<u32>>,
-    Bound<'py, PyArray1<u32>>,
-    Bound<'py, PyArray1<f64>>,
+/// What [`summarize_history`] returns to Python: the attribute names by id; per attribute
+/// its count, total weight, squared weights and quantiles (row-major); the number of events;
+/// and, when some activity remains, the effective number of events and per period (hours, then
+/// days) the concentration and the peak bins.
+pub type Summary = (
     Vec<String>,
+    Vec<u64>,
+    Vec<f64>,
+    Vec<f64>,
+    Vec<f64>,
+    usize,
+    Option<(f64, f64, Vec<usize>, f64, Vec<usize>)>,
 );
 
-/// What preference extraction reads from a history, in one call: [`read`], then
-/// [`decayed`].
-pub fn read_decayed_history<'py>(
-    interactions: &Bound<'py, PyList>,
-    now: f64,
-) -> PyResult<DecayedHistory<'py>> {
-    decayed(interactions.py(), read(interactions)?, now)
+fn summary(h: History, now: f64, quantiles: &[f64], utc_offset: f64) -> PyResult<Summary> {
+    if quantiles.len() > 16 {
+        return Err(validation_error(format!(
+            "at most 16 quantiles, got {}",
+            quantiles.len()
+        )));
+    }
+    let s =
+        profile::summarize_history(&h, now, quantiles, utc_offset).map_err(super::kernel_error)?;
+    let a = s.attributes;
+    Ok((
+        h.names,
+        a.counts,
+        a.total_weight,
+        a.sum_squares,
+        a.quantiles,
+        s.events,
+        s.activity.map(|t| {
+            (
+                t.effective,
+                t.hours.concentration,
+                t.hours.peaks,
+                t.days.concentration,
+                t.days.peaks,
+            )
+        }),
+    ))
 }
 
-/// [`read_decayed_history`] of a history still encoded as penchant stores it, read without
+/// What preference extraction reads from a history of `Interaction` objects at `now`, in one
+/// call: [`read`], then [`profile::summarize_history`].
+pub fn summarize_history(
+    interactions: &Bound<'_, PyList>,
+    now: f64,
+    quantiles: Vec<f64>,
+    utc_offset: f64,
+) -> PyResult<Summary> {
+    summary(read(interactions)?, now, &quantiles, utc_offset)
+}
+
+/// [`summarize_history`] of a history still encoded as penchant stores it, read without
 /// decoding it ([`stored::read_packed_history`]; `default_half_life` for an entry without one).
-pub fn read_decayed_packed_history<'py>(
-    packed: &Bound<'py, PyAny>,
+pub fn summarize_packed_history(
+    packed: &Bound<'_, PyAny>,
     now: f64,
     default_half_life: f64,
-) -> PyResult<DecayedHistory<'py>> {
+    quantiles: Vec<f64>,
+    utc_offset: f64,
+) -> PyResult<Summary> {
     let buffer = PyBuffer::<u8>::get(packed)?;
     let h = stored::read_packed_history(read_only_bytes(&buffer)?, default_half_life)
         .map_err(super::kernel_error)?;
-    decayed(packed.py(), h, now)
+    summary(h, now, &quantiles, utc_offset)
 }
 
 /// The time of the last entry of a history still encoded (epoch seconds), if it has any.
@@ -287,26 +322,4 @@ fn read_only_bytes(buffer: &PyBuffer<u8>) -> PyResult<&[u8]> {
     // SAFETY: the memory is read-only and contiguous, and `buffer` holds it (alive and, being
     // read-only, unchanged) for as long as the returned slice borrows `buffer`.
     Ok(unsafe { pointer.as_ref() })
-}
-
-/// The columns of `h` with each event's weight and activity decayed to `now`:
-/// [`crate::profile::decay_factors`] once for both.
-fn decayed(py: Python<'_>, h: History, now: f64) -> PyResult<DecayedHistory<'_>> {
-    let activity =
-        crate::profile::decay_factors(&h.times, &h.half_lives, now).map_err(super::kernel_error)?;
-    let decayed: Vec<f64> = h
-        .weights
-        .iter()
-        .zip(&activity)
-        .map(|(w, f)| w * f)
-        .collect();
-    Ok((
-        h.times.into_pyarray(py),
-        decayed.into_pyarray(py),
-        activity.into_pyarray(py),
-        h.rows.into_pyarray(py),
-        h.attribute_ids.into_pyarray(py),
-        h.values.into_pyarray(py),
-        h.names,
-    ))
 }

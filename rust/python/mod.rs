@@ -990,20 +990,24 @@ fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::His
 }
 
 #[pyfunction]
-fn read_decayed_history<'py>(
-    interactions: &Bound<'py, PyList>,
+fn summarize_history(
+    interactions: &Bound<'_, PyList>,
     now: f64,
-) -> PyResult<history::DecayedHistory<'py>> {
-    history::read_decayed_history(interactions, now)
+    quantiles: Vec<f64>,
+    utc_offset: f64,
+) -> PyResult<history::Summary> {
+    history::summarize_history(interactions, now, quantiles, utc_offset)
 }
 
 #[pyfunction]
-fn read_decayed_packed_history<'py>(
-    packed: &Bound<'py, PyAny>,
+fn summarize_packed_history(
+    packed: &Bound<'_, PyAny>,
     now: f64,
     default_half_life: f64,
-) -> PyResult<history::DecayedHistory<'py>> {
-    history::read_decayed_packed_history(packed, now, default_half_life)
+    quantiles: Vec<f64>,
+    utc_offset: f64,
+) -> PyResult<history::Summary> {
+    history::summarize_packed_history(packed, now, default_half_life, quantiles, utc_offset)
 }
 
 #[pyfunction]
@@ -1030,9 +1034,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attribute_quantiles, m)?)?;
     m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
-    m.add_function(wrap_pyfunction!(read_decayed_history, m)?)?;
+    m.add_function(wrap_pyfunction!(summarize_history, m)?)?;
     m.add_function(wrap_pyfunction!(categorical_choice, m)?)?;
-    m.add_function(wrap_pyfunction!(read_decayed_packed_history, m)?)?;
+    m.add_function(wrap_pyfunction!(summarize_packed_history, m)?)?;
     m.add_function(wrap_pyfunction!(packed_history_last_time, m)?)?;
     m.add_function(wrap_pyfunction!(interest_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(build_signals, m)?)?;
