@@ -978,7 +978,10 @@ mod tests {
             rows: vec![0, 2],
             ..history
         };
-        assert!(summarize_history(&bad_row, monday, &[0.5], 0.0).is_err());
+        assert!(matches!(
+            summarize_history(&bad_row, monday, &[0.5], 0.0),
+            Err(KernelError::OutOfRange { what: "rows", .. })
+        ));
         let empty = summarize_history(&History::default(), 0.0, &[0.5], 0.0).unwrap();
         assert_eq!((empty.events, empty.activity), (0, None));
     }

@@ -139,19 +139,28 @@ def history_columns(history: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+def in_order(values: Sequence[float]) -> float:
+    """The sum of ``values`` added one after another, as the kernels add them (Python 3.12's
+    ``sum`` of floats compensates its rounding, which can move a near-tie)."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
 def concentration(histogram: Sequence[float]) -> float:
     """``1 − H/ln B``: 0 for mass spread evenly over the ``B`` bins (or none), 1 for one bin."""
-    total = sum(histogram)
+    total = in_order(histogram)
     if total <= 0:
         return 0.0
-    entropy = -sum(p * math.log(p) for p in (h / total for h in histogram) if p > 0)
+    entropy = -in_order([p * math.log(p) for p in (h / total for h in histogram) if p > 0])
     return max(0.0, 1.0 - entropy / math.log(len(histogram)))
 
 
 def peak_bins(histogram: Sequence[float], share: float) -> list[int]:
     """The fewest bins (largest first, ties by bin) holding at least ``share`` of the mass, in
     bin order."""
-    total = sum(histogram)
+    total = in_order(histogram)
     chosen: list[int] = []
     mass = 0.0
     for b in sorted(range(len(histogram)), key=lambda b: (-histogram[b], b)):
@@ -205,7 +214,7 @@ def temporal_preferences(
         ("active_days", 7 * day, 7, 3 * day, list(days)),
     ):
         histogram = periodic_histogram(cols["times"], activity, period, bins, offset)
-        mass_total = sum(histogram.tolist())
+        mass_total = in_order(histogram.tolist())
         p = histogram / mass_total
         nonzero = p[p > 0]
         concentration = max(0.0, 1.0 - float(-(nonzero * np.log(nonzero)).sum()) / np.log(bins))

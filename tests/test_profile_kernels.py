@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import penchant
 from penchant import _core
-from penchant.user_profile import Interaction
+from penchant.user_profile import Interaction, PreferenceExtractor, UserProfile
 
 from . import profile_reference as ref
 
@@ -295,21 +295,37 @@ def summary_from_kernels(history: list[Any], now: float, utc_offset: float) -> t
     return names, counts, totals, squares, quantiles, len(times), temporal
 
 
-def assert_same_summary(got: tuple[Any, ...], want: tuple[Any, ...], rtol: float = 0.0) -> None:
-    """Equal summaries (quantiles of an attribute without weight are NaN on both sides); the
-    temporal sums within ``rtol`` (the kernel sums in order, NumPy pairwise)."""
+def assert_same_summary(got: tuple[Any, ...], want: tuple[Any, ...], rtol: float | None = None) -> None:
+    """Equal summaries, bit for bit (quantiles of an attribute without weight are NaN on both
+    sides), or with the temporal sums within ``rtol`` (the kernel sums in order, NumPy
+    pairwise)."""
     assert (got[0], got[1], got[5]) == (want[0], want[1], want[5])
     for g, w in zip(got[2:5], want[2:5], strict=True):
         np.testing.assert_array_equal(g, w)
-    if want[6] is None:
-        assert got[6] is None
+    if want[6] is None or rtol is None:
+        assert got[6] == want[6]
         return
     assert got[6] is not None
     effective, hours, peak_hours, days, peak_days = got[6]
-    assert effective == pytest.approx(want[6][0], rel=rtol)
+    assert effective == pytest.approx(want[6][0], rel=rtol, abs=0)
     assert hours == pytest.approx(want[6][1], rel=1e-12, abs=1e-15)
     assert days == pytest.approx(want[6][3], rel=1e-12, abs=1e-15)
     assert (peak_hours, peak_days) == (want[6][2], want[6][4])
+
+
+@given(histories())
+@settings(max_examples=200, deadline=None)
+def test_read_history_matches_the_reference(history: list[Any]) -> None:
+    times, weights, half_lives, rows, ids, values, names = _core.read_history(history)
+    expected = ref.history_columns(history)
+    # Times from datetimes differ from datetime.timestamp() in the last bit at most.
+    np.testing.assert_allclose(times, expected["times"], rtol=1e-15, atol=1e-9)
+    np.testing.assert_array_equal(weights, expected["weights"])
+    np.testing.assert_array_equal(half_lives, expected["half_lives"])
+    np.testing.assert_array_equal(rows, expected["rows"])
+    np.testing.assert_array_equal(ids, expected["ids"])
+    np.testing.assert_array_equal(values, expected["values"])
+    assert names == expected["names"]
 
 
 @given(histories(), st.floats(0, 2e6), st.sampled_from([0.0, -5 * 3_600.0, 9.5 * 3_600.0]))
@@ -338,6 +354,19 @@ def test_summarize_history_refuses_what_read_history_refuses() -> None:
         _core.summarize_history([good], 0.0, [1.5], 0.0)
     with pytest.raises(penchant.ValidationError, match="16 quantiles"):
         _core.summarize_history([good], 0.0, [0.5] * 17, 0.0)
+    with pytest.raises(penchant.ValidationError, match="utc_offset"):
+        _core.summarize_packed_history(b"\x90", 0.0, 60.0, SUMMARY_QUANTILES, math.inf)
+
+
+def test_a_history_whose_activity_decayed_away_has_no_temporal_summary() -> None:
+    """An event with a half-life of a second, 2,000 seconds on, weighs nothing (2^-2000 is
+    below a double's range): no activity, no numeric weight, and no such preferences."""
+    old = Interaction("a", "click", 1.0, 1.0, {"f": 1.0}, {"price": 5.0}, 1_000.0, "e1", 1.0)  # type: ignore[arg-type]
+    names, counts, _, squares, _, events, activity = _core.summarize_history([old], 3_000.0, SUMMARY_QUANTILES, 0.0)
+    assert (names, counts, squares, events, activity) == (["price"], [0], [0.0], 1, None)
+    extractor = PreferenceExtractor(min_numeric_samples=1, min_temporal_events=1)
+    profile = UserProfile("u", interaction_history=[old])
+    assert extractor.extract(profile, now=3_000.0) == {}
 
 
 def test_summarize_history_finds_the_peak_hours_and_days() -> None:
@@ -390,21 +419,31 @@ def packed(history: list[Interaction]) -> bytes:
     return serializer().pack_history([encode(i) for i in history])
 
 
-@given(stored_histories, st.floats(-6e10, 2e10))
+@given(stored_histories, st.floats(-6e10, 2e10), st.sampled_from([0.0, 3_600.0, -34_200.0]))
 @settings(max_examples=300, deadline=None)
-def test_packed_history_reads_as_its_decoded_entries(history: list[Interaction], now: float) -> None:
-    """Extraction's reader of a history still encoded gives the summary, bit for bit, that the
-    reader of its decoded entries gives, and refuses what decoding refuses (an attribute that
+def test_packed_history_reads_as_its_decoded_entries(history: list[Interaction], now: float, offset: float) -> None:
+    """Extraction's reader of a history still encoded gives the columns and the summary, bit for
+    bit, that the reader of its decoded entries gives, and refuses what decoding refuses (an attribute that
     is not a number); and the last entry's time as datetime.timestamp()."""
     data = packed(history)
     try:
         decoded = serializer()._history.decode(data)
     except penchant.ValidationError:
-        with pytest.raises(penchant.ValidationError):
-            _core.summarize_packed_history(data, now, 60.0, SUMMARY_QUANTILES, 0.0)
+        for read in (
+            lambda: _core.read_packed_history(data, 60.0),
+            lambda: _core.summarize_packed_history(data, now, 60.0, SUMMARY_QUANTILES, offset),
+        ):
+            with pytest.raises(penchant.ValidationError):
+                read()
         return
-    got = _core.summarize_packed_history(data, now, 60.0, SUMMARY_QUANTILES, 0.0)
-    assert_same_summary(got, _core.summarize_history(decoded, now, SUMMARY_QUANTILES, 0.0))
+    for got_column, want_column in zip(_core.read_packed_history(data, 60.0), _core.read_history(decoded), strict=True):
+        if isinstance(want_column, list):
+            assert got_column == want_column
+        else:
+            np.testing.assert_array_equal(got_column, want_column)
+            assert got_column.dtype == want_column.dtype
+    got = _core.summarize_packed_history(data, now, 60.0, SUMMARY_QUANTILES, offset)
+    assert_same_summary(got, _core.summarize_history(decoded, now, SUMMARY_QUANTILES, offset))
     if history and abs(history[-1].timestamp.timestamp()) * 1e6 > 2**53:
         # Microseconds a double cannot hold exactly: the caller decodes (and Python rounds).
         with pytest.raises(penchant.ValidationError, match="too far"):

@@ -458,6 +458,18 @@ MessagePack bytes (an array of :class:`Interaction` maps), which preference extr
 reads in Rust, making no object per entry; ``None`` once it has."""
 
 
+_HistorySummary = tuple[
+    list[str],
+    list[int],
+    list[float],
+    list[float],
+    list[float],
+    int,
+    "tuple[float, float, list[int], float, list[int]] | None",
+]
+"""What :func:`penchant._core.summarize_history` returns."""
+
+
 def _packed_history(profile: UserProfile) -> Any:
     """``profile``'s history as stored (see :data:`ENCODED_FIELDS`) while nobody has read it,
     else ``None``."""
@@ -471,7 +483,7 @@ def _packed_history(profile: UserProfile) -> Any:
 
 def _history_summary(
     profile: UserProfile, now: float, quantiles: list[float], utc_offset: float
-) -> _core._HistorySummary | None:
+) -> _HistorySummary | None:
     """:func:`penchant._core.summarize_history` of ``profile``'s history at ``now`` (``None``
     when it is empty), read from its stored bytes while it is still encoded."""
     packed = _packed_history(profile)
@@ -1001,7 +1013,7 @@ class PreferenceExtractor:
                 )
         return out
 
-    def numeric(self, summary: _core._HistorySummary, stamp: datetime) -> list[Preference]:
+    def numeric(self, summary: _HistorySummary, stamp: datetime) -> list[Preference]:
         """Numeric preferences from a history's summary (see :func:`penchant._core.summarize_history`)."""
         names, counts, totals, squares, quantiles, _, _ = summary
         out = []
@@ -1024,7 +1036,7 @@ class PreferenceExtractor:
             )
         return out
 
-    def temporal(self, summary: _core._HistorySummary, stamp: datetime) -> list[Preference]:
+    def temporal(self, summary: _HistorySummary, stamp: datetime) -> list[Preference]:
         """Temporal preferences from a history's summary (see :func:`penchant._core.summarize_history`)."""
         events, activity = summary[5], summary[6]
         if activity is None or events < max(1, self.min_temporal_events):

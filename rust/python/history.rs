@@ -223,9 +223,23 @@ pub fn read(interactions: &Bound<'_, PyList>) -> PyResult<History> {
 
 /// [`read`]'s columns as NumPy arrays.
 pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryColumns<'py>> {
-    let py = interactions.py();
-    let h = read(interactions)?;
-    Ok((
+    Ok(columns(interactions.py(), read(interactions)?))
+}
+
+/// [`read_history`]'s columns of a history still encoded as penchant stores it
+/// ([`stored::read_packed_history`]; `default_half_life` for an entry without one).
+pub fn read_packed_history<'py>(
+    packed: &Bound<'py, PyAny>,
+    default_half_life: f64,
+) -> PyResult<HistoryColumns<'py>> {
+    Ok(columns(
+        packed.py(),
+        packed_history(packed, default_half_life)?,
+    ))
+}
+
+fn columns(py: Python<'_>, h: History) -> HistoryColumns<'_> {
+    (
         h.times.into_pyarray(py),
         h.weights.into_pyarray(py),
         h.half_lives.into_pyarray(py),
@@ -233,7 +247,13 @@ pub fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<HistoryC
         h.attribute_ids.into_pyarray(py),
         h.values.into_pyarray(py),
         h.names,
-    ))
+    )
+}
+
+fn packed_history(packed: &Bound<'_, PyAny>, default_half_life: f64) -> PyResult<History> {
+    let buffer = PyBuffer::<u8>::get(packed)?;
+    stored::read_packed_history(read_only_bytes(&buffer)?, default_half_life)
+        .map_err(super::kernel_error)
 }
 
 /// What [`summarize_history`] returns to Python: the attribute names by id; per attribute
@@ -250,13 +270,23 @@ pub type Summary = (
     Option<(f64, f64, Vec<usize>, f64, Vec<usize>)>,
 );
 
-fn summary(h: History, now: f64, quantiles: &[f64], utc_offset: f64) -> PyResult<Summary> {
+/// Refuses what [`profile::summarize_history`] would only refuse once the history is read.
+fn check_summary_arguments(quantiles: &[f64], utc_offset: f64) -> PyResult<()> {
     if quantiles.len() > 16 {
         return Err(validation_error(format!(
             "at most 16 quantiles, got {}",
             quantiles.len()
         )));
     }
+    if !utc_offset.is_finite() {
+        return Err(validation_error(format!(
+            "utc_offset must be finite, got {utc_offset}"
+        )));
+    }
+    Ok(())
+}
+
+fn summary(h: History, now: f64, quantiles: &[f64], utc_offset: f64) -> PyResult<Summary> {
     let s =
         profile::summarize_history(&h, now, quantiles, utc_offset).map_err(super::kernel_error)?;
     let a = s.attributes;
@@ -287,6 +317,7 @@ pub fn summarize_history(
     quantiles: Vec<f64>,
     utc_offset: f64,
 ) -> PyResult<Summary> {
+    check_summary_arguments(&quantiles, utc_offset)?;
     summary(read(interactions)?, now, &quantiles, utc_offset)
 }
 
@@ -299,10 +330,13 @@ pub fn summarize_packed_history(
     quantiles: Vec<f64>,
     utc_offset: f64,
 ) -> PyResult<Summary> {
-    let buffer = PyBuffer::<u8>::get(packed)?;
-    let h = stored::read_packed_history(read_only_bytes(&buffer)?, default_half_life)
-        .map_err(super::kernel_error)?;
-    summary(h, now, &quantiles, utc_offset)
+    check_summary_arguments(&quantiles, utc_offset)?;
+    summary(
+        packed_history(packed, default_half_life)?,
+        now,
+        &quantiles,
+        utc_offset,
+    )
 }
 
 /// The time of the last entry of a history still encoded (epoch seconds), if it has any.

@@ -990,6 +990,14 @@ fn read_history<'py>(interactions: &Bound<'py, PyList>) -> PyResult<history::His
 }
 
 #[pyfunction]
+fn read_packed_history<'py>(
+    packed: &Bound<'py, PyAny>,
+    default_half_life: f64,
+) -> PyResult<history::HistoryColumns<'py>> {
+    history::read_packed_history(packed, default_half_life)
+}
+
+#[pyfunction]
 fn summarize_history(
     interactions: &Bound<'_, PyList>,
     now: f64,
@@ -1034,6 +1042,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attribute_quantiles, m)?)?;
     m.add_function(wrap_pyfunction!(periodic_histogram, m)?)?;
     m.add_function(wrap_pyfunction!(read_history, m)?)?;
+    m.add_function(wrap_pyfunction!(read_packed_history, m)?)?;
     m.add_function(wrap_pyfunction!(summarize_history, m)?)?;
     m.add_function(wrap_pyfunction!(categorical_choice, m)?)?;
     m.add_function(wrap_pyfunction!(summarize_packed_history, m)?)?;
