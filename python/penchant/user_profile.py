@@ -989,7 +989,7 @@ class PreferenceExtractor:
             return []
         names, positive, negative = _core.interest_evidence(profile.interests, now, profile.landmark)
         priors = profile.explicit_priors()
-        blocked = profile.hard_filters().blocked_features
+        blocked = profile.hard_filters().blocked_features if profile.explicit_preferences else None
         strength = [priors.get(name, 0.0) for name in names] if priors else None
         unwanted = [name in blocked for name in names] if blocked else None
         # The strongest liked and disliked features, ties by name; a stated like or dislike that
