@@ -458,16 +458,10 @@ MessagePack bytes (an array of :class:`Interaction` maps), which preference extr
 reads in Rust, making no object per entry; ``None`` once it has."""
 
 
-_HistorySummary = tuple[
-    list[str],
-    list[int],
-    list[float],
-    list[float],
-    list[float],
-    int,
-    "tuple[float, float, list[int], float, list[int]] | None",
-]
-"""What :func:`penchant._core.summarize_history` returns."""
+if TYPE_CHECKING:
+    from penchant._core import _HistorySummary  # what penchant._core.summarize_history returns
+else:
+    _HistorySummary = tuple  # the extension module holds no type aliases at run time
 
 
 def _packed_history(profile: UserProfile) -> Any:
