@@ -4,6 +4,7 @@ serializer, URLs, TTLs and LRU bounds, the SQLite file, the schema, the sans-I/O
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import re
@@ -1785,6 +1786,66 @@ def test_postgres_statements_sent_without_waiting_still_fail_their_transaction(
 
         database.run_sync(drop(), True)
         store.close()
+
+
+def test_a_loop_s_resource_closes_when_the_loop_cancels_its_tasks() -> None:
+    """``asyncio.run`` cancels the loop's tasks and waits for them before it finalizes async
+    generators (where a store closed its per-loop pools). A background task that survives its
+    cancellation until the resource closes (psycopg_pool's workers do, when cancelled while
+    adding a connection) must not hang it: the resource closes with the cancellation."""
+    from penchant.profile_store._loops import PerLoop
+
+    class Resource:
+        def __init__(self) -> None:
+            self.closed = asyncio.Event()
+
+    async def close(resource: Resource) -> None:
+        resource.closed.set()
+
+    per_loop: PerLoop[Resource] = PerLoop(Resource, close)
+    closed: list[Resource] = []
+
+    async def stubborn(resource: Resource) -> None:
+        while not resource.closed.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await resource.closed.wait()
+        closed.append(resource)
+
+    async def main() -> None:
+        resource = await per_loop.get()
+        assert await per_loop.get() is resource  # one per loop
+        asyncio.get_running_loop().create_task(stubborn(resource))
+        await asyncio.sleep(0)
+
+    for _ in range(2):  # a new loop, a new resource
+        runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        runner.start()
+        runner.join(10)
+        assert not runner.is_alive()
+    assert len(closed) == 2
+    assert closed[0] is not closed[1]
+    assert not per_loop._items  # nothing kept for the closed loops
+
+
+def test_a_resource_closed_from_sync_code_leaves_no_task_pending() -> None:
+    """``close_idle`` (a store's sync ``close``) closes the resource of a loop that is not
+    running, and its watcher task finishes too."""
+    from penchant.profile_store._loops import PerLoop
+
+    closed: list[object] = []
+
+    async def close(resource: object) -> None:
+        closed.append(resource)
+
+    per_loop: PerLoop[object] = PerLoop(object, close)
+    loop = asyncio.new_event_loop()
+    try:
+        resource = loop.run_until_complete(per_loop.get())
+        per_loop.close_idle()
+        assert closed == [resource]
+        assert not [task for task in asyncio.all_tasks(loop) if not task.done()]
+    finally:
+        loop.close()
 
 
 @pytest.mark.parametrize("holds", [True, False])

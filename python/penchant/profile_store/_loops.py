@@ -21,12 +21,18 @@ class PerLoop(Generic[R]):
     started async generator, and ``asyncio.run`` (like any orderly shutdown) finalizes every
     async generator with ``loop.shutdown_asyncgens()`` while the loop still runs, which runs
     the guard's ``finally`` and closes the resource in its own loop.
+
+    ``asyncio.run`` cancels the loop's remaining tasks before that, and waits for them. A
+    resource with background tasks that survive a cancellation would hold it up forever:
+    psycopg_pool's workers catch the ``CancelledError`` of a task they are running (adding a
+    connection, say) and wait for the next one, until the pool closes. So a watcher task,
+    cancelled with the others, closes the resource then.
     """
 
     def __init__(self, create: Callable[[], R], close: Callable[[R], Awaitable[None]]) -> None:
         self._create = create
         self._close = close
-        self._items: dict[asyncio.AbstractEventLoop, tuple[R, AsyncGenerator[None, None]]] = {}
+        self._items: dict[asyncio.AbstractEventLoop, tuple[R, AsyncGenerator[None, None], asyncio.Task[None]]] = {}
         self._lock = threading.Lock()
 
     async def get(self) -> R:
@@ -41,7 +47,8 @@ class PerLoop(Generic[R]):
         with self._lock:
             existing = self._items.get(loop)
             if existing is None:
-                self._items[loop] = (resource, guard)
+                watcher = loop.create_task(self._close_when_cancelled(loop, guard), name="penchant-close-on-cancel")
+                self._items[loop] = (resource, guard, watcher)
         if existing is not None:  # another task of this loop got there first
             await guard.aclose()
             return existing[0]
@@ -52,9 +59,24 @@ class PerLoop(Generic[R]):
             yield
         finally:
             with self._lock:
-                if self._items.get(loop, (None,))[0] is resource:
+                item = self._items.get(loop)
+                if item is not None and item[0] is resource:
                     del self._items[loop]
+                else:
+                    item = None
+            if item is not None and item[2] is not asyncio.current_task():
+                item[2].cancel()  # the watcher has nothing left to close
             await self._close(resource)
+
+    async def _close_when_cancelled(self, loop: asyncio.AbstractEventLoop, guard: AsyncGenerator[None, None]) -> None:
+        try:
+            await loop.create_future()  # never set: waits for the loop to cancel its tasks
+        except asyncio.CancelledError:
+            with self._lock:
+                item = self._items.get(loop)
+            if item is not None and item[1] is guard:  # not closed by other means already
+                await guard.aclose()
+            raise
 
     async def close_current(self) -> None:
         """Closes the resource of the running loop."""
@@ -67,6 +89,8 @@ class PerLoop(Generic[R]):
         """Closes the resources of loops that are not running (from sync code)."""
         with self._lock:
             items = list(self._items.items())
-        for loop, (_, guard) in items:
+        for loop, (_, guard, watcher) in items:
             if not loop.is_closed() and not loop.is_running():
                 loop.run_until_complete(guard.aclose())
+                if not watcher.done():  # cancelled by the guard: let it finish
+                    loop.run_until_complete(asyncio.wait([watcher]))
