@@ -1800,6 +1800,7 @@ def test_a_loop_s_resource_closes_when_the_loop_cancels_its_tasks() -> None:
             self.closed = asyncio.Event()
 
     async def close(resource: Resource) -> None:
+        await asyncio.sleep(0)  # a close that awaits, as a pool's does
         resource.closed.set()
 
     per_loop: PerLoop[Resource] = PerLoop(Resource, close)
