@@ -89,8 +89,6 @@ class PerLoop(Generic[R]):
         """Closes the resources of loops that are not running (from sync code)."""
         with self._lock:
             items = list(self._items.items())
-        for loop, (_, guard, watcher) in items:
+        for loop, (_, guard, _) in items:
             if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(guard.aclose())
-                if not watcher.done():  # cancelled by the guard: let it finish
-                    loop.run_until_complete(asyncio.wait([watcher]))
+                loop.run_until_complete(guard.aclose())  # the watcher, cancelled by the guard, ends in it too
