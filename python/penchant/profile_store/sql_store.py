@@ -18,7 +18,8 @@ the new events and writes the snapshots and history rows, in one transaction. On
 event for a user whose profile the store wrote last is written by one statement that does all
 of that at once, guarded by the version and body it wrote (``_Database.write_one``: one user, up
 to 200 events, a history only appended to); if another writer changed the row since, or an event
-is logged already, it writes nothing and the transaction follows.
+is logged already, it writes nothing and the transaction follows. The sync API sends that
+statement through libpq's own calls, prepared once per connection (``_libpq``).
 
 penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
 use. Every value reaches the database as a query parameter, never inside the SQL text.
@@ -45,6 +46,7 @@ from penchant.errors import ConflictError, StoreUnavailableError, ValidationErro
 from penchant.feedback_collector import Signal
 from penchant.profile_store._base import DEFAULT_TENANT, ProfileStore
 from penchant.profile_store._effects import Effect, Op
+from penchant.profile_store._libpq import PreparedStatements
 from penchant.profile_store._loops import PerLoop
 from penchant.profile_store.serializer import ProfileSerializer
 from penchant.user_profile import SCHEMA_VERSION, Interaction, InterestModel, UserProfile
@@ -711,6 +713,7 @@ class _PostgresDatabase(_Database):
         )
         self._lock = threading.Lock()
         self._closed = False
+        self._prepared = PreparedStatements()  # a one-statement write, sent through libpq
 
     @staticmethod
     def _sql(statement: Sql) -> str:
@@ -827,13 +830,16 @@ class _PostgresDatabase(_Database):
         try:
             with self._sync_pool().connection() as connection:  # autocommit: the statement commits
                 try:
-                    return connection.execute(self._sql(statement), statement.params).fetchall()
+                    return self._prepared.run(connection, statement.text, statement.params)
                 except psycopg.IntegrityError:
                     return None
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
 
     async def run_statement_async(self, statement: Sql) -> Rows | None:
+        # Through psycopg's cursor: the same statement, the same answers (its rows, or None for
+        # a broken constraint) as the sync path's libpq calls, which would need a wait of their
+        # own on the event loop.
         import psycopg
         import psycopg_pool
 
