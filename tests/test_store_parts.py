@@ -1345,8 +1345,8 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
     database = sql_store._PostgresDatabase
     run_sync_, run_async_ = database.run_statement_sync, database.run_statement_async
 
-    def counting_sync(self: Any, statement: Any) -> Any:
-        rows = run_sync_(self, statement)
+    def counting_sync(self: Any, statement: Any, meanwhile: Any = None) -> Any:
+        rows = run_sync_(self, statement, meanwhile)
         attempts.append(bool(rows and rows[0][0]))
         return rows
 
@@ -1399,7 +1399,7 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         write(store, signal(16))
         assert attempts[13:] == [True]
 
-        def unavailable(self: Any, statement: Any) -> Any:
+        def unavailable(self: Any, statement: Any, meanwhile: Any = None) -> Any:
             raise StoreUnavailableError("PostgreSQL is unavailable: injected")
 
         monkeypatch.setattr(database, "run_statement_sync", unavailable)
@@ -1656,6 +1656,40 @@ def test_redis_follows_the_sql_tier_change_by_change(kind: str, tmp_path: Path) 
         store.apply_feedback("alice", [signal(11, timestamp=far + 60.0)])
         same()
         assert store.stats()["redis_stale_fallbacks"] == 0
+
+
+def test_tiered_postgres_sends_redis_the_commands_of_the_write_that_committed() -> None:
+    """A tiered store makes Redis's commands while PostgreSQL runs its one-statement write. When
+    that statement writes nothing (another process changed the row), the transaction that
+    follows writes other changes, and Redis is sent the commands made for those."""
+    tenant = new_tenant()
+    with (
+        open_store(redis_url(), postgres_url(), tenant) as first,
+        open_store(redis_url(), postgres_url(), tenant) as second,
+    ):
+        assert isinstance(first, profile_store.TieredProfileStore)
+        made: list[int] = []
+        prepare = first._follow_calls
+
+        def counted(changed: Any) -> Any:
+            made.append(len(changed))
+            return prepare(changed)
+
+        first._follow_calls = counted  # type: ignore[method-assign]
+        first.apply_feedback("alice", [signal(0)])  # a transaction: the store held nothing
+        first.apply_feedback("alice", [signal(1)])  # one statement
+        second.apply_feedback("alice", [signal(2, features={"genre:b": 1.0})])
+        made.clear()
+        written = first.apply_feedback("alice", [signal(3)])  # the statement finds the row changed
+        assert made == [1, 1]  # made for the statement, then for the transaction's changes
+        assert written.version == 4
+        assert set(written.interests) >= {"genre:b"}
+        from_sql, from_redis = first.database.get("alice"), first.redis.get("alice")  # type: ignore[union-attr]
+        assert from_sql is not None
+        assert from_redis is not None
+        assert (from_redis.version, from_redis.interests) == (from_sql.version, from_sql.interests)
+        assert from_redis.interaction_history == from_sql.interaction_history
+        assert first.stats()["redis_stale_fallbacks"] == 0  # Redis followed: no whole rewrite
 
 
 def test_sql_history_rows_with_a_gap_are_read_in_order_and_written_anew(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import select
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -149,9 +149,17 @@ class PreparedStatements:
         )
         self._lock = threading.Lock()
 
-    def run(self, connection: psycopg.Connection[Any], text: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def run(
+        self,
+        connection: psycopg.Connection[Any],
+        text: str,
+        params: Sequence[Any],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> list[tuple[Any, ...]]:
         """Runs ``text`` (with ``?`` placeholders) on ``connection``, which no other thread uses
-        meanwhile, and answers its rows; an error raises what psycopg would raise for it."""
+        meanwhile, and answers its rows; an error raises what psycopg would raise for it.
+        ``meanwhile`` is called once the statement is sent, while the server runs it (the
+        answer is read after it, even if it raises)."""
         from psycopg import pq
 
         values, types, formats = encode_parameters(params)
@@ -175,7 +183,12 @@ class PreparedStatements:
             _raise_for(_wait(pgconn), pq.ExecStatus.COMMAND_OK)
             prepared[key] = name
         pgconn.send_query_prepared(name, values, param_formats=formats)
-        result = _raise_for(_wait(pgconn), pq.ExecStatus.TUPLES_OK)
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            answer = _wait(pgconn)
+        result = _raise_for(answer, pq.ExecStatus.TUPLES_OK)
         columns = [result.ftype(n) for n in range(result.nfields)]
         return [
             tuple(_load(oid, result.get_value(row, n)) for n, oid in enumerate(columns))

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -56,6 +57,12 @@ T = TypeVar("T")
 
 MAX_PENDING_REFILLS = 100_000
 """Users remembered for a refill after a Redis outage; beyond that, run ``rebuild``."""
+
+
+def _same(made: list[AppliedChange], changed: list[AppliedChange]) -> bool:
+    """Whether Redis's commands ``made`` for some changes are those for ``changed``: the same
+    change objects, in the same order."""
+    return len(made) == len(changed) and all(map(operator.is_, made, changed))
 
 
 @dataclass
@@ -439,14 +446,22 @@ class TieredProfileStore(ProfileStore):
 
     def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
         self._ensure_listener()
-        # Redis's commands are made while PostgreSQL writes (sent only after the commit).
-        follow: list[list[tuple[Any, ...]]] = []
-        prepare = None if self.redis is None else (lambda changed: follow.append(list(self._follow_calls(changed))))
+        # Redis's commands are made while PostgreSQL writes (sent only after the commit), for
+        # the changes of each way of writing tried: those made for the changes committed go.
+        prepared: list[tuple[list[AppliedChange], list[tuple[Any, ...]]]] = []
+        prepare = (
+            None
+            if self.redis is None
+            else (lambda changed: prepared.append((changed, list(self._follow_calls(changed)))))
+        )
         changes = yield from self.database._apply_changes_op(by_user, prepare, fields=self.redis is not None)
         changed = [c for c in changes.values() if c.fresh]
         if self.redis is not None and changed:
+            follow = next((calls for made, calls in reversed(prepared) if _same(made, changed)), None)
             # Else they are made as they are sent (Redis runs the first while the rest are made).
-            yield from self._redis_follow(changed, follow[0] if follow else StreamedCalls(self._follow_calls(changed)))
+            yield from self._redis_follow(
+                changed, follow if follow is not None else StreamedCalls(self._follow_calls(changed))
+            )
         if self.cache is not None:
             for change in changed:
                 self.cache.remember(change.profile, change.body, history=change.history)
