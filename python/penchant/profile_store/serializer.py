@@ -358,20 +358,20 @@ class ProfileSerializer:
 
     # -- profiles with the history apart (SQL) ------------------------------------------------------
 
-    def encode_apart(self, profile: UserProfile, history: bytes | int) -> tuple[bytes, int]:
+    def encode_apart(self, profile: UserProfile, history: bytes) -> tuple[bytes, int]:
         """``profile`` encoded without its history (an SQL store keeps each history entry,
         :meth:`encode_interaction`, in a row of its own), and the size of its whole encoding
         (:meth:`encode`), checked against the limit. ``history`` is the profile's history encoded
-        (:meth:`pack_history` of its entries' encodings), or the length of that encoding
-        (:meth:`packed_size`): the whole encoding is that body with the history in place of its
-        empty history (:meth:`decode_with_history` decodes the two), and is never made."""
+        (:meth:`pack_history` of its entries' encodings): the whole encoding is that body with
+        ``history`` in place of its empty history (:meth:`decode_with_history` decodes the two),
+        and is never made."""
         if not isinstance(profile, UserProfile):
             raise ValidationError(f"expected a UserProfile, got {type(profile).__name__}")
         what = f"profile {profile.user_id!r}"
         rest = _shallow_copy(profile)
         rest.interaction_history = []
         body = self._encode({"schema": SCHEMA_VERSION, "profile": rest}, what)
-        size = len(body) - len(_EMPTY_ARRAY) + (history if isinstance(history, int) else len(history))
+        size = len(body) - len(_EMPTY_ARRAY) + len(history)
         if size > self.max_profile_bytes:
             raise ValidationError(f"{what} is {size} bytes encoded; the limit is {self.max_profile_bytes}")
         return body, size
@@ -394,11 +394,6 @@ class ProfileSerializer:
         """A history encoded, from the encoding of each of its entries (:meth:`encode_interaction`),
         in order: the array of them."""
         return b"".join([_array_header(len(entries)), *entries])
-
-    @staticmethod
-    def packed_size(entries: Sequence[bytes]) -> int:
-        """The length of :meth:`pack_history` of ``entries``, without making it."""
-        return len(_array_header(len(entries))) + sum(map(len, entries))
 
     def keep_history_encoded(self, profile: UserProfile, packed: bytes) -> None:
         """Makes the history ``packed`` (see :meth:`pack_history`) ``profile``'s, decoded when

@@ -179,18 +179,8 @@ class _Written:
     """No history row of the user is numbered below it after this write."""
     entries: dict[str, tuple[Interaction, bytes]]
     history: list[bytes]
-    joined: bytes | None
-    """:attr:`packed`, once made."""
-
-    @property
-    def packed(self) -> bytes:
-        """``history`` as one encoded array (``ProfileSerializer.pack_history``), made when first
-        asked for: a one-statement write asks while the database runs it (~90 KB for 500
-        entries, ~17 µs to join)."""
-        if self.joined is None:
-            object.__setattr__(self, "joined", ProfileSerializer.pack_history(self.history))
-        assert self.joined is not None
-        return self.joined
+    packed: bytes
+    """``history`` as one encoded array (``ProfileSerializer.pack_history``)."""
 
 
 @dataclass(slots=True)
@@ -1321,23 +1311,20 @@ class SQLProfileStore(ProfileStore):
     ) -> _Written:
         """``profile`` to be stored with ``added`` after the history encoded as ``encoded_before``
         (rows numbered from ``base``, none below ``floor``), which keeps its ``max_history``
-        newest entries; the profile's history becomes that, encoded (decoded when first read),
-        once the store keeps it (:meth:`_remember`). Its preferences are re-extracted from it if
-        its ``new_events`` crossed a multiple of ``refresh_every``."""
+        newest entries; the profile's history becomes that, encoded (decoded when first read).
+        Its preferences are re-extracted from it if its ``new_events`` crossed a multiple of
+        ``refresh_every``."""
         encoded = self._encoded(added)
         history = encoded_before + [body_ for _, body_ in encoded]
         drop = max(0, len(history) - self.model.max_history)
         del history[:drop]
-        packed = None  # joined when first needed: by a refresh here, else by the caller's copy
+        packed = self.serializer.pack_history(history)
+        self.serializer.keep_history_encoded(profile, packed)
         if self.model.refresh_crosses(profile.event_count, new_events):
-            packed = self.serializer.pack_history(history)
-            self.serializer.keep_history_encoded(profile, packed)
             # The newest entry is the last added (none of them sorts before the history's).
             latest = added[-1].timestamp.timestamp() if added else None
             self.model.refresh_preferences(profile, new_events, (), crossed=True, latest=latest)
-        body, size = self.serializer.encode_apart(
-            profile, self.serializer.packed_size(history) if packed is None else packed
-        )
+        body, size = self.serializer.encode_apart(profile, packed)
         end, first = base + len(encoded_before), base + drop
         rows = [(profile.user_id, end + n, body_) for n, (_, body_) in enumerate(encoded) if end + n >= first]
         entries = {e.event_id: (e, b) for n, (e, b) in enumerate(encoded) if end + n >= first}
