@@ -1,7 +1,9 @@
 """Where the time of ``apply_feedback`` through every tier goes: one event at a time into one
 user's profile (the store benchmark's workload: 50 events, then 1,000 more, so the history
 fills to 500 entries), each call's time split into the SQL transaction (the model's work
-included: it runs inside it), the Redis round trip, and the rest; then the slowest calls, with
+included: it runs inside it; on PostgreSQL, a one-statement write's part also holds the
+caller's copy and the Redis commands, made while the server runs the statement), the Redis
+round trip, and the rest; then the slowest calls, with
 their place in the cycle of ``refresh_every`` (0: the call whose events crossed a multiple of
 it, which re-extracts the preferences from the whole history)::
 

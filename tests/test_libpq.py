@@ -1,10 +1,12 @@
 """The statement runner a PostgreSQL store's one-statement writes go through
 (``penchant.profile_store._libpq``), against the real server: values reach PostgreSQL and come
-back exactly, errors are psycopg's, prepared statements stay bounded, and a signal interrupts
-a statement that waits."""
+back exactly, errors are psycopg's, prepared statements stay bounded and survive a session that
+drops them, a lost connection is an ``OperationalError``, and a signal interrupts a statement
+that waits and cancels it on the server."""
 
 from __future__ import annotations
 
+import decimal
 import math
 import signal
 import struct
@@ -12,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +26,8 @@ psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.postgres
 
+RUNNER = _libpq.PreparedStatements()  # one for the property test: its statements stay bounded
+
 
 @pytest.fixture(scope="module")
 def connection() -> Iterator[Any]:
@@ -30,9 +35,9 @@ def connection() -> Iterator[Any]:
         yield conn
 
 
-def penchant_statements(connection: Any) -> list[str]:
+def penchant_statements(connection: Any) -> set[str]:
     rows = connection.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'penchant%'").fetchall()
-    return sorted(name for (name,) in rows)
+    return {name for (name,) in rows}
 
 
 def same_float(a: float, b: float) -> bool:
@@ -53,15 +58,23 @@ texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 def test_values_reach_postgresql_and_come_back_exactly(
     connection: Any, text: str, number: int, real: float, blob: bytes, flag: bool
 ) -> None:
-    statements = _libpq.PreparedStatements()
     query = "SELECT ?::text, ?::int8, ?::float8, ?::bytea, ?::bool, ?::text"
-    ((t, n, r, b, f, nothing),) = statements.run(connection, query, (text, number, real, blob, flag, None))
+    ((t, n, r, b, f, nothing),) = RUNNER.run(connection, query, (text, number, real, blob, flag, None))
     assert (t, n, b, f, nothing) == (text, number, blob, flag, None)
     assert same_float(r, real)
     # The server saw the values, not only their round trip: it compares them as their types.
     query = "SELECT ?::int8 = ? AND ?::bytea = ? AND length(?::text) = ?"
-    ((equal,),) = statements.run(connection, query, (number, number, blob, blob, text, len(text)))
+    ((equal,),) = RUNNER.run(connection, query, (number, number, blob, blob, text, len(text)))
     assert equal is True
+
+
+def test_numbers_of_other_types_go_as_their_values(connection: Any) -> None:
+    """NumPy's scalars and ``Decimal`` (which psycopg also sends) go as int8 and float8."""
+    values = (np.int64(-7), np.float64(0.1), decimal.Decimal("2.5"), np.float32(0.5))
+    ((a, b, c, d),) = RUNNER.run(connection, "SELECT ?::int8, ?::float8, ?::float8, ?::float8", values)
+    assert (a, b, c, d) == (-7, 0.1, 2.5, 0.5)
+    assert type(a) is int
+    assert type(b) is float
 
 
 def test_a_statement_is_prepared_once_per_connection_and_reused(connection: Any) -> None:
@@ -69,21 +82,34 @@ def test_a_statement_is_prepared_once_per_connection_and_reused(connection: Any)
     before = penchant_statements(connection)
     for n in range(5):
         assert statements.run(connection, "SELECT ? + 1", (n,)) == [(n + 1,)]
-    added = sorted(set(penchant_statements(connection)) - set(before))
-    assert len(added) == 1
+    assert len(penchant_statements(connection) - before) == 1
     # The same text with parameters of other types is another statement.
     assert statements.run(connection, "SELECT ? + 1", (1.5,)) == [(2.5,)]
-    assert len(set(penchant_statements(connection)) - set(before)) == 2
+    assert len(penchant_statements(connection) - before) == 2
 
 
 def test_prepared_statements_stay_bounded(connection: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_libpq, "MAX_PREPARED", 2)
     statements = _libpq.PreparedStatements()
-    before = set(penchant_statements(connection))
+    before = penchant_statements(connection)
     for n in range(4):
         assert statements.run(connection, f"SELECT ? * {n}", (3,)) == [(3 * n,)]
-        assert len(set(penchant_statements(connection)) - before) <= 2
-    assert statements.run(connection, "SELECT ? * 0", (3,)) == [(0,)]  # deallocated, prepared again
+        assert len(penchant_statements(connection) - before) <= 2
+    last = penchant_statements(connection) - before
+    assert statements.run(connection, "SELECT ? * 0", (3,)) == [(0,)]  # closed, so prepared again
+    again = penchant_statements(connection) - before
+    assert len(again) == 2
+    assert again - last  # under a new name
+
+
+def test_a_session_that_dropped_its_statements_prepares_them_again(connection: Any) -> None:
+    """psycopg sends ``DEALLOCATE ALL`` after a rollback on a connection where it prepared
+    statements; a pooler may send ``DISCARD ALL``."""
+    statements = _libpq.PreparedStatements()
+    assert statements.run(connection, "SELECT ?::text || 'a'", ("x",)) == [("xa",)]
+    for reset in ("DEALLOCATE ALL", "DISCARD ALL"):
+        connection.execute(reset)
+        assert statements.run(connection, "SELECT ?::text || 'a'", ("y",)) == [("ya",)]
 
 
 def test_errors_are_psycopg_s_and_leave_the_connection_usable(connection: Any) -> None:
@@ -98,12 +124,27 @@ def test_errors_are_psycopg_s_and_leave_the_connection_usable(connection: Any) -
         statements.run(connection, "SELECT 1 / ?", (0,))
     with pytest.raises(psycopg.errors.SyntaxError):
         statements.run(connection, "SELEC ?", (0,))
+    assert statements.run(connection, "INSERT INTO libpq_unique VALUES (?)", ("b",)) == []  # no rows
     assert statements.run(connection, "SELECT ?::text", ("still here",)) == [("still here",)]
 
 
-def test_parameters_of_other_types_are_refused() -> None:
+def test_a_lost_connection_is_an_operational_error(connection: Any) -> None:
+    statements = _libpq.PreparedStatements()
+    doomed = psycopg.connect(postgres_url(), autocommit=True)
+    try:
+        assert statements.run(doomed, "SELECT ?::int8", (1,)) == [(1,)]
+        connection.execute("SELECT pg_terminate_backend(%s)", (doomed.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError):
+            statements.run(doomed, "SELECT ?::int8", (2,))
+    finally:
+        doomed.close()
+
+
+def test_parameters_that_cannot_be_sent_are_refused() -> None:
     with pytest.raises(TypeError, match="cannot send a list"):
         _libpq.encode_parameters([[1, 2]])
+    with pytest.raises(ValueError, match="NUL"):
+        _libpq.encode_parameters(["a\x00b"])
 
 
 def test_placeholders_are_numbered_in_order() -> None:
@@ -112,9 +153,9 @@ def test_placeholders_are_numbered_in_order() -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
-def test_a_signal_interrupts_a_statement_that_waits(connection: Any) -> None:
-    """Ctrl-C (or a test's timeout) stops a write that waits on the server: the signal's
-    exception is raised while the statement still runs there."""
+def test_a_signal_interrupts_a_statement_that_waits_and_cancels_it() -> None:
+    """Ctrl-C (or a test's timeout) stops a write that waits on the server, and the server
+    stops running it: the answer still to come is the cancellation's."""
     assert threading.current_thread() is threading.main_thread()
 
     class Interrupted(Exception):
@@ -125,17 +166,16 @@ def test_a_signal_interrupts_a_statement_that_waits(connection: Any) -> None:
 
     sleeper = psycopg.connect(postgres_url(), autocommit=True)
     previous = signal.signal(signal.SIGALRM, interrupt)
+    remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0.2)  # pytest-timeout's, if it set one
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
         with pytest.raises(Interrupted):
             _libpq.PreparedStatements().run(sleeper, "SELECT pg_sleep(?)", (30.0,))
         signal.setitimer(signal.ITIMER_REAL, 0)
-        ((state,),) = connection.execute(
-            "SELECT state FROM pg_stat_activity WHERE pid = %s", (sleeper.info.backend_pid,)
-        ).fetchall()
-        assert state == "active"
+        pgconn = sleeper.pgconn
+        answer = _libpq._answer(pgconn, _libpq._Socket(pgconn))
+        assert answer is not None
+        assert answer.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"57014"  # query_canceled
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-        sleeper.cancel_safe()
+        signal.setitimer(signal.ITIMER_REAL, remaining)
         sleeper.close()

@@ -1692,6 +1692,80 @@ def test_tiered_postgres_sends_redis_the_commands_of_the_write_that_committed() 
         assert first.stats()["redis_stale_fallbacks"] == 0  # Redis followed: no whole rewrite
 
 
+def test_postgres_one_statement_writes_survive_psycopg_dropping_prepared_statements() -> None:
+    """psycopg sends ``DEALLOCATE ALL`` when it rolls back a connection on which it prepared
+    statements of its own (a transaction that raised: here a conflicting ``put``); the next
+    one-statement write on that connection prepares its statement again."""
+    from penchant import ConflictError
+
+    tenant = new_tenant()
+    with PostgresProfileStore(postgres_url(), tenant=tenant, min_pool_size=1, max_pool_size=1) as store:
+        store.apply_feedback("alice", [signal(0)])
+        store.apply_feedback("alice", [signal(1)])  # one statement, prepared by penchant
+        bob = UserProfile(user_id="bob")
+        for _ in range(6):  # psycopg prepares the transaction's statements from their sixth run
+            bob = store.put(bob)
+        with store._db._sync_pool().connection() as connection:  # type: ignore[attr-defined]
+            psycopg_statements = connection.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE 'penchant%'"
+            ).fetchone()[0]
+        assert psycopg_statements > 0
+        with pytest.raises(ConflictError):
+            store.put(bob, expected_version=bob.version + 5)  # rolled back: DEALLOCATE ALL
+        with store._db._sync_pool().connection() as connection:  # type: ignore[attr-defined]
+            assert connection.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+        written = store.apply_feedback("alice", [signal(2)])
+        assert written.version == 3
+        assert [i.event_id for i in written.interaction_history] == ["alice-e0", "alice-e1", "alice-e2"]
+
+
+def test_postgres_one_statement_write_on_a_lost_connection_is_unavailable_then_recovers() -> None:
+    tenant = new_tenant()
+    with (
+        PostgresProfileStore(postgres_url(), tenant=tenant, min_pool_size=1, max_pool_size=1) as store,
+        psycopg_connection() as admin,
+    ):
+        store.apply_feedback("alice", [signal(0)])
+        store.apply_feedback("alice", [signal(1)])
+        with store._db._sync_pool().connection() as connection:  # type: ignore[attr-defined]
+            pid = connection.info.backend_pid
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreUnavailableError):
+            store.apply_feedback("alice", [signal(2)])
+        for _ in range(50):  # the pool replaces the connection it lost
+            with contextlib.suppress(StoreUnavailableError):
+                written = store.apply_feedback("alice", [signal(2)])
+                break
+            time.sleep(0.1)
+        assert written.version == 3
+
+
+def test_a_failure_while_postgresql_runs_the_statement_does_not_fail_the_write() -> None:
+    """What the store makes while the server runs a one-statement write (the caller's copy, a
+    tiered store's Redis commands) is made again after the answer if it failed then."""
+    tenant = new_tenant()
+    with open_store(redis_url(), postgres_url(), tenant) as store:
+        assert isinstance(store, profile_store.TieredProfileStore)
+        store.apply_feedback("alice", [signal(0)])
+        prepare = store._follow_calls
+        calls: list[int] = []
+
+        def failing_once(changed: Any) -> Any:
+            calls.append(len(changed))
+            if len(calls) == 1:
+                raise RuntimeError("injected")
+            return prepare(changed)
+
+        store._follow_calls = failing_once  # type: ignore[method-assign]
+        written = store.apply_feedback("alice", [signal(1)])
+        assert calls == [1, 1]  # failed while the statement ran, made again after it
+        assert written.version == 2
+        from_redis = store.redis.get("alice")  # type: ignore[union-attr]
+        assert from_redis is not None
+        assert from_redis.version == 2
+        assert store.stats()["redis_stale_fallbacks"] == 0
+
+
 def test_sql_history_rows_with_a_gap_are_read_in_order_and_written_anew(tmp_path: Path) -> None:
     """Rows not numbered one after another (never written by penchant; a hand-edited database)
     are read row by row, in order, and the next write numbers them afresh."""

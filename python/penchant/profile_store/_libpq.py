@@ -7,13 +7,20 @@ a statement, libpq's prepared execution ~50-75 µs: a loop of a 25-parameter ``U
 loopback took a median 170-225 µs against 260-295 µs. So :class:`PreparedStatements` prepares
 each statement once per connection under a name of its own and sends the parameters as they
 are: text, integers and floats in PostgreSQL's text form, bytes in binary. It waits for the
-answer in ``poll`` (or ``select``), so a signal (Ctrl-C, a test's timeout) still interrupts it.
+answer in ``poll`` (or ``select``), so a signal (Ctrl-C, a test's timeout) still interrupts it,
+and then cancels the statement on the server, as psycopg does.
+
+Anything that drops a session's prepared statements (psycopg's ``DEALLOCATE ALL`` after a
+rollback on a connection where it prepared statements of its own, ``DISCARD ALL``) makes the
+next run prepare its statement again.
 """
 
 from __future__ import annotations
 
+import decimal
 import functools
 import itertools
+import numbers
 import select
 import threading
 import weakref
@@ -29,39 +36,51 @@ __all__ = ["MAX_PREPARED", "PreparedStatements", "encode_parameters"]
 
 MAX_PREPARED = 64
 """Statements that :class:`PreparedStatements` keeps prepared on one connection; past that, the
-least recently run is deallocated."""
+least recently run is closed."""
 
 _BOOL, _BYTEA, _INT8, _TEXT, _FLOAT8 = 16, 17, 20, 25, 701
 _NAMES = itertools.count()  # unique in the process, whichever runner prepares on a connection
 _INTEGERS = frozenset((20, 21, 23))  # int8, int2, int4
 _FLOATS = frozenset((700, 701))
-_TEXTS = frozenset((19, 25, 1043))  # name, text, varchar
+_UNDEFINED_STATEMENT = "26000"  # invalid_sql_statement_name: the session lost what was prepared
 
 
-def encode_parameters(params: Sequence[Any]) -> tuple[list[bytes | None], tuple[int, ...], list[int]]:
+def encode_parameters(
+    params: Sequence[Any], encoding: str = "utf-8"
+) -> tuple[list[bytes | None], tuple[int, ...], list[int]]:
     """``params`` as libpq takes them: the values, their types (OIDs) and their formats (0 text,
-    1 binary). ``repr`` of a float reads back as the same double."""
+    1 binary); text in the connection's ``encoding``. ``repr`` of a float reads back as the same
+    double; other integral and real numbers (NumPy's, ``Decimal``) go as int8 and float8."""
     values: list[bytes | None] = []
     types: list[int] = []
     formats: list[int] = []
     for value in params:
-        if value is None:
+        kind = type(value)
+        if kind is int:
+            values.append(b"%d" % value)
+            types.append(_INT8)
+        elif kind is float:
+            values.append(repr(value).encode())
+            types.append(_FLOAT8)
+        elif value is None:
             values.append(None)
             types.append(0)  # the statement's context decides
         elif isinstance(value, bytes):
             values.append(value)
             types.append(_BYTEA)
         elif isinstance(value, str):
-            values.append(value.encode())
+            if "\x00" in value:  # libpq would cut text there
+                raise ValueError("PostgreSQL text cannot contain NUL (0x00) characters")
+            values.append(value.encode(encoding))
             types.append(_TEXT)
         elif isinstance(value, bool):
             values.append(b"t" if value else b"f")
             types.append(_BOOL)
-        elif isinstance(value, int):
-            values.append(b"%d" % value)
+        elif isinstance(value, numbers.Integral):
+            values.append(b"%d" % int(value))
             types.append(_INT8)
-        elif isinstance(value, float):
-            values.append(repr(value).encode())
+        elif isinstance(value, numbers.Real | decimal.Decimal):
+            values.append(float.__repr__(float(value)).encode())
             types.append(_FLOAT8)
         else:
             raise TypeError(f"cannot send a {type(value).__name__} to PostgreSQL as a parameter")
@@ -69,21 +88,20 @@ def encode_parameters(params: Sequence[Any]) -> tuple[list[bytes | None], tuple[
     return values, tuple(types), formats
 
 
-def _load(oid: int, data: bytes | None) -> Any:
-    """A value of a row in text form."""
-    if data is None:
-        return None
+def _loader(oid: int, encoding: str) -> Callable[[bytes], Any]:
+    """How a value of type ``oid`` in text form is read (types penchant does not select read as
+    text, as psycopg reads them)."""
     if oid == _BOOL:
-        return data == b"t"
+        return lambda data: data == b"t"
     if oid in _INTEGERS:
-        return int(data)
+        return int
     if oid in _FLOATS:
-        return float(data)
-    if oid in _TEXTS:
-        return data.decode()
+        return float
     if oid == _BYTEA:
-        return bytes.fromhex(data[2:].decode())  # \x followed by hex digits
-    raise TypeError(f"cannot read a value of PostgreSQL type {oid}")
+        from psycopg import pq
+
+        return pq.Escaping().unescape_bytea  # either bytea_output
+    return lambda data: data.decode(encoding)
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,27 +111,38 @@ def _numbered(text: str) -> bytes:
     return "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, 1)).encode()
 
 
-def _wait(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
-    """Sends what libpq holds and reads the answer to the one command sent: its first error, else
-    its last result."""
-    fd = pgconn.socket
-    poll = select.poll() if hasattr(select, "poll") else None
-    if poll is not None:
-        poll.register(fd, select.POLLIN | select.POLLOUT)
-    while pgconn.flush():
-        if poll is not None:
-            poll.poll()
+class _Socket:
+    """Waits on a connection's socket."""
+
+    __slots__ = ("fd", "poll")
+
+    def __init__(self, pgconn: pq.abc.PGconn) -> None:
+        self.fd = pgconn.socket
+        self.poll = select.poll() if hasattr(select, "poll") else None
+        if self.poll is not None:
+            self.poll.register(self.fd, select.POLLIN)
+
+    def wait(self, writing: bool) -> None:
+        if self.poll is not None:
+            self.poll.modify(self.fd, select.POLLIN | select.POLLOUT if writing else select.POLLIN)
+            self.poll.poll()
         else:
-            select.select([fd], [fd], [])
-    if poll is not None:
-        poll.modify(fd, select.POLLIN)
+            select.select([self.fd], [self.fd] if writing else [], [])
+
+
+def _flush(pgconn: pq.abc.PGconn, socket: _Socket) -> None:
+    """Sends all that libpq holds (a nonblocking connection may keep part of a command)."""
+    while pgconn.flush():
+        socket.wait(writing=True)
+
+
+def _answer(pgconn: pq.abc.PGconn, socket: _Socket) -> pq.abc.PGresult | None:
+    """The answer to the one command sent: its first error, else its last result."""
+    _flush(pgconn, socket)
     answer = None
     while True:
         while pgconn.is_busy():
-            if poll is not None:
-                poll.poll()
-            else:
-                select.select([fd], [], [])
+            socket.wait(writing=False)
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:
@@ -122,22 +151,22 @@ def _wait(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
             answer = result
 
 
-def _raise_for(result: pq.abc.PGresult | None, expected: int) -> pq.abc.PGresult:
-    """``result`` if it has the ``expected`` status, else the error psycopg would raise."""
+def _checked(result: pq.abc.PGresult | None, encoding: str) -> pq.abc.PGresult:
+    """``result`` unless it failed; else the error psycopg raises for it."""
     import psycopg
     from psycopg import pq
 
-    if result is not None and result.status == expected:
-        return result
     if result is None:
         raise psycopg.OperationalError("PostgreSQL sent no answer")
-    message = result.error_message.decode("utf-8", "replace").strip() or f"unexpected answer {result.status}"
-    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
-    try:
-        error = psycopg.errors.lookup(sqlstate.decode()) if sqlstate else psycopg.OperationalError
-    except KeyError:
-        error = psycopg.DatabaseError
-    raise error(message, info=result)
+    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        return result
+    if result.error_field(pq.DiagnosticField.SQLSTATE) is None:
+        raise psycopg.OperationalError(result.error_message.decode(encoding, "replace").strip() or "no answer")
+    raise psycopg.errors.error_from_result(result, encoding=encoding)
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    return getattr(error, "sqlstate", None)
 
 
 class PreparedStatements:
@@ -156,41 +185,79 @@ class PreparedStatements:
         params: Sequence[Any],
         meanwhile: Callable[[], None] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Runs ``text`` (with ``?`` placeholders) on ``connection``, which no other thread uses
-        meanwhile, and answers its rows; an error raises what psycopg would raise for it.
-        ``meanwhile`` is called once the statement is sent, while the server runs it (the
-        answer is read after it, even if it raises)."""
-        from psycopg import pq
-
-        values, types, formats = encode_parameters(params)
+        """Runs ``text`` (with ``?`` placeholders) on ``connection``, in autocommit, which no
+        other thread uses meanwhile, and answers its rows; an error raises what psycopg raises
+        for it. ``meanwhile`` is called once the statement is sent, while the server runs it
+        (the answer is read after it, even if it raises)."""
+        encoding = connection.info.encoding
+        values, types, formats = encode_parameters(params, encoding)
         key = (text, types)
         with self._lock:
             prepared = self._prepared.get(connection)
             if prepared is None:
                 prepared = self._prepared[connection] = OrderedDict()
-            name = prepared.get(key)
-            if name is None:
-                name = b"penchant_%d" % next(_NAMES)
         pgconn = connection.pgconn
-        if key in prepared:
-            prepared.move_to_end(key)
-        else:
-            if len(prepared) >= MAX_PREPARED:
-                _, oldest = prepared.popitem(last=False)
-                pgconn.send_query(b"DEALLOCATE " + oldest)
-                _raise_for(_wait(pgconn), pq.ExecStatus.COMMAND_OK)
-            pgconn.send_prepare(name, _numbered(text), param_types=types)
-            _raise_for(_wait(pgconn), pq.ExecStatus.COMMAND_OK)
-            prepared[key] = name
+        socket = _Socket(pgconn)
+        name = self._prepare(connection, prepared, key, socket, encoding)
         pgconn.send_query_prepared(name, values, param_formats=formats)
         try:
+            _flush(pgconn, socket)
             if meanwhile is not None:
                 meanwhile()
         finally:
-            answer = _wait(pgconn)
-        result = _raise_for(answer, pq.ExecStatus.TUPLES_OK)
-        columns = [result.ftype(n) for n in range(result.nfields)]
+            result = self._answer(connection, socket)
+        try:
+            _checked(result, encoding)
+        except Exception as error:
+            if _sqlstate(error) != _UNDEFINED_STATEMENT:
+                raise
+            prepared.clear()  # the session lost them all: prepare again, and run it (it did not run)
+            name = self._prepare(connection, prepared, key, socket, encoding)
+            pgconn.send_query_prepared(name, values, param_formats=formats)
+            result = _checked(self._answer(connection, socket), encoding)
+        assert result is not None
+        loaders = [_loader(result.ftype(n), encoding) for n in range(result.nfields)]
         return [
-            tuple(_load(oid, result.get_value(row, n)) for n, oid in enumerate(columns))
+            tuple(None if (data := result.get_value(row, n)) is None else load(data) for n, load in enumerate(loaders))
             for row in range(result.ntuples)
         ]
+
+    @staticmethod
+    def _answer(connection: psycopg.Connection[Any], socket: _Socket) -> pq.abc.PGresult | None:
+        """The answer, or, if a signal interrupts the wait, the statement cancelled on the server
+        (the connection, left busy, is closed by its pool)."""
+        try:
+            return _answer(connection.pgconn, socket)
+        except BaseException:
+            connection.cancel_safe()
+            raise
+
+    def _prepare(
+        self,
+        connection: psycopg.Connection[Any],
+        prepared: OrderedDict[Any, bytes],
+        key: tuple[str, tuple[int, ...]],
+        socket: _Socket,
+        encoding: str,
+    ) -> bytes:
+        """The name under which ``key``'s statement is prepared on ``connection`` (prepared now
+        if it is not, the least recently run closed if too many are)."""
+        from psycopg import pq
+
+        name = prepared.get(key)
+        if name is not None:
+            prepared.move_to_end(key)
+            return name
+        pgconn = connection.pgconn
+        if len(prepared) >= MAX_PREPARED:
+            _, oldest = prepared.popitem(last=False)
+            if pq.version() >= 170000:
+                pgconn.send_close_prepared(oldest)
+            else:
+                pgconn.send_query(b"DEALLOCATE " + oldest)
+            _checked(self._answer(connection, socket), encoding)
+        name = b"penchant_%d" % next(_NAMES)
+        pgconn.send_prepare(name, _numbered(key[0]), param_types=key[1])
+        _checked(self._answer(connection, socket), encoding)
+        prepared[key] = name
+        return name

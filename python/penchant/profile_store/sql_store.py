@@ -28,6 +28,7 @@ use. Every value reaches the database as a query parameter, never inside the SQL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import operator
@@ -156,10 +157,10 @@ many deletes them all (as does a write that empties the history, and the first w
 store that did not write the user last: it cannot tell how many wait). Most of a deletion's
 cost does not depend on its number of rows: on PostgreSQL, the one statement of a write of one
 event took 0.3-0.45 ms more when it also deleted one row, 0.6-0.75 ms more when it deleted 64
-(the first five of those not prepared yet). At 64, one write in 64 of a full history paid it,
-and those writes made most of the slowest 1 % (8 of the 12 slowest of 1,000 in the store
-benchmark); at 256, one in 256 does, for up to 256 waiting rows per user (~60 KB in the
-benchmarks, where a row takes ~240 bytes)."""
+(measured when psycopg ran the statement, which it prepared from its sixth run on). At 64, one
+write in 64 of a full history paid it, and those writes made most of the slowest 1 % (8 of the
+12 slowest of 1,000 in the store benchmark); at 256, one in 256 does, for up to 256 waiting
+rows per user (~60 KB in the benchmarks, where a row takes ~240 bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1550,9 +1551,9 @@ class SQLProfileStore(ProfileStore):
         can, the row still holds it and every event is new; else ``None``, and nothing written
         (the profile kept is put back for the transaction that follows, unless the row changed).
         A replayed event makes PostgreSQL log the unique violation that stops the statement.
-        While the database runs the statement, the caller's copy is made and ``while_writing``
-        called with it: through every tier, 1,500 writes alternating in blocks of 150 with and
-        without that took a median 903-1,034 µs against 1,023-1,247 µs."""
+        In the sync API, while the database runs the statement, the caller's copy is made and
+        ``while_writing`` called with it: through every tier, 1,500 writes alternating in blocks
+        of 150 with and without that took a median 903-1,034 µs against 1,023-1,247 µs."""
         if not self._db.writes_one_user_at_once or len(signals) > _CHUNK:
             return None
         with self._written_lock:
@@ -1573,10 +1574,12 @@ class SQLProfileStore(ProfileStore):
         applied: AppliedChange | None = None
 
         def meanwhile() -> None:
+            # What fails here is made again (or fails) once the answer says the write happened.
             nonlocal applied
-            applied = self._applied(early.version, early.landmark, early.change, signals, fields)
-            if while_writing is not None:
-                while_writing([applied])
+            with contextlib.suppress(Exception):
+                applied = self._applied(early.version, early.landmark, early.change, signals, fields)
+                if while_writing is not None:
+                    while_writing([applied])
 
         rows = None if statement is None else (yield self._db.statement(statement, meanwhile))
         if rows is None:  # not written in one statement, or an event is logged already
