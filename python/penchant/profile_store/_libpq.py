@@ -10,9 +10,12 @@ are: text, integers and floats in PostgreSQL's text form, bytes in binary. It wa
 answer in ``poll`` (or ``select``), so a signal (Ctrl-C, a test's timeout) still interrupts it,
 and then cancels the statement on the server, as psycopg does.
 
-Anything that drops a session's prepared statements (psycopg's ``DEALLOCATE ALL`` after a
-rollback on a connection where it prepared statements of its own, ``DISCARD ALL``) makes the
-next run prepare its statement again.
+A statement is prepared on its first run (one round trip more; psycopg prepares from the sixth
+and sends the first five unprepared). The one-statement write's text depends only on its number
+of events and history rows and on whether it trims, so a store sees a handful of texts; at most
+:data:`MAX_PREPARED` stay prepared per connection. Anything that drops a session's prepared
+statements (psycopg's ``DEALLOCATE ALL`` after a rollback on a connection where it prepared
+statements of its own, ``DISCARD ALL``) makes the next run prepare its statement again.
 """
 
 from __future__ import annotations
