@@ -158,9 +158,10 @@ store that did not write the user last: it cannot tell how many wait). Most of a
 cost does not depend on its number of rows: on PostgreSQL, the one statement of a write of one
 event took 0.3-0.45 ms more when it also deleted one row, 0.6-0.75 ms more when it deleted 64
 (measured when psycopg ran the statement, which it prepared from its sixth run on). At 64, one
-write in 64 of a full history paid it, and those writes made most of the slowest 1 % (8 of the
-12 slowest of 1,000 in the store benchmark); at 256, one in 256 does, for up to 256 waiting
-rows per user (~60 KB in the benchmarks, where a row takes ~240 bytes)."""
+write in 64 of a full history paid it, and those writes were often most of the slowest 1 % (7
+or 8 of the 12 slowest of 1,000 in 5 of 9 runs of the store benchmark); at 256, one in 256
+does, for up to 256 waiting rows per user (~60 KB in the benchmarks, where a row takes ~240
+bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
