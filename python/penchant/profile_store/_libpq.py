@@ -20,6 +20,7 @@ statements of its own, ``DISCARD ALL``) makes the next run prepare its statement
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import functools
 import itertools
@@ -228,11 +229,16 @@ class PreparedStatements:
     @staticmethod
     def _answer(connection: psycopg.Connection[Any], socket: _Socket) -> pq.abc.PGresult | None:
         """The answer, or, if a signal interrupts the wait, the statement cancelled on the server
-        (the connection, left busy, is closed by its pool)."""
+        (the connection, left busy, is closed by its pool). A connection that failed is not
+        cancelled: its server may be out of reach, and the failure is what the caller hears."""
+        import psycopg
+
         try:
             return _answer(connection.pgconn, socket)
-        except BaseException:
-            connection.cancel_safe()
+        except BaseException as exc:
+            if not isinstance(exc, psycopg.OperationalError):
+                with contextlib.suppress(Exception):
+                    connection.cancel_safe(timeout=5.0)
             raise
 
     def _prepare(
