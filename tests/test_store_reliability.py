@@ -417,42 +417,90 @@ def test_other_processes_caches_are_invalidated(redis_kind: str, tmp_path: Path)
         assert reader.stats()["invalidations"] >= 5
 
 
-def test_the_listener_handles_every_message_that_arrived_before_it_pauses(
+def _subscriber(store: TieredProfileStore) -> Any:
+    listener = store._listener  # type: ignore[attr-defined]
+    assert listener is not None
+    return listener
+
+
+def test_a_call_handles_every_invalidation_that_arrived_before_it_reads_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between two reads the listener pauses (``LISTENER_PAUSE``); each read handles every
-    message that has arrived, not one."""
-    from penchant.profile_store import tiered
+    """No thread waits for the messages: the store's calls read them, all that have arrived,
+    before they look in the cache."""
+    from penchant.profile_store import _invalidation
 
-    monkeypatch.setattr(tiered, "LISTENER_PAUSE", 3600.0)
-    tenant = new_tenant()
-    with open_store(redis_url(), f"sqlite:///{tmp_path}/burst.db", tenant) as store:
+    monkeypatch.setattr(_invalidation, "IDLE_READ_INTERVAL", 3600.0)  # the thread stays asleep
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/burst.db", new_tenant()) as store:
+        assert isinstance(store, TieredProfileStore)
+        store.apply_feedback("user0", mixed_signals("user0", 2))
         assert store.wait_until_listening()
-        handle = tiered._InvalidationListener._handle
-        first = threading.Event()
-        release = threading.Event()
-
-        def held(listener: Any, data: bytes) -> None:
-            first.set()
-            release.wait(10)
-            handle(listener, data)
-
-        monkeypatch.setattr(tiered._InvalidationListener, "_handle", held)
-        channel = store.redis.channel  # type: ignore[union-attr]
+        cached = store.get_shared("user0")
+        assert cached is not None
+        assert store.get_shared("user0") is cached
+        before = store.stats()["invalidations"]
         client = redis.Redis.from_url(redis_url())
-        client.publish(channel, "1\x1fuser0")
-        assert first.wait(10)
-        for n in range(1, 50):  # arrive while the first is being handled
-            client.publish(channel, f"1\x1fuser{n}")
-        client.ping()
-        time.sleep(0.2)  # delivered to the listener's socket on loopback
+        for n in range(50):
+            client.publish(store.redis.channel, f"{cached.version + 1}\x1fuser{n}")  # type: ignore[union-attr]
         client.close()
+        time.sleep(0.2)  # delivered to the subscriber's socket on loopback
+        assert store.stats()["invalidations"] == before  # nobody read them yet
+        assert store.get_shared("user0") is not cached  # dropped before the cache was asked
+        assert store.stats()["invalidations"] == before + 50  # all of them, in one call
+        listener = _subscriber(store)
+    assert not listener._thread.is_alive()  # closing stopped it
+    assert listener._socket is None
+
+
+def test_a_process_that_makes_no_calls_still_reads_its_invalidations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that messages do not pile up in Redis for a quiet subscriber."""
+    from penchant.profile_store import _invalidation
+
+    monkeypatch.setattr(_invalidation, "IDLE_READ_INTERVAL", 0.05)
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/quiet.db", new_tenant()) as store:
+        assert isinstance(store, TieredProfileStore)
+        assert store.wait_until_listening()
+        client = redis.Redis.from_url(redis_url())
+        client.publish(store.redis.channel, "1\x1falice")  # type: ignore[union-attr]
+        client.close()
+        assert wait_for(lambda: store.stats()["invalidations"] == 1, timeout=5)
+
+
+def test_a_lost_subscription_clears_the_cache_and_subscribes_again(tmp_path: Path) -> None:
+    tenant, database = new_tenant(), f"sqlite:///{tmp_path}/lost.db"
+    with open_store(redis_url(), database, tenant) as reader, open_store(redis_url(), database, tenant) as writer:
+        assert isinstance(reader, TieredProfileStore)
+        writer.apply_feedback("alice", mixed_signals("alice", 2))
+        assert reader.wait_until_listening()
+        cached = reader.get_shared("alice")
+        assert cached is not None
+        assert reader.get_shared("alice") is cached
+        subscriber = _subscriber(reader)
+        host, port = subscriber._socket.getsockname()[:2]
+        open_client, release = subscriber._open_client, threading.Event()
+
+        def held() -> Any:  # the next subscription waits until the test lets it through
+            release.wait(10)
+            return open_client()
+
+        subscriber._open_client = held
+        admin = redis.Redis.from_url(redis_url())
+        assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
+        admin.close()
+        time.sleep(0.1)  # the server's FIN reaches the socket
+        meanwhile = reader.get_shared("alice")
+        assert meanwhile is not cached  # the loss was noticed: the cache went
+        assert reader.get_shared("alice") is meanwhile  # cached while nobody listens
         release.set()
-        assert wait_for(lambda: store.stats()["invalidations"] == 50, timeout=10)
-        listener = store._listener
-        assert listener is not None
-    listener._thread.join(timeout=0)
-    assert not listener._thread.is_alive()  # closing stopped it, pausing or not
+        assert reader.wait_until_listening()  # subscribed again
+        again = reader.get_shared("alice")
+        assert again is not meanwhile  # what was cached meanwhile went too
+        assert again is not None
+        assert reader.get_shared("alice") is again
+        writer.apply_feedback("alice", mixed_signals("alice", 2, start=2))
+        assert wait_for(lambda: reader.get_shared("alice").version == again.version + 1)  # type: ignore[union-attr]
 
 
 # -- rebuild --------------------------------------------------------------------------------------------

@@ -283,8 +283,9 @@ class RedisConnection:
         return redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **self._options())
 
     def pubsub_client(self) -> tuple[Any, bool]:
-        """A sync client for a subscriber thread, and whether the caller must close it. On a
-        cluster it talks to one node: a PUBLISH on any node reaches the subscribers of all."""
+        """A sync client for the invalidation subscriber to take a connection from, and whether
+        the caller must close it. On a cluster it talks to one node: a PUBLISH on any node
+        reaches the subscribers of all."""
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry

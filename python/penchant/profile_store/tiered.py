@@ -8,13 +8,16 @@
 * **Invalidation** of other processes' caches uses Redis **pub/sub**: every change is published
   (from inside the Lua script that makes it) on ``penchant:invalidate:<tenant>`` as
   ``version␟user_id`` (a batch through the tiered store: one message after its scripts, the
-  records joined by ``␞``), and each tiered store runs one listener thread that drops cached copies
-  older than the announced version (it reads whatever has arrived, then pauses
-  :data:`LISTENER_PAUSE`, 5 ms). We chose pub/sub over RESP3 client-side caching because it
-  works the same on one server and on a cluster, with the sync and the async client, and
-  because what we cache is a decoded profile rather than the replies of individual commands. A
-  listener that loses its connection clears the cache when it is subscribed again, since it may
-  have missed messages; a cache TTL bounds staleness in any case.
+  records joined by ``␞``). Each tiered store subscribes once and drops cached copies older than
+  the announced version. No thread waits for these messages: every call into the store first
+  reads, without waiting, whatever has arrived (at most once a millisecond), so a call finds no
+  cached copy whose invalidation reached the process more than a millisecond before it (see
+  :mod:`penchant.profile_store._invalidation`). We chose pub/sub over RESP3 client-side caching
+  because it works the same on one server and on a cluster, with the sync and the async client,
+  and because what we cache is a decoded profile rather than the replies of individual
+  commands. When the subscription's connection is lost the cache is cleared, and again once it
+  is subscribed anew, since messages may have been missed; a cache TTL bounds staleness in any
+  case.
 * **Redis outages** do not stop the store: reads and writes go on against SQL and the cache,
   one warning is logged per outage, and :meth:`TieredProfileStore.stats` counts failures.
   Redis is retried after ``retry_interval`` seconds; when it answers again, the profiles written
@@ -37,12 +40,12 @@ from penchant.errors import StoreUnavailableError, ValidationError
 from penchant.feedback_collector import Signal
 from penchant.profile_store._base import ProfileStore
 from penchant.profile_store._effects import Op, run_async, run_sync
+from penchant.profile_store._invalidation import ChannelReader
 from penchant.profile_store.memory import InMemoryProfileStore
 from penchant.profile_store.redis_store import (
     INVALIDATION_SEPARATOR,
     Calls,
     RedisBatch,
-    RedisConnection,
     RedisProfileStore,
     StreamedCalls,
 )
@@ -132,80 +135,6 @@ class _RedisHealth:
         return True
 
 
-LISTENER_PAUSE = 0.005
-"""Seconds the invalidation listener waits, once it handled the messages that had arrived,
-before it reads again: a stream of writes wakes it 200 times a second at most, not once per
-write. Each wake-up cost ~150 µs of CPU (one write's message, on the benchmark's machine), and
-the writing thread waited for the interpreter lock meanwhile: in three alternating pairs of
-one-event writes through every tier on SQLite, the listener took 50-70 µs of CPU per write
-against 125-150 µs, and a write 0.77-0.95 ms against 0.90-1.09 ms. A cached copy in another
-process may outlive its invalidation by this long more."""
-
-
-class _InvalidationListener:
-    """A daemon thread subscribed to the tenant's invalidation channel."""
-
-    def __init__(self, connection: RedisConnection, channel: str, store: TieredProfileStore) -> None:
-        self._connection = connection
-        self._channel = channel
-        self._store = store
-        self._stop = threading.Event()
-        self.subscribed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"penchant-invalidate-{channel}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        cache = self._store.cache
-        assert cache is not None
-        while not self._stop.is_set():
-            client = pubsub = None
-            owned = False
-            try:
-                client, owned = self._connection.pubsub_client()
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self._channel)
-                while not self._stop.is_set() and pubsub.get_message(timeout=0.1) is None:
-                    if pubsub.subscribed:
-                        break
-                cache.clear()  # messages may have been missed before this subscription
-                self.subscribed.set()
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.2)
-                    if message is None:
-                        continue
-                    while message is not None and not self._stop.is_set():  # every one that has arrived
-                        if message.get("type") == "message":
-                            self._handle(message["data"])
-                        message = pubsub.get_message()
-                    self._stop.wait(LISTENER_PAUSE)
-            except Exception as exc:  # any failure: reconnect after a pause
-                self.subscribed.clear()
-                logger.debug("invalidation listener on %s: %s", self._channel, exc)
-                self._stop.wait(0.5)
-            finally:
-                for resource in (pubsub, client if owned else None):
-                    if resource is not None:
-                        try:
-                            resource.close()
-                        except Exception as exc:  # closing a broken connection
-                            logger.debug("closing a pub/sub connection: %s", exc)
-
-    def _handle(self, data: bytes) -> None:
-        cache = self._store.cache
-        assert cache is not None
-        for record in data.decode("utf-8", "surrogatepass").split(INVALIDATION_SEPARATOR):
-            version, _, user_id = record.partition("\x1f")
-            self._store.counters.invalidations += 1
-            if version == "-":
-                cache.forget(user_id)
-            else:
-                cache.forget(user_id, below_version=int(version))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 class TieredProfileStore(ProfileStore):
     """In-process cache → Redis → SQL (see the module documentation).
 
@@ -243,7 +172,7 @@ class TieredProfileStore(ProfileStore):
         self._pending: dict[str, bool] = {}  # user -> deleted? while Redis missed a change
         self._pending_lock = threading.Lock()
         self._listen = listen and redis is not None and cache is not None
-        self._listener: _InvalidationListener | None = None
+        self._listener: ChannelReader | None = None
         self._listener_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -260,19 +189,40 @@ class TieredProfileStore(ProfileStore):
         return self._health.is_down
 
     def wait_until_listening(self, timeout: float = 5.0) -> bool:
-        """Starts the invalidation listener if needed and waits until it is subscribed."""
+        """Subscribes to the invalidation channel if needed and waits until it is subscribed."""
         listener = self._ensure_listener()
         return listener is None or listener.subscribed.wait(timeout)
 
-    def _ensure_listener(self) -> _InvalidationListener | None:
+    def _ensure_listener(self) -> ChannelReader | None:
         if not self._listen:
             return None
         if self._listener is None:
             with self._listener_lock:
                 if self._listener is None:
                     assert self.redis is not None
-                    self._listener = _InvalidationListener(self.redis.connection, self.redis.channel, self)
+                    assert self.cache is not None
+                    self._listener = ChannelReader(
+                        self.redis.channel, self.redis.connection.pubsub_client, self._invalidate, self.cache.clear
+                    )
         return self._listener
+
+    def _catch_up(self) -> None:
+        """Drops the cached copies that invalidations arrived for (see the module documentation)."""
+        listener = self._ensure_listener()
+        if listener is not None:
+            listener.catch_up()
+
+    def _invalidate(self, data: bytes) -> None:
+        """Handles one invalidation message: ``version␟user_id`` records joined by ``␞``."""
+        cache = self.cache
+        assert cache is not None
+        for record in data.decode("utf-8", "surrogatepass").split(INVALIDATION_SEPARATOR):
+            version, _, user_id = record.partition("\x1f")
+            self.counters.invalidations += 1
+            if version == "-":
+                cache.forget(user_id)
+            else:
+                cache.forget(user_id, below_version=int(version))
 
     # -- Redis steps that may not happen ----------------------------------------------------------
 
@@ -338,6 +288,8 @@ class TieredProfileStore(ProfileStore):
     def get_shared(self, user_id: str) -> UserProfile | None:
         # The hot path: no operation is built for a cache hit (unless Redis is down: the
         # operation probes it).
+        if self._listener is not None:
+            self._listener.catch_up()
         if self.cache is not None and self._health.down_since is None:
             hit = self.cache.lookup(check_id(user_id), shared=True)
             if hit is not None:
@@ -346,6 +298,8 @@ class TieredProfileStore(ProfileStore):
         return run_sync(self._get_op(check_id(user_id), shared=True))
 
     async def aget_shared(self, user_id: str) -> UserProfile | None:
+        if self._listener is not None:
+            self._listener.catch_up()
         if self.cache is not None and self._health.down_since is None:
             hit = self.cache.lookup(check_id(user_id), shared=True)
             if hit is not None:
@@ -358,7 +312,7 @@ class TieredProfileStore(ProfileStore):
         return found.get(user_id)
 
     def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
-        self._ensure_listener()
+        self._catch_up()
         if self.redis is not None and self._health.is_down and self._health.should_try():
             # Reads the cache answers never reach Redis: without a probe, a process that only
             # reads cached profiles would learn that Redis is back (and drop the copies whose
@@ -422,13 +376,13 @@ class TieredProfileStore(ProfileStore):
                 self.cache.remember(profile, body, history=history)
 
     def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
-        self._ensure_listener()
+        self._catch_up()
         stored = yield from self.database._put_encoded_op(profile, expected_version)
         yield from self._write_through([stored])
         return stored[0]
 
     def _put_many_op(self, profiles: list[UserProfile]) -> Op[list[UserProfile]]:
-        self._ensure_listener()
+        self._catch_up()
         stored = yield from self.database._put_many_encoded_op(profiles)
         yield from self._write_through(stored)
         by_id = {p.user_id: p for p, _, _ in stored}
@@ -445,7 +399,7 @@ class TieredProfileStore(ProfileStore):
         return existed
 
     def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
-        self._ensure_listener()
+        self._catch_up()
         # Redis's commands are made while PostgreSQL writes (sent only after the commit), for
         # the changes of each way of writing tried: those made for the changes committed go.
         prepared: list[tuple[list[AppliedChange], list[tuple[Any, ...]]]] = []
