@@ -146,13 +146,14 @@ _pcs_have_postgres() {
     id -u postgres >/dev/null 2>&1
 }
 
-# Install redis-server / postgresql from Debian if (and only if) missing.
+# Install redis-server / postgresql (and openssl) from Debian if (and only if) missing.
 _pcs_install() {
     local pkgs=()
     _pcs_have_redis || pkgs+=(redis-server redis-tools)
     _pcs_have_postgres || pkgs+=(postgresql)
+    command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)  # the TLS tests' certificate
     if [ "${#pkgs[@]}" -eq 0 ]; then
-        _pcs_log "redis-server and postgresql already installed"
+        _pcs_log "redis-server, postgresql and openssl already installed"
         return 0
     fi
     [ "$(id -u)" -eq 0 ] || _pcs_die "need root to apt-get install ${pkgs[*]}"
