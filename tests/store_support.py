@@ -4,6 +4,7 @@ signal builders, and the worker that the multi-process tests spawn."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -237,3 +238,26 @@ __all__ = [
     "weights",
     "worker_signals",
 ]
+
+
+def assert_one_call_handles_a_burst(store: TieredProfileStore, url: str, count: int = 50) -> None:
+    """Publishes ``count`` invalidations on ``store``'s channel (through ``url``) while nothing
+    reads them, then checks that one call handles them all before it reads the cache. The
+    caller keeps the subscriber's thread asleep (``_invalidation.IDLE_READ_INTERVAL``)."""
+    import redis
+
+    store.apply_feedback("user0", mixed_signals("user0", 2))
+    assert store.wait_until_listening()
+    time.sleep(0.2)  # the write's own message arrives, and is read by the next call
+    cached = store.get_shared("user0")
+    assert cached is not None
+    assert store.get_shared("user0") is cached
+    before = store.stats()["invalidations"]
+    client = redis.Redis.from_url(url)
+    for n in range(count):
+        client.publish(store.redis.channel, f"{cached.version + 1}\x1fuser{n}")  # type: ignore[union-attr]
+    client.close()
+    time.sleep(0.2)  # delivered to the subscriber's socket on loopback
+    assert store.stats()["invalidations"] == before  # nobody read them yet
+    assert store.get_shared("user0") is not cached  # dropped before the cache was asked
+    assert store.stats()["invalidations"] == before + count  # all of them, in one call

@@ -49,10 +49,11 @@ def test_the_parser_reads_what_hiredis_reads_however_the_bytes_arrive(
     assert ours == sent
 
 
-def test_the_parser_reads_simple_strings_and_errors() -> None:
+def test_the_parser_reads_simple_strings_nulls_and_errors() -> None:
     parser = RespParser()
-    parser.feed(b"+OK\r\n-ERR unknown command\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n")
+    parser.feed(b"+OK\r\n_\r\n-ERR unknown command\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n")
     assert parser.gets() == b"OK"
+    assert parser.gets() is None  # RESP3's null
     error = parser.gets()
     assert isinstance(error, ProtocolError)
     assert str(error) == "ERR unknown command"
@@ -60,7 +61,9 @@ def test_the_parser_reads_simple_strings_and_errors() -> None:
     assert parser.gets() is False
 
 
-@pytest.mark.parametrize("data", [b"?what\r\n", b"*x\r\n", b":1.5\r\n", b"$abc\r\n"])
+@pytest.mark.parametrize(
+    "data", [b"?what\r\n", b"*x\r\n", b":1.5\r\n", b"$abc\r\n", b"$ 3\r\n", b":+5\r\n", b"$1_0\r\n", b"*1\r\n" * 17]
+)
 def test_the_parser_refuses_bytes_that_are_not_resp(data: bytes) -> None:
     parser = RespParser()
     parser.feed(data)

@@ -32,6 +32,7 @@ from penchant.profile_store import (
 from penchant.user_profile import InterestModel, UserProfile
 
 from .store_support import (
+    assert_one_call_handles_a_burst,
     assert_same_interests,
     cluster_url,
     concurrent_worker,
@@ -423,31 +424,22 @@ def _subscriber(store: TieredProfileStore) -> Any:
     return listener
 
 
+@pytest.mark.parametrize("parser", ["hiredis", "penchant's own"])
 def test_a_call_handles_every_invalidation_that_arrived_before_it_reads_the_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parser: str
 ) -> None:
     """No thread waits for the messages: the store's calls read them, all that have arrived,
     before they look in the cache."""
     from penchant.profile_store import _invalidation
 
     monkeypatch.setattr(_invalidation, "IDLE_READ_INTERVAL", 3600.0)  # the thread stays asleep
+    if parser != "hiredis":
+        monkeypatch.setattr(_invalidation, "_parser", _invalidation.RespParser)
     with open_store(redis_url(), f"sqlite:///{tmp_path}/burst.db", new_tenant()) as store:
         assert isinstance(store, TieredProfileStore)
-        store.apply_feedback("user0", mixed_signals("user0", 2))
-        assert store.wait_until_listening()
-        cached = store.get_shared("user0")
-        assert cached is not None
-        assert store.get_shared("user0") is cached
-        before = store.stats()["invalidations"]
-        client = redis.Redis.from_url(redis_url())
-        for n in range(50):
-            client.publish(store.redis.channel, f"{cached.version + 1}\x1fuser{n}")  # type: ignore[union-attr]
-        client.close()
-        time.sleep(0.2)  # delivered to the subscriber's socket on loopback
-        assert store.stats()["invalidations"] == before  # nobody read them yet
-        assert store.get_shared("user0") is not cached  # dropped before the cache was asked
-        assert store.stats()["invalidations"] == before + 50  # all of them, in one call
+        assert_one_call_handles_a_burst(store, redis_url())
         listener = _subscriber(store)
+        assert isinstance(listener._replies, _invalidation.RespParser) == (parser != "hiredis")
     assert not listener._thread.is_alive()  # closing stopped it
     assert listener._socket is None
 
@@ -501,6 +493,81 @@ def test_a_lost_subscription_clears_the_cache_and_subscribes_again(tmp_path: Pat
         assert reader.get_shared("alice") is again
         writer.apply_feedback("alice", mixed_signals("alice", 2, start=2))
         assert wait_for(lambda: reader.get_shared("alice").version == again.version + 1)  # type: ignore[union-attr]
+
+
+def test_subscriptions_take_no_connection_from_an_explicit_clients_pool(tmp_path: Path) -> None:
+    """Subscribing again after each lost connection must not use up the pool of the client the
+    application passed (its own commands need it)."""
+    tenant, model = new_tenant(), InterestModel(max_history=50)
+    client = redis.Redis.from_url(redis_url(), max_connections=2)
+    redis_tier = RedisProfileStore(client=client, tenant=tenant, model=model)
+    cache = InMemoryProfileStore(tenant=tenant, model=model)
+    database = SQLiteProfileStore(tmp_path / "pool.db", tenant=tenant, model=model)
+    admin = redis.Redis.from_url(redis_url())
+    with TieredProfileStore(database, redis_tier, cache) as store:
+        store.apply_feedback("alice", mixed_signals("alice", 2))
+        for _ in range(4):
+            assert store.wait_until_listening()
+            time.sleep(0.05)
+            store.get_shared("alice")  # reads what came before, so that the next read meets the end
+            host, port = _subscriber(store)._socket.getsockname()[:2]
+            assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
+            time.sleep(0.1)
+            store.get_shared("alice")  # notices the loss
+        assert store.wait_until_listening()
+        assert client.ping()
+        assert store.apply_feedback("alice", mixed_signals("alice", 2, start=2)).version == 2
+    admin.close()
+    client.close()
+
+
+def test_a_message_that_makes_no_sense_clears_the_cache_and_keeps_the_subscription(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="penchant.profile_store")
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/bad.db", new_tenant()) as store:
+        assert isinstance(store, TieredProfileStore)
+        store.apply_feedback("alice", mixed_signals("alice", 2))
+        assert store.wait_until_listening()
+        subscription = _subscriber(store)._socket
+        cached = store.get_shared("alice")
+        client = redis.Redis.from_url(redis_url())
+        client.publish(store.redis.channel, "not a version\x1fbob")  # type: ignore[union-attr]
+        client.close()
+        assert wait_for(lambda: store.get_shared("alice") is not cached, timeout=5)
+        assert "could not be handled" in caplog.text
+        assert _subscriber(store)._socket is subscription
+
+
+def test_a_forked_process_subscribes_anew_and_leaves_its_parents_subscription_alone(tmp_path: Path) -> None:
+    """A child inherits the subscriber's socket; reading from it would steal its parent's
+    messages and corrupt its stream. The child subscribes on its own connection instead."""
+    tenant, database = new_tenant(), f"sqlite:///{tmp_path}/fork.db"
+    with open_store(redis_url(), database, tenant) as reader, open_store(redis_url(), database, tenant) as writer:
+        assert isinstance(reader, TieredProfileStore)
+        writer.apply_feedback("alice", mixed_signals("alice", 2))
+        assert reader.wait_until_listening()
+        subscription = _subscriber(reader)._socket
+        assert reader.get_shared("alice").version == 1  # type: ignore[union-attr]  # cached
+        subscribed = multiprocessing.get_context("fork").Event()
+
+        def child() -> None:
+            ok = reader.get_shared("alice") is not None and reader.wait_until_listening(10)
+            ok = ok and _subscriber(reader)._socket is not subscription
+            subscribed.set()
+            ok = ok and wait_for(lambda: reader.get_shared("alice").version == 3, timeout=10)  # type: ignore[union-attr]
+            os._exit(0 if ok else 1)
+
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        assert subscribed.wait(15)
+        for start in (2, 4):  # versions 2 and 3, which the child waits for
+            writer.apply_feedback("alice", mixed_signals("alice", 2, start=start))
+            time.sleep(0.05)
+        process.join(20)
+        assert process.exitcode == 0
+        assert wait_for(lambda: reader.get_shared("alice").version == 3, timeout=10)  # type: ignore[union-attr]
+        assert _subscriber(reader)._socket is subscription  # the parent's was never disturbed
 
 
 # -- rebuild --------------------------------------------------------------------------------------------

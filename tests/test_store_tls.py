@@ -19,7 +19,7 @@ from penchant import StoreUnavailableError
 from penchant.profile_store import RedisProfileStore, TieredProfileStore, open_store
 from penchant.user_profile import InterestModel
 
-from .store_support import mixed_signals, new_tenant, server_env
+from .store_support import assert_one_call_handles_a_burst, mixed_signals, new_tenant, server_env
 
 
 def _free_port() -> int:
@@ -47,11 +47,11 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
     port = _free_port()
     options = f"--port 0 --tls-port {port} --bind 127.0.0.1 --appendonly no --tls-auth-clients no"
     files = ["--dir", where, "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert]
-    process = subprocess.Popen(
-        [server, *options.split(), "--save", "", *map(str, files)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = where / "redis.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [server, *options.split(), "--save", "", *map(str, files)], stdout=output, stderr=subprocess.STDOUT
+        )
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
     try:
         client = redis.Redis.from_url(url)
@@ -60,9 +60,9 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
+            except redis.ConnectionError as exc:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise
+                    raise AssertionError(f"the TLS redis-server did not answer: {log.read_text()[-2000:]}") from exc
                 time.sleep(0.05)
         client.close()
         yield url, cert
@@ -119,3 +119,16 @@ def test_tiered_caches_are_invalidated_over_tls(tls_redis: tuple[str, Path], tmp
         assert reader._listener._socket is subscription  # type: ignore[union-attr]  # never lost
         assert reader.stats()["redis_failures"] == 0
         assert reader.stats()["invalidations"] >= 4
+
+
+def test_one_call_handles_a_burst_of_invalidations_over_tls(
+    tls_redis: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS socket gives one record per read: the call reads on until nothing is left."""
+    from penchant.profile_store import _invalidation
+
+    monkeypatch.setattr(_invalidation, "IDLE_READ_INTERVAL", 3600.0)
+    url, _ = tls_redis
+    with open_store(url, f"sqlite:///{tmp_path}/burst.db", new_tenant()) as store:
+        assert isinstance(store, TieredProfileStore)
+        assert_one_call_handles_a_burst(store, url)

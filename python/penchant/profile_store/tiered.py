@@ -9,15 +9,15 @@
   (from inside the Lua script that makes it) on ``penchant:invalidate:<tenant>`` as
   ``version␟user_id`` (a batch through the tiered store: one message after its scripts, the
   records joined by ``␞``). Each tiered store subscribes once and drops cached copies older than
-  the announced version. No thread waits for these messages: every call into the store first
-  reads, without waiting, whatever has arrived (at most once a millisecond), so a call finds no
-  cached copy whose invalidation reached the process more than a millisecond before it (see
-  :mod:`penchant.profile_store._invalidation`). We chose pub/sub over RESP3 client-side caching
-  because it works the same on one server and on a cluster, with the sync and the async client,
-  and because what we cache is a decoded profile rather than the replies of individual
-  commands. When the subscription's connection is lost the cache is cleared, and again once it
-  is subscribed anew, since messages may have been missed; a cache TTL bounds staleness in any
-  case.
+  the announced version. No thread waits for these messages: every read or write of a profile
+  first reads, without waiting, whatever has arrived (at most once a millisecond), so a call
+  finds no cached copy whose invalidation reached the process more than a millisecond before it
+  (see :mod:`penchant.profile_store._invalidation`). We chose pub/sub over RESP3 client-side
+  caching because it works the same on one server and on a cluster, with the sync and the async
+  client, and because what we cache is a decoded profile rather than the replies of individual
+  commands. When the loss of the subscription's connection is noticed the cache is cleared, and
+  again once it is subscribed anew, since messages may have been missed; a cache TTL bounds
+  staleness in any case.
 * **Redis outages** do not stop the store: reads and writes go on against SQL and the cache,
   one warning is logged per outage, and :meth:`TieredProfileStore.stats` counts failures.
   Redis is retried after ``retry_interval`` seconds; when it answers again, the profiles written
@@ -194,11 +194,9 @@ class TieredProfileStore(ProfileStore):
         return listener is None or listener.subscribed.wait(timeout)
 
     def _ensure_listener(self) -> ChannelReader | None:
-        if not self._listen:
-            return None
-        if self._listener is None:
-            with self._listener_lock:
-                if self._listener is None:
+        if self._listener is None and self._listen:
+            with self._listener_lock:  # shared with close()
+                if self._listener is None and self._listen:
                     assert self.redis is not None
                     assert self.cache is not None
                     self._listener = ChannelReader(
@@ -288,8 +286,9 @@ class TieredProfileStore(ProfileStore):
     def get_shared(self, user_id: str) -> UserProfile | None:
         # The hot path: no operation is built for a cache hit (unless Redis is down: the
         # operation probes it).
-        if self._listener is not None:
-            self._listener.catch_up()
+        listener = self._listener
+        if listener is not None:
+            listener.catch_up()
         if self.cache is not None and self._health.down_since is None:
             hit = self.cache.lookup(check_id(user_id), shared=True)
             if hit is not None:
@@ -298,8 +297,9 @@ class TieredProfileStore(ProfileStore):
         return run_sync(self._get_op(check_id(user_id), shared=True))
 
     async def aget_shared(self, user_id: str) -> UserProfile | None:
-        if self._listener is not None:
-            self._listener.catch_up()
+        listener = self._listener
+        if listener is not None:
+            listener.catch_up()
         if self.cache is not None and self._health.down_since is None:
             hit = self.cache.lookup(check_id(user_id), shared=True)
             if hit is not None:
@@ -494,8 +494,9 @@ class TieredProfileStore(ProfileStore):
         return None if isinstance(ttl, _Skipped) else ttl
 
     def _close_op(self) -> Op[None]:
-        listener, self._listener = self._listener, None
-        self._listen = False
+        with self._listener_lock:
+            self._listen = False
+            listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
         if self.cache is not None:
