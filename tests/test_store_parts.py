@@ -579,6 +579,25 @@ def test_database_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         open_store("http://localhost", f"sqlite:///{tmp_path}/x.db")
 
 
+def test_sqlite_page_cache_is_64_mib_unless_the_url_or_the_caller_says(tmp_path: Path) -> None:
+    def cache_kib(store: SQLiteProfileStore) -> int:
+        store.apply_feedback("alice", mixed_signals("alice", 1))  # opens the connection
+        (size,) = store._db._connect().execute("PRAGMA cache_size").fetchone()  # type: ignore[attr-defined]
+        store.close()
+        return -int(size)
+
+    assert cache_kib(SQLiteProfileStore(tmp_path / "default.db")) == 64 * 1024
+    assert cache_kib(SQLiteProfileStore(tmp_path / "small.db", cache_mib=3)) == 3 * 1024
+    url = f"sqlite:///{tmp_path}/url.db?synchronous=normal&cache_mib=256"
+    assert cache_kib(open_database(url)) == 256 * 1024  # type: ignore[arg-type]
+    for bad in ["0", "-1", "1.5", "x", "2000000", "9" * 5000, "\u0663"]:
+        with pytest.raises(ValidationError, match="cache_mib"):
+            open_database(f"sqlite:///{tmp_path}/bad.db?cache_mib={bad}")
+    for value in [0, -1, 1.5, "64", True, None]:
+        with pytest.raises(ValidationError, match="cache_mib"):
+            SQLiteProfileStore(tmp_path / "bad.db", cache_mib=value)  # type: ignore[arg-type]
+
+
 def test_embedded_default_is_a_cache_and_a_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PENCHANT_REDIS_URL", raising=False)
@@ -1450,7 +1469,7 @@ def test_sql_snapshots_written_with_their_history_inline_are_read_and_moved_into
     with sqlite3.connect(path) as connection:
         from penchant.profile_store.sql_store import _migrations, _SQLiteDatabase
 
-        for text in _migrations(_SQLiteDatabase(str(path), synchronous="FULL", busy_timeout=1))[0]:
+        for text in _migrations(_SQLiteDatabase(str(path), synchronous="FULL", busy_timeout=1, cache_mib=2))[0]:
             connection.execute(text)
         connection.execute("CREATE TABLE penchant_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
         connection.execute("INSERT INTO penchant_schema VALUES (1, 1)")
@@ -1514,7 +1533,7 @@ def test_sql_history_rows_of_schema_2_are_read_whole_after_the_migration(kind: s
     database: Any
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path}/two.db"
-        database = _SQLiteDatabase(str(tmp_path / "two.db"), synchronous="FULL", busy_timeout=1)
+        database = _SQLiteDatabase(str(tmp_path / "two.db"), synchronous="FULL", busy_timeout=1, cache_mib=2)
         connection: Any = sqlite3.connect(tmp_path / "two.db")
         execute = connection.execute
     else:

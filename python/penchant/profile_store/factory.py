@@ -13,7 +13,12 @@ from penchant.profile_store._base import DEFAULT_TENANT
 from penchant.profile_store.memory import InMemoryProfileStore
 from penchant.profile_store.redis_store import KeyTTL, RedisProfileStore
 from penchant.profile_store.serializer import ProfileSerializer
-from penchant.profile_store.sql_store import PostgresProfileStore, SQLiteProfileStore, SQLProfileStore
+from penchant.profile_store.sql_store import (
+    SQLITE_CACHE_MIB,
+    PostgresProfileStore,
+    SQLiteProfileStore,
+    SQLProfileStore,
+)
 from penchant.profile_store.tiered import RebuildReport, TieredProfileStore
 from penchant.user_profile import InterestModel
 
@@ -64,7 +69,8 @@ def open_database(
     """The durable store that ``url`` names:
 
     * ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or ``sqlite:///:memory:``,
-      with an optional ``?synchronous=normal`` (default ``full``);
+      with the options ``synchronous=normal`` (default ``full``) and ``cache_mib=N`` (the page
+      cache's bound, default 64), e.g. ``sqlite:///p.db?synchronous=normal&cache_mib=256``;
     * ``postgresql://user:password@host:port/database?options`` (or ``postgres://``), passed
       to libpq as it is.
     """
@@ -76,11 +82,21 @@ def open_database(
             raise ValidationError(f"SQLite URLs have three slashes before a relative path: {url!r}")
         path = urllib.parse.unquote(parts.path[1:])
         options = dict(urllib.parse.parse_qsl(parts.query))
-        unknown = set(options) - {"synchronous"}
+        unknown = set(options) - {"synchronous", "cache_mib"}
         if unknown or not path:
-            raise ValidationError(f"SQLite URL {url!r}: a path is required, the only option is synchronous")
+            raise ValidationError(
+                f"SQLite URL {url!r}: a path is required, and the only options are synchronous and cache_mib"
+            )
+        cache_mib = options.get("cache_mib", str(SQLITE_CACHE_MIB))
+        if not (cache_mib.isascii() and cache_mib.isdigit() and len(cache_mib) <= 9):
+            raise ValidationError(f"SQLite URL {url!r}: cache_mib must be a whole number of MiB, got {cache_mib!r}")
         return SQLiteProfileStore(
-            path, tenant=tenant, model=model, serializer=serializer, synchronous=options.get("synchronous", "FULL")
+            path,
+            tenant=tenant,
+            model=model,
+            serializer=serializer,
+            synchronous=options.get("synchronous", "FULL"),
+            cache_mib=int(cache_mib),
         )
     if parts.scheme in ("postgresql", "postgres"):
         return PostgresProfileStore(url, tenant=tenant, model=model, serializer=serializer)

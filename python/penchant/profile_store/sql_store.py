@@ -481,6 +481,16 @@ _LIVE_HISTORY = (
 """The history rows still in their user's window, for a query to narrow down (``AND ...``)."""
 
 
+SQLITE_CACHE_MIB = 64
+"""The default bound of an SQLite store's page cache, in MiB (SQLite's own is 2 MiB). Batches
+of 1,000 events over 100 users touch the event log's two indexes and the history rows in
+hundreds of places, and with 2 MiB the pages were read again from the file for each batch:
+tiered SQLite ingestion, 3 alternating pairs of 60 batches (a script outside the repository),
+SQL statements 17-20 ms per batch against 23-26 ms, process CPU 86-97 against 90-104 ms."""
+
+MAX_SQLITE_CACHE_MIB = 1 << 20
+"""The largest ``cache_mib`` accepted (1 TiB)."""
+
 CHECKPOINT_EVERY = 1000
 """Write transactions of an SQLite store between two checkpoints of its write-ahead log (or a
 second, whichever comes first). A checkpoint copies the log into the database and fsyncs it
@@ -584,9 +594,12 @@ class _SQLiteDatabase(_Database):
     # took 2.1 ms through the primary-key index and the rowid table, 0.5 ms clustered.
     clustered = " WITHOUT ROWID"
 
-    def __init__(self, path: str, *, synchronous: str, busy_timeout: float) -> None:
+    def __init__(self, path: str, *, synchronous: str, busy_timeout: float, cache_mib: int) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValidationError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        if isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or not 1 <= cache_mib <= MAX_SQLITE_CACHE_MIB:
+            raise ValidationError(f"cache_mib must be an int from 1 to {MAX_SQLITE_CACHE_MIB}, got {cache_mib!r}")
+        self._cache_kib = cache_mib * 1024
         self.path = path
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
@@ -608,6 +621,7 @@ class _SQLiteDatabase(_Database):
                 )
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute(f"PRAGMA synchronous={self._synchronous}")  # checked against a fixed list
+                connection.execute(f"PRAGMA cache_size=-{self._cache_kib}")  # an int, checked
                 if self.checkpointer is not None:
                     connection.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
             except (sqlite3.Error, OSError) as exc:
@@ -1686,6 +1700,9 @@ class SQLiteProfileStore(SQLProfileStore):
     ``synchronous="FULL"`` (the default) makes every acknowledged write survive a power loss;
     ``"NORMAL"`` is faster and survives a crash of the process but not of the machine.
     ``busy_timeout`` is how long a writer waits for another process's write lock.
+    ``cache_mib`` bounds SQLite's page cache (taken as pages are read, not at once): SQLite's
+    own default, 2 MiB, held too few of the pages that a stream of writes touches (see
+    :data:`SQLITE_CACHE_MIB`).
     """
 
     def __init__(
@@ -1697,12 +1714,13 @@ class SQLiteProfileStore(SQLProfileStore):
         serializer: ProfileSerializer | None = None,
         synchronous: str = "FULL",
         busy_timeout: float = 30.0,
+        cache_mib: int = SQLITE_CACHE_MIB,
     ) -> None:
         self.path = os.fspath(path)
         if not self.path or "\x00" in self.path:
             raise ValidationError(f"invalid SQLite path {self.path!r}")
         super().__init__(
-            _SQLiteDatabase(self.path, synchronous=synchronous, busy_timeout=busy_timeout),
+            _SQLiteDatabase(self.path, synchronous=synchronous, busy_timeout=busy_timeout, cache_mib=cache_mib),
             tenant=tenant,
             model=model,
             serializer=serializer,
