@@ -656,6 +656,61 @@ def test_tiers_must_agree(tmp_path: Path) -> None:
 # -- TTL and bounds ---------------------------------------------------------------------------------
 
 
+def _versioned(user_id: str, version: int) -> UserProfile:
+    profile = UserProfile(user_id=user_id)
+    profile.version = version
+    return profile
+
+
+def test_the_cache_refuses_a_copy_that_an_invalidation_made_stale_while_it_was_read() -> None:
+    """A read that began before an invalidation was handled (by another thread or task) must
+    not cache what it read, if the invalidation announced a newer version or a deletion."""
+    cache = InMemoryProfileStore()
+    since = cache.mark()
+    cache.forget("alice", below_version=3)  # handled while alice's read was in flight
+    cache.remember(_versioned("alice", 2), since=since)
+    assert cache.lookup("alice", shared=False) is None
+    cache.remember(_versioned("alice", 3), since=since)  # as new as announced: kept
+    assert cache.lookup("alice", shared=False).version == 3  # type: ignore[union-attr]
+    cache.remember(_versioned("bob", 1), since=since)  # nobody said anything about bob
+    assert cache.lookup("bob", shared=False) is not None
+
+    since = cache.mark()
+    cache.forget("carol")  # a deletion: no version read before it may come back
+    cache.forget("carol", below_version=1)  # a new profile since: the deletion still counts
+    cache.remember(_versioned("carol", 9), since=since)
+    assert cache.lookup("carol", shared=False) is None
+    cache.remember(_versioned("carol", 1), since=cache.mark())  # a read that began afterwards
+    assert cache.lookup("carol", shared=False) is not None
+
+    since = cache.mark()
+    cache.clear()  # messages may have been missed: every read in flight is suspect
+    cache.remember(_versioned("dave", 5), since=since)
+    assert cache.lookup("dave", shared=False) is None
+    cache.remember(_versioned("dave", 5))  # a caller that does not say when it read
+    assert cache.lookup("dave", shared=False) is not None
+
+
+def test_the_cache_remembers_invalidations_for_a_while_and_a_bounded_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from penchant.profile_store import memory
+
+    monkeypatch.setattr(memory, "MAX_FORGOTTEN", 3)
+    cache = InMemoryProfileStore()
+    since = cache.mark()
+    for n in range(4):  # the first is dropped: reads older than it are refused, whoever they read
+        cache.forget(f"user{n}", below_version=2)
+    assert len(cache._forgotten) == 3
+    cache.remember(_versioned("someone", 7), since=since)
+    assert cache.lookup("someone", shared=False) is None
+    recent = cache.mark() - 1  # after the dropped one: still told apart
+    cache.remember(_versioned("someone", 7), since=recent)
+    assert cache.lookup("someone", shared=False) is not None
+
+    monkeypatch.setattr(memory, "FORGOTTEN_SECONDS", 0.0)
+    cache.forget("user9", below_version=2)  # each forget drops those older than that
+    assert list(cache._forgotten) == []
+
+
 def test_in_memory_store_is_an_lru() -> None:
     store = InMemoryProfileStore(max_entries=3)
     for user in ["a", "b", "c"]:

@@ -495,6 +495,39 @@ def test_a_lost_subscription_clears_the_cache_and_subscribes_again(tmp_path: Pat
         assert wait_for(lambda: reader.get_shared("alice").version == again.version + 1)  # type: ignore[union-attr]
 
 
+def test_a_read_in_flight_caches_nothing_an_invalidation_handled_meanwhile_made_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread or task of the process handles an invalidation while a call reads Redis:
+    what the call read is returned but not cached, or it would outlive its invalidation."""
+    tenant, database = new_tenant(), f"sqlite:///{tmp_path}/race.db"
+    with open_store(redis_url(), database, tenant) as reader, open_store(redis_url(), database, tenant) as writer:
+        assert isinstance(reader, TieredProfileStore)
+        writer.apply_feedback("alice", mixed_signals("alice", 2))
+        assert reader.wait_until_listening()
+        assert reader.get("alice").version == 1  # type: ignore[union-attr]  # Redis now holds its snapshot
+        reader.cache.clear()  # type: ignore[union-attr]  # so the next read is one round trip
+        connection = reader.redis.connection  # type: ignore[union-attr]
+        read, armed = connection.run_sync, [True]
+
+        def meanwhile(calls: Any) -> Any:
+            replies = read(calls)
+            if armed:
+                armed.clear()
+                writer.apply_feedback("alice", mixed_signals("alice", 2, start=2))  # version 2
+                time.sleep(0.1)
+                listener = _subscriber(reader)
+                listener._next_read = 0.0
+                listener.catch_up()  # as another thread's call would, before this one caches
+                assert reader.stats()["invalidations"] >= 1
+            return replies
+
+        monkeypatch.setattr(connection, "run_sync", meanwhile)
+        assert reader.get("alice").version == 1  # type: ignore[union-attr]  # what it read
+        assert not armed
+        assert reader.get_shared("alice").version == 2  # type: ignore[union-attr]  # not the stale copy
+
+
 def test_subscriptions_take_no_connection_from_an_explicit_clients_pool(tmp_path: Path) -> None:
     """Subscribing again after each lost connection must not use up the pool of the client the
     application passed (its own commands need it)."""

@@ -3,6 +3,7 @@ store, and a store of its own for tests and single-process use)."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +19,15 @@ __all__ = ["InMemoryProfileStore"]
 
 DEFAULT_MAX_EVENT_IDS = 10_000
 """Event ids remembered per user for idempotency (the most recent ones)."""
+
+FORGOTTEN_SECONDS = 60.0
+"""How long the cache remembers what it was told to forget (:meth:`InMemoryProfileStore.forget`),
+so that a copy read before the invalidation and handed over after it is refused. A read that
+began longer ago than this (or than :data:`MAX_FORGOTTEN` invalidations ago) is refused
+whatever it read."""
+
+MAX_FORGOTTEN = 100_000
+"""The most invalidations remembered at once."""
 
 
 class _Entry:
@@ -67,6 +77,11 @@ class InMemoryProfileStore(ProfileStore):
         self.max_event_ids = max_event_ids
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        # Invalidations, for remember(since=...): each forget() or clear() takes the next mark;
+        # a user's entry holds the last mark, when it came and the highest version announced.
+        self._marks = 0
+        self._forgotten: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        self._horizon = 0  # reads that began before this mark are refused
 
     def __len__(self) -> int:
         with self._lock:
@@ -94,17 +109,36 @@ class InMemoryProfileStore(ProfileStore):
             entry.shared = profile  # a race only decodes twice; both copies are equal
         return profile
 
+    def mark(self) -> int:
+        """Where the invalidations stand: take it before a read whose result :meth:`remember`
+        is then given with ``since``."""
+        return self._marks
+
     def remember(
-        self, profile: UserProfile, data: bytes | None = None, *, shared: bool = False, history: bytes | None = None
+        self,
+        profile: UserProfile,
+        data: bytes | None = None,
+        *,
+        shared: bool = False,
+        history: bytes | None = None,
+        since: int | None = None,
     ) -> None:
         """Keeps a copy of ``profile`` (encoded as ``data`` when the caller has that already: its
         whole encoding, or with ``history``, ``ProfileSerializer.encode_apart``'s body and the
         packed history) unless a newer version is already here. With ``shared``, ``profile``
         itself becomes the object that :meth:`lookup` shares: the caller hands it over and must
-        not change it."""
+        not change it. With ``since`` (a :meth:`mark` taken before ``profile`` was read), a copy
+        that an invalidation handled meanwhile made stale is refused: the user was forgotten
+        below a higher version, or deleted, or everything was cleared."""
         if data is None:
             data, history = self.serializer.encode(profile), None
         with self._lock:
+            if since is not None and self._marks != since:
+                if since < self._horizon:
+                    return
+                forgotten = self._forgotten.get(profile.user_id)
+                if forgotten is not None and forgotten[0] > since and profile.version < forgotten[2]:
+                    return
             current = self._entries.get(profile.user_id)
             if current is not None and current.version > profile.version:
                 return
@@ -120,15 +154,35 @@ class InMemoryProfileStore(ProfileStore):
         return self.serializer.decode_with_history(entry.data, entry.history)
 
     def forget(self, user_id: str, *, below_version: int | None = None) -> None:
-        """Drops the user's entry (only if older than ``below_version`` when given)."""
+        """Drops the user's entry (only if older than ``below_version`` when given), and refuses
+        for a while (:data:`FORGOTTEN_SECONDS`) the copies older than that which reads that
+        began before now hand over (see :meth:`remember`)."""
+        now = time.monotonic()
         with self._lock:
             entry = self._entries.get(user_id)
             if entry is not None and (below_version is None or entry.version < below_version):
                 del self._entries[user_id]
+            self._marks += 1
+            floor = math.inf if below_version is None else float(below_version)
+            previous = self._forgotten.pop(user_id, None)
+            if previous is not None:
+                floor = max(floor, previous[2])
+            self._forgotten[user_id] = (self._marks, now, floor)
+            forgotten = self._forgotten
+            while forgotten:
+                oldest = next(iter(forgotten.values()))
+                if len(forgotten) <= MAX_FORGOTTEN and now - oldest[1] < FORGOTTEN_SECONDS:
+                    break
+                forgotten.popitem(last=False)
+                self._horizon = max(self._horizon, oldest[0])
 
     def clear(self) -> None:
+        """Drops every entry, and refuses the copies that reads that began before now hand over."""
         with self._lock:
             self._entries.clear()
+            self._marks += 1
+            self._horizon = self._marks
+            self._forgotten.clear()
 
     # -- ProfileStore operations ------------------------------------------------------------------
 

@@ -204,11 +204,15 @@ class TieredProfileStore(ProfileStore):
                     )
         return self._listener
 
-    def _catch_up(self) -> None:
-        """Drops the cached copies that invalidations arrived for (see the module documentation)."""
+    def _catch_up(self) -> int | None:
+        """Drops the cached copies that invalidations arrived for (see the module documentation),
+        and returns where the cache's invalidations then stand (``InMemoryProfileStore.mark``):
+        what the operation reads afterwards is cached only if no invalidation handled meanwhile
+        made it stale (by another thread or task of this process)."""
         listener = self._ensure_listener()
         if listener is not None:
             listener.catch_up()
+        return None if self.cache is None else self.cache.mark()
 
     def _invalidate(self, data: bytes) -> None:
         """Handles one invalidation message: ``version␟user_id`` records joined by ``␞``."""
@@ -312,7 +316,7 @@ class TieredProfileStore(ProfileStore):
         return found.get(user_id)
 
     def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
-        self._catch_up()
+        since = self._catch_up()
         if self.redis is not None and self._health.is_down and self._health.should_try():
             # Reads the cache answers never reach Redis: without a probe, a process that only
             # reads cached profiles would learn that Redis is back (and drop the copies whose
@@ -337,7 +341,7 @@ class TieredProfileStore(ProfileStore):
             if not isinstance(from_redis, _Skipped):
                 self.counters.redis_hits += len(from_redis)
                 self.counters.redis_misses += len(missing) - len(from_redis)
-                self._remember(from_redis.values(), shared=shared)
+                self._remember(from_redis.values(), shared=shared, since=since)
                 found.update(from_redis)
                 missing = [u for u in missing if u not in from_redis]
         if not missing:
@@ -347,15 +351,15 @@ class TieredProfileStore(ProfileStore):
         if from_sql and self.redis is not None and not self._health.is_down:
             calls = [self.redis._write_call("fill", p, str(p.version)) for p in from_sql.values()]
             yield from self._redis_step(self._redis_batch(calls))
-        self._remember(from_sql.values(), shared=shared)
+        self._remember(from_sql.values(), shared=shared, since=since)
         found.update(from_sql)
         return found
 
-    def _remember(self, profiles: Iterable[UserProfile], *, shared: bool) -> None:
+    def _remember(self, profiles: Iterable[UserProfile], *, shared: bool, since: int | None) -> None:
         if self.cache is None:
             return
         for profile in profiles:
-            self.cache.remember(profile, shared=shared)
+            self.cache.remember(profile, shared=shared, since=since)
 
     def _redis_batch(self, calls: Calls) -> Op[list[Any]]:
         assert self.redis is not None
@@ -364,7 +368,7 @@ class TieredProfileStore(ProfileStore):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def _write_through(self, stored: list[Stored]) -> Op[None]:
+    def _write_through(self, stored: list[Stored], since: int | None) -> Op[None]:
         """After SQL accepted ``stored``: copy it into Redis (newer versions only) and the cache."""
         if self.redis is not None:
             calls = [self.redis._write_call("fill", p, str(p.version)) for p, _, _ in stored]
@@ -373,18 +377,18 @@ class TieredProfileStore(ProfileStore):
                 self._mark_pending({p.user_id: False for p, _, _ in stored})
         if self.cache is not None:
             for profile, body, history in stored:
-                self.cache.remember(profile, body, history=history)
+                self.cache.remember(profile, body, history=history, since=since)
 
     def _put_op(self, profile: UserProfile, expected_version: int | None) -> Op[UserProfile]:
-        self._catch_up()
+        since = self._catch_up()
         stored = yield from self.database._put_encoded_op(profile, expected_version)
-        yield from self._write_through([stored])
+        yield from self._write_through([stored], since)
         return stored[0]
 
     def _put_many_op(self, profiles: list[UserProfile]) -> Op[list[UserProfile]]:
-        self._catch_up()
+        since = self._catch_up()
         stored = yield from self.database._put_many_encoded_op(profiles)
-        yield from self._write_through(stored)
+        yield from self._write_through(stored, since)
         by_id = {p.user_id: p for p, _, _ in stored}
         return [by_id[p.user_id] for p in profiles]
 
@@ -399,7 +403,7 @@ class TieredProfileStore(ProfileStore):
         return existed
 
     def _apply_changes_op(self, by_user: dict[str, list[Signal]]) -> Op[dict[str, AppliedChange]]:
-        self._catch_up()
+        since = self._catch_up()
         # Redis's commands are made while PostgreSQL writes (sent only after the commit), for
         # the changes of each way of writing tried: those made for the changes committed go.
         prepared: list[tuple[list[AppliedChange], list[tuple[Any, ...]]]] = []
@@ -418,7 +422,7 @@ class TieredProfileStore(ProfileStore):
             )
         if self.cache is not None:
             for change in changed:
-                self.cache.remember(change.profile, change.body, history=change.history)
+                self.cache.remember(change.profile, change.body, history=change.history, since=since)
         return changes
 
     def _follow_calls(self, changed: list[AppliedChange]) -> Iterator[tuple[Any, ...]]:
