@@ -560,8 +560,15 @@ def test_cluster_urls() -> None:
     nodes, options = parse_cluster_url("rediss+cluster://user:p%40ss@10.0.0.1:7000,[::1]:7001")
     assert nodes == [("10.0.0.1", 7000), ("::1", 7001)]
     assert options == {"ssl": True, "username": "user", "password": "p@ss"}
-    with pytest.raises(ValidationError):
-        parse_cluster_url("redis+cluster://nohost")
+    # A redis:// URL's options, read as redis-py reads them.
+    _, options = parse_cluster_url(
+        "rediss+cluster://h:1,h:2/0?ssl_ca_certs=/ca.pem&ssl_cert_reqs=none&socket_timeout=3"
+    )
+    assert options == {"ssl": True, "ssl_ca_certs": "/ca.pem", "ssl_cert_reqs": "none", "socket_timeout": 3.0}
+    assert parse_cluster_url("redis+cluster://h:1")[1] == {"ssl": False}
+    for bad in ["redis+cluster://nohost", "redis+cluster://h:1/2", "redis+cluster://h:1?socket_timeout=soon"]:
+        with pytest.raises(ValidationError):
+            parse_cluster_url(bad)
 
 
 def test_database_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -159,22 +159,31 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """``redis+cluster://[user:password@]host:port[,host:port...][?options]`` (``rediss+`` for
-    TLS): the startup nodes and the connection options."""
+    TLS): the startup nodes and the connection options. The options are those of a
+    ``redis://`` URL, read by redis-py's own parser (``ssl_ca_certs``, ``ssl_cert_reqs``,
+    ``socket_timeout``...); a cluster has only database 0."""
+    from redis.connection import parse_url
+
     parts = urllib.parse.urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
     nodes = []
     for host_port in hosts.split(","):
         host, _, port = host_port.strip().rpartition(":")
         if not host or not port.isdigit():
             raise ValidationError(f"cluster URL nodes must be host:port, got {host_port!r}")
         nodes.append((host.strip("[]"), int(port)))
-    options: dict[str, Any] = {"ssl": parts.scheme.startswith("rediss")}
-    if userinfo:
-        user, _, password = userinfo.partition(":")
-        if user:
-            options["username"] = urllib.parse.unquote(user)
-        if password:
-            options["password"] = urllib.parse.unquote(password)
+    tls = parts.scheme.startswith("rediss")
+    # One node's URL with the same credentials, database and options, for redis-py to read.
+    single = f"{'rediss' if tls else 'redis'}://{userinfo}{at}{hosts.split(',')[0].strip()}{parts.path}"
+    try:
+        options: dict[str, Any] = parse_url(single + (f"?{parts.query}" if parts.query else ""))  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValidationError(f"cluster URL {url!r}: {exc}") from exc
+    for key in ("host", "port", "connection_class"):
+        options.pop(key, None)
+    if options.pop("db", 0):
+        raise ValidationError(f"a Redis Cluster has only database 0: {url!r}")
+    options["ssl"] = tls
     return nodes, options
 
 
@@ -253,8 +262,7 @@ class RedisConnection:
             nodes, options = parse_cluster_url(self.url)
             return redis.cluster.RedisCluster(
                 startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
-                **options,
-                **self._options(),
+                **{**self._options(), **options},  # the URL's options win, as redis-py's from_url does
             )
         # One quick retry covers a pooled connection that a restarted server closed.
         return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 1), **self._options())
@@ -278,7 +286,8 @@ class RedisConnection:
         if self.is_cluster:
             nodes, options = parse_cluster_url(url)
             return redis.asyncio.cluster.RedisCluster(
-                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in nodes], **options, **self._options()
+                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in nodes],
+                **{**self._options(), **options},
             )
         return redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **self._options())
 
@@ -298,7 +307,7 @@ class RedisConnection:
         if self.is_cluster:
             nodes, options = parse_cluster_url(self.url)
             host, port = nodes[0]
-            return redis.Redis(host=host, port=port, **options, **self._options()), True
+            return redis.Redis(host=host, port=port, **{**self._options(), **options}), True
         return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 1), **self._options()), True
 
     # -- execution -----------------------------------------------------------------------------
