@@ -689,6 +689,11 @@ def test_the_cache_refuses_a_copy_that_an_invalidation_made_stale_while_it_was_r
     assert cache.lookup("carol", shared=False) is None
     cache.remember(_versioned("carol", 1), since=cache.mark())  # a read that began afterwards
     assert cache.lookup("carol", shared=False) is not None
+    cache.forget("carol")  # no longer cached
+    since = cache.mark()  # a read of the re-created profile begins
+    cache.forget("carol", below_version=2)  # meanwhile version 2 is announced
+    cache.remember(_versioned("carol", 2), since=since)  # what it read: as new, kept
+    assert cache.lookup("carol", shared=False).version == 2  # type: ignore[union-attr]
 
     since = cache.mark()
     cache.clear()  # messages may have been missed: every read in flight is suspect
@@ -716,6 +721,31 @@ def test_the_cache_remembers_invalidations_for_a_while_and_a_bounded_number(monk
     monkeypatch.setattr(memory, "FORGOTTEN_SECONDS", 0.0)
     cache.forget("user9", below_version=2)  # each forget drops those older than that
     assert list(cache._forgotten) == []
+    since = cache.mark()
+    cache.forget("user10", below_version=2)  # dropped at once: its mark is the horizon
+    cache.remember(_versioned("someone else", 1), since=since)
+    assert cache.lookup("someone else", shared=False) is None
+
+    monkeypatch.setattr(memory, "FORGOTTEN_SECONDS", 3600.0)
+    monkeypatch.setattr(memory, "MAX_FORGOTTEN", 100)
+    for n in range(20):
+        cache.forget(f"burst{n}", below_version=2)
+    monkeypatch.setattr(memory, "FORGOTTEN_SECONDS", 0.0)
+    cache.forget("after", below_version=2)  # drops a few, not the whole burst, under the lock
+    assert len(cache._forgotten) == 21 - memory._PRUNE_AT_ONCE
+
+
+def test_a_cache_that_does_not_slide_drops_a_copy_however_often_it_is_read() -> None:
+    for sliding in (True, False):
+        cache = InMemoryProfileStore(ttl=0.3, sliding=sliding)
+        cache.remember(_versioned("alice", 1))
+        for _ in range(8):
+            time.sleep(0.05)
+            found = cache.lookup("alice", shared=True)
+        assert (found is not None) == sliding
+    with profile_store.open_store(database_url="sqlite:///:memory:") as store:
+        assert store.cache is not None
+        assert store.cache.sliding is False  # the tiered cache's TTL bounds a copy's age
 
 
 def test_in_memory_store_is_an_lru() -> None:

@@ -500,11 +500,22 @@ def test_a_read_in_flight_caches_nothing_an_invalidation_handled_meanwhile_made_
 ) -> None:
     """Another thread or task of the process handles an invalidation while a call reads Redis:
     what the call read is returned but not cached, or it would outlive its invalidation."""
+    from penchant.profile_store import _invalidation
+
+    monkeypatch.setattr(_invalidation, "IDLE_READ_INTERVAL", 3600.0)  # only the test reads
     tenant, database = new_tenant(), f"sqlite:///{tmp_path}/race.db"
     with open_store(redis_url(), database, tenant) as reader, open_store(redis_url(), database, tenant) as writer:
         assert isinstance(reader, TieredProfileStore)
-        writer.apply_feedback("alice", mixed_signals("alice", 2))
         assert reader.wait_until_listening()
+        listener = _subscriber(reader)
+
+        def handled(count: int) -> bool:  # as another thread's call would read them
+            listener._next_read = 0.0
+            listener.catch_up()
+            return bool(reader.stats()["invalidations"] >= count)
+
+        writer.apply_feedback("alice", mixed_signals("alice", 2))
+        assert wait_for(lambda: handled(1), timeout=10)  # version 1's message
         assert reader.get("alice").version == 1  # type: ignore[union-attr]  # Redis now holds its snapshot
         reader.cache.clear()  # type: ignore[union-attr]  # so the next read is one round trip
         connection = reader.redis.connection  # type: ignore[union-attr]
@@ -515,11 +526,7 @@ def test_a_read_in_flight_caches_nothing_an_invalidation_handled_meanwhile_made_
             if armed:
                 armed.clear()
                 writer.apply_feedback("alice", mixed_signals("alice", 2, start=2))  # version 2
-                time.sleep(0.1)
-                listener = _subscriber(reader)
-                listener._next_read = 0.0
-                listener.catch_up()  # as another thread's call would, before this one caches
-                assert reader.stats()["invalidations"] >= 1
+                assert wait_for(lambda: handled(2), timeout=10)  # before this call caches
             return replies
 
         monkeypatch.setattr(connection, "run_sync", meanwhile)

@@ -123,8 +123,8 @@ class EngineConfig:
     - ``feedback``: per-type weights and half-lives, rating scale, dwell (:class:`FeedbackConfig`).
     - ``max_history``, ``refresh_every``: the :class:`~penchant.InterestModel` (history entries
       kept per user; implicit preferences re-extracted every so many events).
-    - ``cache_size``, ``cache_ttl``: the store's in-process tier (profiles kept; seconds idle
-      before one is dropped). Unused when the engine is given a ready ``store``.
+    - ``cache_size``, ``cache_ttl``: the store's in-process tier (profiles kept; seconds a copy
+      is kept from when it was cached). Unused when the engine is given a ready ``store``.
     - ``compiled_cache_size``, ``compiled_max_age``: the retriever's compiled profiles (kept;
       seconds before one is recompiled although unchanged).
     - ``query_associations_path``: a JSON file of learned query associations, loaded when the

@@ -117,8 +117,9 @@ def open_store(
     retry_interval: float = 1.0,
 ) -> TieredProfileStore:
     """The tiered store for these URLs: an in-process cache (unless ``cache`` is false; LRU of
-    ``cache_size`` profiles kept ``cache_ttl`` seconds), Redis when ``redis_url`` is given, and
-    the SQL database ``database_url`` (:func:`open_database`).
+    ``cache_size`` profiles, each copy kept ``cache_ttl`` seconds from when it was cached,
+    however often it is read), Redis when ``redis_url`` is given, and the SQL database
+    ``database_url`` (:func:`open_database`).
 
     Without arguments this is the embedded default: the in-process cache and a SQLite file
     (:func:`default_database_url`: ``penchant.db`` in the user's data directory).
@@ -139,8 +140,9 @@ def open_store(
         redis = RedisProfileStore(redis_url, tenant=tenant, model=model, serializer=serializer, ttl=redis_ttl)
     memory = None
     if cache:
+        # Not sliding: the TTL bounds how long a copy can outlive a change it was not told of.
         memory = InMemoryProfileStore(
-            max_entries=cache_size, ttl=cache_ttl, tenant=tenant, model=model, serializer=serializer
+            max_entries=cache_size, ttl=cache_ttl, tenant=tenant, model=model, serializer=serializer, sliding=False
         )
     return TieredProfileStore(database, redis, memory, retry_interval=retry_interval)
 

@@ -3,7 +3,6 @@ store, and a store of its own for tests and single-process use)."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -20,14 +19,19 @@ __all__ = ["InMemoryProfileStore"]
 DEFAULT_MAX_EVENT_IDS = 10_000
 """Event ids remembered per user for idempotency (the most recent ones)."""
 
-FORGOTTEN_SECONDS = 60.0
-"""How long the cache remembers what it was told to forget (:meth:`InMemoryProfileStore.forget`),
-so that a copy read before the invalidation and handed over after it is refused. A read that
-began longer ago than this (or than :data:`MAX_FORGOTTEN` invalidations ago) is refused
-whatever it read."""
+FORGOTTEN_SECONDS = 5.0
+"""How long the cache remembers an invalidation it handled (:meth:`InMemoryProfileStore.forget`),
+so that a copy read before it and handed over after it is refused (reads take milliseconds).
+Once an invalidation is no longer remembered, a read that began before it is refused whatever
+it read. Each remembered one takes ~300 bytes."""
 
 MAX_FORGOTTEN = 100_000
-"""The most invalidations remembered at once."""
+"""The most invalidations remembered at once (~30 MB; a tenant writing 20,000 times a second
+reaches it)."""
+
+_PRUNE_AT_ONCE = 8
+"""Invalidations no longer remembered that one :meth:`~InMemoryProfileStore.forget` drops at
+most (each adds one), so that none holds the lock long after a burst."""
 
 
 class _Entry:
@@ -48,11 +52,13 @@ class InMemoryProfileStore(ProfileStore):
     """Profiles in an LRU map guarded by one lock.
 
     ``max_entries`` bounds the number of profiles (the least recently used goes first) and
-    ``ttl`` (seconds, sliding: every read and write restarts it) drops idle ones; ``None``
-    disables either bound. Profiles are kept encoded, so no caller can change a stored profile
-    by accident: :meth:`get` decodes a fresh copy, :meth:`get_shared` decodes once and hands the
-    same object to every reader. Idempotency remembers the last ``max_event_ids`` event ids of
-    each user while the user stays in the map.
+    ``ttl`` (seconds) drops idle ones; ``None`` disables either bound. With ``sliding`` (the
+    default) every read and write restarts the TTL; without it only writes do, so that the TTL
+    bounds the age of a copy however often it is read (a cache's bound on staleness). Profiles
+    are kept encoded, so no caller can change a stored profile by accident: :meth:`get` decodes
+    a fresh copy, :meth:`get_shared` decodes once and hands the same object to every reader.
+    Idempotency remembers the last ``max_event_ids`` event ids of each user while the user stays
+    in the map.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class InMemoryProfileStore(ProfileStore):
         model: InterestModel | None = None,
         serializer: ProfileSerializer | None = None,
         max_event_ids: int = DEFAULT_MAX_EVENT_IDS,
+        sliding: bool = True,
     ) -> None:
         super().__init__(tenant=tenant, model=model, serializer=serializer)
         if max_entries is not None and (
@@ -74,13 +81,15 @@ class InMemoryProfileStore(ProfileStore):
             raise ValidationError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         self.max_entries = max_entries
         self.ttl_seconds = None if ttl is None else float(ttl)
+        self.sliding = sliding
         self.max_event_ids = max_event_ids
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         # Invalidations, for remember(since=...): each forget() or clear() takes the next mark;
-        # a user's entry holds the last mark, when it came and the highest version announced.
+        # a user's entry holds its last mark, when it came, the highest version announced since
+        # the user's last deletion, and the mark of that deletion (0: none remembered).
         self._marks = 0
-        self._forgotten: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        self._forgotten: OrderedDict[str, tuple[int, float, int, int]] = OrderedDict()
         self._horizon = 0  # reads that began before this mark are refused
 
     def __len__(self) -> int:
@@ -90,7 +99,8 @@ class InMemoryProfileStore(ProfileStore):
     # -- the cache interface the tiered store uses ------------------------------------------------
 
     def lookup(self, user_id: str, *, shared: bool) -> UserProfile | None:
-        """The profile if present and not expired (sliding its TTL); no I/O, no id check."""
+        """The profile if present and not expired (sliding its TTL if ``sliding``); no I/O, no
+        id check."""
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(user_id)
@@ -100,7 +110,7 @@ class InMemoryProfileStore(ProfileStore):
                 del self._entries[user_id]
                 return None
             self._entries.move_to_end(user_id)
-            if self.ttl_seconds is not None:
+            if self.sliding and self.ttl_seconds is not None:
                 entry.expires_at = now + self.ttl_seconds
             if shared and entry.shared is not None:
                 return entry.shared
@@ -112,7 +122,7 @@ class InMemoryProfileStore(ProfileStore):
     def mark(self) -> int:
         """Where the invalidations stand: take it before a read whose result :meth:`remember`
         is then given with ``since``."""
-        return self._marks
+        return self._marks  # no lock: an int read whole, and an older mark only refuses more
 
     def remember(
         self,
@@ -137,7 +147,9 @@ class InMemoryProfileStore(ProfileStore):
                 if since < self._horizon:
                     return
                 forgotten = self._forgotten.get(profile.user_id)
-                if forgotten is not None and forgotten[0] > since and profile.version < forgotten[2]:
+                if forgotten is not None and (
+                    forgotten[3] > since or (forgotten[0] > since and profile.version < forgotten[2])
+                ):
                     return
             current = self._entries.get(profile.user_id)
             if current is not None and current.version > profile.version:
@@ -154,24 +166,26 @@ class InMemoryProfileStore(ProfileStore):
         return self.serializer.decode_with_history(entry.data, entry.history)
 
     def forget(self, user_id: str, *, below_version: int | None = None) -> None:
-        """Drops the user's entry (only if older than ``below_version`` when given), and refuses
-        for a while (:data:`FORGOTTEN_SECONDS`) the copies older than that which reads that
-        began before now hand over (see :meth:`remember`)."""
+        """Drops the user's entry (only if older than ``below_version`` when given: else the user
+        was deleted), and refuses for a while (:data:`FORGOTTEN_SECONDS`) what reads that began
+        before now hand over for that user: copies older than ``below_version``, or any copy
+        after a deletion (see :meth:`remember`)."""
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(user_id)
             if entry is not None and (below_version is None or entry.version < below_version):
                 del self._entries[user_id]
             self._marks += 1
-            floor = math.inf if below_version is None else float(below_version)
-            previous = self._forgotten.pop(user_id, None)
-            if previous is not None:
-                floor = max(floor, previous[2])
-            self._forgotten[user_id] = (self._marks, now, floor)
             forgotten = self._forgotten
-            while forgotten:
-                oldest = next(iter(forgotten.values()))
-                if len(forgotten) <= MAX_FORGOTTEN and now - oldest[1] < FORGOTTEN_SECONDS:
+            _, _, floor, deleted = forgotten.pop(user_id, (0, 0.0, 0, 0))
+            if below_version is None:  # versions start afresh after a deletion
+                floor, deleted = 0, self._marks
+            else:
+                floor = max(floor, below_version)
+            forgotten[user_id] = (self._marks, now, floor, deleted)
+            for _ in range(_PRUNE_AT_ONCE):
+                oldest = next(iter(forgotten.values()), None)
+                if oldest is None or (len(forgotten) <= MAX_FORGOTTEN and now - oldest[1] < FORGOTTEN_SECONDS):
                     break
                 forgotten.popitem(last=False)
                 self._horizon = max(self._horizon, oldest[0])
