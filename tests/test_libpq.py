@@ -2,16 +2,18 @@
 (``penchant.profile_store._libpq``), against the real server: values reach PostgreSQL and come
 back exactly, errors are psycopg's, prepared statements stay bounded and survive a session that
 drops them, a lost connection is an ``OperationalError``, and a signal interrupts a statement
-that waits and cancels it on the server."""
+that waits and cancels it on the server; the async runner, the same steps on the event loop,
+answers alike and cancels a statement whose wait is cancelled."""
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import math
 import signal
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -171,11 +173,72 @@ def test_a_signal_interrupts_a_statement_that_waits_and_cancels_it() -> None:
         with pytest.raises(Interrupted):
             _libpq.PreparedStatements().run(sleeper, "SELECT pg_sleep(?)", (30.0,))
         signal.setitimer(signal.ITIMER_REAL, 0)
-        pgconn = sleeper.pgconn
-        answer = _libpq._answer(pgconn, _libpq._Socket(pgconn))
+        answer = _libpq._drive_sync(sleeper, _libpq._answer(sleeper.pgconn))
         assert answer is not None
         assert answer.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"57014"  # query_canceled
     finally:
         signal.signal(signal.SIGALRM, previous)
         signal.setitimer(signal.ITIMER_REAL, remaining)
         sleeper.close()
+
+
+# -- the async API: the same steps, waited for on the event loop ------------------------------------
+
+
+def run_async(test: Callable[[Any], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(postgres_url(), autocommit=True) as connection:
+            await test(connection)
+
+    asyncio.run(main())
+
+
+@given(
+    values=st.lists(
+        st.one_of(texts, st.integers(-(2**63), 2**63 - 1), st.floats(), st.binary(max_size=100)), max_size=6
+    )
+)
+@settings(max_examples=25, deadline=None)
+def test_the_async_runner_sends_and_answers_as_the_sync_one(values: list[Any]) -> None:
+    async def check(connection: Any) -> None:
+        statements = _libpq.PreparedStatements()
+        text = "SELECT " + ", ".join("?" for _ in values) if values else "SELECT 1"
+        rows = await statements.arun(connection, text, values)
+        expected = [tuple(values)] if values else [(1,)]
+        assert len(rows) == 1
+        for got, sent in zip(rows[0], expected[0], strict=True):
+            assert same_float(got, sent) if isinstance(sent, float) else got == sent
+
+    run_async(check)
+
+
+def test_the_async_runner_prepares_once_reports_errors_and_survives_dropped_statements() -> None:
+    async def check(connection: Any) -> None:
+        statements = _libpq.PreparedStatements()
+        for n in range(3):
+            assert await statements.arun(connection, "SELECT ? + 1", (n,)) == [(n + 1,)]
+        cursor = await connection.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'penchant%'")
+        assert await cursor.fetchone() == (1,)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await statements.arun(connection, "SELECT 1 / ?", (0,))
+        await connection.execute("DEALLOCATE ALL")
+        assert await statements.arun(connection, "SELECT ? + 1", (5,)) == [(6,)]  # prepared again
+        calls: list[int] = []
+        assert await statements.arun(connection, "SELECT ?::int8", (7,), lambda: calls.append(1)) == [(7,)]
+        assert calls == [1]
+
+    run_async(check)
+
+
+def test_a_cancelled_async_statement_is_cancelled_on_the_server() -> None:
+    """A timeout (or a cancelled task) stops a write that waits on the server, and the server
+    stops running it."""
+
+    async def check(connection: Any) -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_libpq.PreparedStatements().arun(connection, "SELECT pg_sleep(?)", (30.0,)), 0.2)
+        answer = await _libpq._drive_async(connection, _libpq._answer(connection.pgconn))
+        assert answer is not None
+        assert answer.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"57014"  # query_canceled
+
+    run_async(check)

@@ -1461,8 +1461,8 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         attempts.append(bool(rows and rows[0][0]))
         return rows
 
-    async def counting_async(self: Any, statement: Any) -> Any:
-        rows = await run_async_(self, statement)
+    async def counting_async(self: Any, statement: Any, meanwhile: Any = None) -> Any:
+        rows = await run_async_(self, statement, meanwhile)
         attempts.append(bool(rows and rows[0][0]))
         return rows
 

@@ -6,9 +6,14 @@ each parameter, a cursor, loading the rows) cost the writing thread ~120-135 µs
 a statement, libpq's prepared execution ~50-75 µs: a loop of a 25-parameter ``UPDATE`` on
 loopback took a median 170-225 µs against 260-295 µs. So :class:`PreparedStatements` prepares
 each statement once per connection under a name of its own and sends the parameters as they
-are: text, integers and floats in PostgreSQL's text form, bytes in binary. It waits for the
-answer in ``poll`` (or ``select``), so a signal (Ctrl-C, a test's timeout) still interrupts it,
-and then cancels the statement on the server, as psycopg does.
+are: text, integers and floats in PostgreSQL's text form, bytes in binary.
+
+The steps of a run are one generator that says what it waits for (:data:`Wait`), for the sync
+API (:meth:`PreparedStatements.run`: it waits in ``poll`` or ``select``, so a signal such as
+Ctrl-C or a test's timeout still interrupts it) and the async one
+(:meth:`PreparedStatements.arun`: it waits on the event loop, so a timeout or a cancelled task
+interrupts it). Either way an interrupted wait cancels the statement on the server, as psycopg
+does.
 
 A statement is prepared on its first run (one round trip more; psycopg prepares from the sixth
 and sends the first five unprepared). The one-statement write's text depends only on its number
@@ -20,6 +25,7 @@ statements of its own, ``DISCARD ALL``) makes the next run prepare its statement
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import decimal
 import functools
@@ -29,7 +35,7 @@ import select
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -115,13 +121,22 @@ def _numbered(text: str) -> bytes:
     return "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, 1)).encode()
 
 
+Wait = tuple[int, bool]
+"""What a step of a statement waits for: the socket (a file descriptor) to be readable, or
+writable too when the flag is set. The steps are generators of these, driven by
+:func:`_drive_sync` (``poll``) or :func:`_drive_async` (the event loop): one implementation for
+the sync and the async API."""
+
+Steps = Generator[Wait, None, Any]
+
+
 class _Socket:
     """Waits on a connection's socket."""
 
     __slots__ = ("fd", "poll")
 
-    def __init__(self, pgconn: pq.abc.PGconn) -> None:
-        self.fd = pgconn.socket
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
         self.poll = select.poll() if hasattr(select, "poll") else None
         if self.poll is not None:
             self.poll.register(self.fd, select.POLLIN)
@@ -134,25 +149,86 @@ class _Socket:
             select.select([self.fd], [self.fd] if writing else [], [])
 
 
-def _flush(pgconn: pq.abc.PGconn, socket: _Socket) -> None:
+def _flush(pgconn: pq.abc.PGconn) -> Generator[Wait, None, None]:
     """Sends all that libpq holds (a nonblocking connection may keep part of a command)."""
     while pgconn.flush():
-        socket.wait(writing=True)
+        yield pgconn.socket, True
 
 
-def _answer(pgconn: pq.abc.PGconn, socket: _Socket) -> pq.abc.PGresult | None:
+def _answer(pgconn: pq.abc.PGconn) -> Generator[Wait, None, pq.abc.PGresult | None]:
     """The answer to the one command sent: its first error, else its last result."""
-    _flush(pgconn, socket)
+    yield from _flush(pgconn)
     answer = None
     while True:
         while pgconn.is_busy():
-            socket.wait(writing=False)
+            yield pgconn.socket, False
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:
             return answer
         if answer is None or answer.error_message == b"":
             answer = result
+
+
+def _drive_sync(connection: psycopg.Connection[Any], steps: Steps) -> Any:
+    """Runs ``steps``, waiting in ``poll``. If a signal interrupts a wait (Ctrl-C, a test's
+    timeout), the statement is cancelled on the server (the connection, left busy, is closed by
+    its pool); a connection that failed is not, since its server may be out of reach and the
+    failure is what the caller hears."""
+    socket = None
+    try:
+        wait = next(steps)
+        while True:
+            if socket is None or socket.fd != wait[0]:
+                socket = _Socket(wait[0])
+            try:
+                socket.wait(wait[1])
+            except BaseException:
+                steps.close()
+                with contextlib.suppress(Exception):
+                    connection.cancel_safe(timeout=5.0)
+                raise
+            wait = steps.send(None)
+    except StopIteration as done:
+        return done.value
+
+
+async def _drive_async(connection: psycopg.AsyncConnection[Any], steps: Steps) -> Any:
+    """Runs ``steps``, waiting on the event loop; a cancelled wait (a timeout, a task cancelled)
+    cancels the statement on the server, as :func:`_drive_sync` does on a signal."""
+    loop = asyncio.get_running_loop()
+    try:
+        wait = next(steps)
+        while True:
+            try:
+                await _ready(loop, *wait)
+            except BaseException:
+                steps.close()
+                with contextlib.suppress(Exception):
+                    await connection.cancel_safe(timeout=5.0)
+                raise
+            wait = steps.send(None)
+    except StopIteration as done:
+        return done.value
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, writing: bool) -> None:
+    """Until ``fd`` is readable (or writable too, with ``writing``)."""
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    if writing:
+        loop.add_writer(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+        if writing:
+            loop.remove_writer(fd)
 
 
 def _checked(result: pq.abc.PGresult | None, encoding: str) -> pq.abc.PGresult:
@@ -174,12 +250,11 @@ def _sqlstate(error: BaseException) -> str | None:
 
 
 class PreparedStatements:
-    """Runs statements through libpq, each prepared once per connection (of any pool)."""
+    """Runs statements through libpq, each prepared once per connection (of any pool), from the
+    sync API (:meth:`run`) or the async one (:meth:`arun`)."""
 
     def __init__(self) -> None:
-        self._prepared: weakref.WeakKeyDictionary[psycopg.Connection[Any], OrderedDict[Any, bytes]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._prepared: weakref.WeakKeyDictionary[Any, OrderedDict[Any, bytes]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def run(
@@ -193,6 +268,23 @@ class PreparedStatements:
         other thread uses meanwhile, and answers its rows; an error raises what psycopg raises
         for it. ``meanwhile`` is called once the statement is sent, while the server runs it
         (the answer is read after it, even if it raises)."""
+        rows: list[tuple[Any, ...]] = _drive_sync(connection, self._steps(connection, text, params, meanwhile))
+        return rows
+
+    async def arun(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        text: str,
+        params: Sequence[Any],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`run` on an async connection, which no other task uses meanwhile."""
+        rows: list[tuple[Any, ...]] = await _drive_async(connection, self._steps(connection, text, params, meanwhile))
+        return rows
+
+    def _steps(
+        self, connection: Any, text: str, params: Sequence[Any], meanwhile: Callable[[], None] | None
+    ) -> Generator[Wait, None, list[tuple[Any, ...]]]:
         encoding = connection.info.encoding
         values, types, formats = encode_parameters(params, encoding)
         key = (text, types)
@@ -201,24 +293,27 @@ class PreparedStatements:
             if prepared is None:
                 prepared = self._prepared[connection] = OrderedDict()
         pgconn = connection.pgconn
-        socket = _Socket(pgconn)
-        name = self._prepare(connection, prepared, key, socket, encoding)
+        name = yield from self._prepare(pgconn, prepared, key, encoding)
         pgconn.send_query_prepared(name, values, param_formats=formats)
         try:
-            _flush(pgconn, socket)
+            yield from _flush(pgconn)
             if meanwhile is not None:
                 meanwhile()
-        finally:
-            result = self._answer(connection, socket)
+        except GeneratorExit:  # the driver gave up waiting (and cancels the statement)
+            raise
+        except BaseException:
+            yield from _answer(pgconn)  # the statement runs on: its answer is read, then this goes on
+            raise
+        result = yield from _answer(pgconn)
         try:
             _checked(result, encoding)
         except Exception as error:
             if _sqlstate(error) != _UNDEFINED_STATEMENT:
                 raise
             prepared.clear()  # the session lost them all: prepare again, and run it (it did not run)
-            name = self._prepare(connection, prepared, key, socket, encoding)
+            name = yield from self._prepare(pgconn, prepared, key, encoding)
             pgconn.send_query_prepared(name, values, param_formats=formats)
-            result = _checked(self._answer(connection, socket), encoding)
+            result = _checked((yield from _answer(pgconn)), encoding)
         assert result is not None
         loaders = [_loader(result.ftype(n), encoding) for n in range(result.nfields)]
         return [
@@ -227,29 +322,10 @@ class PreparedStatements:
         ]
 
     @staticmethod
-    def _answer(connection: psycopg.Connection[Any], socket: _Socket) -> pq.abc.PGresult | None:
-        """The answer, or, if a signal interrupts the wait, the statement cancelled on the server
-        (the connection, left busy, is closed by its pool). A connection that failed is not
-        cancelled: its server may be out of reach, and the failure is what the caller hears."""
-        import psycopg
-
-        try:
-            return _answer(connection.pgconn, socket)
-        except BaseException as exc:
-            if not isinstance(exc, psycopg.OperationalError):
-                with contextlib.suppress(Exception):
-                    connection.cancel_safe(timeout=5.0)
-            raise
-
     def _prepare(
-        self,
-        connection: psycopg.Connection[Any],
-        prepared: OrderedDict[Any, bytes],
-        key: tuple[str, tuple[int, ...]],
-        socket: _Socket,
-        encoding: str,
-    ) -> bytes:
-        """The name under which ``key``'s statement is prepared on ``connection`` (prepared now
+        pgconn: pq.abc.PGconn, prepared: OrderedDict[Any, bytes], key: tuple[str, tuple[int, ...]], encoding: str
+    ) -> Generator[Wait, None, bytes]:
+        """The name under which ``key``'s statement is prepared on the connection (prepared now
         if it is not, the least recently run closed if too many are)."""
         from psycopg import pq
 
@@ -257,16 +333,15 @@ class PreparedStatements:
         if name is not None:
             prepared.move_to_end(key)
             return name
-        pgconn = connection.pgconn
         if len(prepared) >= MAX_PREPARED:
             _, oldest = prepared.popitem(last=False)
             if pq.version() >= 170000:
                 pgconn.send_close_prepared(oldest)
             else:
                 pgconn.send_query(b"DEALLOCATE " + oldest)
-            _checked(self._answer(connection, socket), encoding)
+            _checked((yield from _answer(pgconn)), encoding)
         name = b"penchant_%d" % next(_NAMES)
         pgconn.send_prepare(name, _numbered(key[0]), param_types=key[1])
-        _checked(self._answer(connection, socket), encoding)
+        _checked((yield from _answer(pgconn)), encoding)
         prepared[key] = name
         return name

@@ -312,7 +312,7 @@ class _Statement(Effect["Rows | None"]):
         return self.database.run_statement_sync(self.statement, self.meanwhile)
 
     async def run_async(self) -> Rows | None:
-        return await self.database.run_statement_async(self.statement)
+        return await self.database.run_statement_async(self.statement, self.meanwhile)
 
 
 class _Close(Effect[None]):
@@ -364,7 +364,7 @@ class _Database(ABC):
     def run_statement_sync(self, statement: Sql, meanwhile: Callable[[], None] | None = None) -> Rows | None:
         raise NotImplementedError(f"{self.name} writes in transactions of several statements")
 
-    async def run_statement_async(self, statement: Sql) -> Rows | None:
+    async def run_statement_async(self, statement: Sql, meanwhile: Callable[[], None] | None = None) -> Rows | None:
         raise NotImplementedError(f"{self.name} writes in transactions of several statements")
 
     @abstractmethod
@@ -854,10 +854,7 @@ class _PostgresDatabase(_Database):
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
 
-    async def run_statement_async(self, statement: Sql) -> Rows | None:
-        # Through psycopg's cursor: the same statement, the same answers (its rows, or None for
-        # a broken constraint) as the sync path's libpq calls, which would need a wait of their
-        # own on the event loop.
+    async def run_statement_async(self, statement: Sql, meanwhile: Callable[[], None] | None = None) -> Rows | None:
         import psycopg
         import psycopg_pool
 
@@ -865,8 +862,7 @@ class _PostgresDatabase(_Database):
             pool = await self._open_async_pool()
             async with pool.connection() as connection:  # autocommit: the statement commits
                 try:
-                    cursor = await connection.execute(self._sql(statement), statement.params)
-                    return await cursor.fetchall()
+                    return await self._prepared.arun(connection, statement.text, statement.params, meanwhile)
                 except psycopg.IntegrityError:
                     return None
         except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
