@@ -13,6 +13,7 @@ import math
 import signal
 import struct
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -167,15 +168,20 @@ def test_a_signal_interrupts_a_statement_that_waits_and_cancels_it() -> None:
         raise Interrupted
 
     sleeper = psycopg.connect(postgres_url(), autocommit=True)
+    statements = _libpq.PreparedStatements()
     previous = signal.signal(signal.SIGALRM, interrupt)
-    remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0.2)  # pytest-timeout's, if it set one
+    remaining = 0.0
     try:
+        assert len(statements.run(sleeper, "SELECT pg_sleep(?)", (0.0,))) == 1  # prepared already
+        remaining, _ = signal.setitimer(signal.ITIMER_REAL, 0.2)  # pytest-timeout's, if it set one
+        started = time.monotonic()
         with pytest.raises(Interrupted):
-            _libpq.PreparedStatements().run(sleeper, "SELECT pg_sleep(?)", (30.0,))
+            statements.run(sleeper, "SELECT pg_sleep(?)", (30.0,))
         signal.setitimer(signal.ITIMER_REAL, 0)
-        answer = _libpq._drive_sync(sleeper, _libpq._answer(sleeper.pgconn))
-        assert answer is not None
-        assert answer.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"57014"  # query_canceled
+        # Cancelled, and its answer read: the connection is idle and usable at once.
+        assert time.monotonic() - started < _libpq.CANCEL_TIMEOUT
+        assert sleeper.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert statements.run(sleeper, "SELECT ?::int8", (1,)) == [(1,)]
     finally:
         signal.signal(signal.SIGALRM, previous)
         signal.setitimer(signal.ITIMER_REAL, remaining)
@@ -231,14 +237,17 @@ def test_the_async_runner_prepares_once_reports_errors_and_survives_dropped_stat
 
 
 def test_a_cancelled_async_statement_is_cancelled_on_the_server() -> None:
-    """A timeout (or a cancelled task) stops a write that waits on the server, and the server
-    stops running it."""
+    """A timeout (or a cancelled task) stops a write that waits on the server, the server stops
+    running it, and the connection is idle and usable at once."""
 
     async def check(connection: Any) -> None:
+        statements = _libpq.PreparedStatements()
+        assert len(await statements.arun(connection, "SELECT pg_sleep(?)", (0.0,))) == 1  # prepared already
+        started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(_libpq.PreparedStatements().arun(connection, "SELECT pg_sleep(?)", (30.0,)), 0.2)
-        answer = await _libpq._drive_async(connection, _libpq._answer(connection.pgconn))
-        assert answer is not None
-        assert answer.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"57014"  # query_canceled
+            await asyncio.wait_for(statements.arun(connection, "SELECT pg_sleep(?)", (30.0,)), 0.2)
+        assert time.monotonic() - started < _libpq.CANCEL_TIMEOUT
+        assert connection.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert await statements.arun(connection, "SELECT ?::int8", (1,)) == [(1,)]
 
     run_async(check)

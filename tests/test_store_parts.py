@@ -735,14 +735,19 @@ def test_the_cache_remembers_invalidations_for_a_while_and_a_bounded_number(monk
     assert len(cache._forgotten) == 21 - memory._PRUNE_AT_ONCE
 
 
-def test_a_cache_that_does_not_slide_drops_a_copy_however_often_it_is_read() -> None:
-    for sliding in (True, False):
-        cache = InMemoryProfileStore(ttl=0.3, sliding=sliding)
-        cache.remember(_versioned("alice", 1))
-        for _ in range(8):
-            time.sleep(0.05)
-            found = cache.lookup("alice", shared=True)
-        assert (found is not None) == sliding
+def test_a_cache_that_does_not_slide_drops_a_copy_however_often_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from penchant.profile_store import memory
+
+    now = [1000.0]
+    with monkeypatch.context() as clock:
+        clock.setattr(memory.time, "monotonic", lambda: now[0])
+        for sliding in (True, False):
+            cache = InMemoryProfileStore(ttl=60, sliding=sliding)
+            cache.remember(_versioned("alice", 1))
+            for _ in range(8):  # read every 10 s
+                now[0] += 10
+                found = cache.lookup("alice", shared=True)
+            assert (found is not None) == sliding
     with profile_store.open_store(database_url="sqlite:///:memory:") as store:
         assert store.cache is not None
         assert store.cache.sliding is False  # the tiered cache's TTL bounds a copy's age

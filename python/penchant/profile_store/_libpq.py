@@ -12,8 +12,8 @@ The steps of a run are one generator that says what it waits for (:data:`Wait`),
 API (:meth:`PreparedStatements.run`: it waits in ``poll`` or ``select``, so a signal such as
 Ctrl-C or a test's timeout still interrupts it) and the async one
 (:meth:`PreparedStatements.arun`: it waits on the event loop, so a timeout or a cancelled task
-interrupts it). Either way an interrupted wait cancels the statement on the server, as psycopg
-does.
+interrupts it). Either way an interrupted statement is cancelled on the server and its answer
+read, so that the connection can be used again, as psycopg does.
 
 A statement is prepared on its first run (one round trip more; psycopg prepares from the sixth
 and sends the first five unprepared). The one-statement write's text depends only on its number
@@ -33,6 +33,7 @@ import itertools
 import numbers
 import select
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
@@ -141,12 +142,13 @@ class _Socket:
         if self.poll is not None:
             self.poll.register(self.fd, select.POLLIN)
 
-    def wait(self, writing: bool) -> None:
+    def wait(self, writing: bool, timeout: float | None = None) -> bool:
+        """Whether the socket got ready (within ``timeout`` seconds, if given)."""
         if self.poll is not None:
             self.poll.modify(self.fd, select.POLLIN | select.POLLOUT if writing else select.POLLIN)
-            self.poll.poll()
-        else:
-            select.select([self.fd], [self.fd] if writing else [], [])
+            return bool(self.poll.poll(None if timeout is None else max(0, int(timeout * 1000))))
+        readable, writable, _ = select.select([self.fd], [self.fd] if writing else [], [], timeout)
+        return bool(readable or writable)
 
 
 def _flush(pgconn: pq.abc.PGconn) -> Generator[Wait, None, None]:
@@ -170,46 +172,74 @@ def _answer(pgconn: pq.abc.PGconn) -> Generator[Wait, None, pq.abc.PGresult | No
             answer = result
 
 
-def _drive_sync(connection: psycopg.Connection[Any], steps: Steps) -> Any:
-    """Runs ``steps``, waiting in ``poll``. If a signal interrupts a wait (Ctrl-C, a test's
-    timeout), the statement is cancelled on the server (the connection, left busy, is closed by
-    its pool); a connection that failed is not, since its server may be out of reach and the
-    failure is what the caller hears."""
+CANCEL_TIMEOUT = 5.0
+"""Seconds an interrupted statement's cancellation may take, and again the wait for its answer
+(after which the connection, left busy, is closed by its pool)."""
+
+
+def _interrupted(connection: Any, error: BaseException) -> bool:
+    """Whether ``error`` left a statement running on the server that should be cancelled: not a
+    failure of the connection (its server may be out of reach, and the failure is what the
+    caller hears), and only while a command is in progress."""
+    import psycopg
+    from psycopg import pq
+
+    return (
+        not isinstance(error, psycopg.OperationalError)
+        and connection.pgconn.transaction_status == pq.TransactionStatus.ACTIVE
+    )
+
+
+def _drive_sync(connection: psycopg.Connection[Any], steps: Steps, deadline: float | None = None) -> Any:
+    """Runs ``steps``, waiting in ``poll`` (until ``deadline``, a ``time.monotonic()``, if
+    given: then it stops and answers ``None``). If anything interrupts it while a statement runs
+    (Ctrl-C, a test's timeout), the statement is cancelled on the server and its answer read,
+    so that the connection can be used again, as psycopg does."""
     socket = None
     try:
         wait = next(steps)
         while True:
             if socket is None or socket.fd != wait[0]:
                 socket = _Socket(wait[0])
-            try:
+            if deadline is None:
                 socket.wait(wait[1])
-            except BaseException:
+            elif not socket.wait(wait[1], deadline - time.monotonic()):
                 steps.close()
-                with contextlib.suppress(Exception):
-                    connection.cancel_safe(timeout=5.0)
-                raise
+                return None
             wait = steps.send(None)
     except StopIteration as done:
         return done.value
+    except BaseException as error:
+        steps.close()
+        if deadline is None and _interrupted(connection, error):
+            with contextlib.suppress(Exception):
+                connection.cancel_safe(timeout=CANCEL_TIMEOUT)
+                _drive_sync(connection, _answer(connection.pgconn), time.monotonic() + CANCEL_TIMEOUT)
+        raise
 
 
-async def _drive_async(connection: psycopg.AsyncConnection[Any], steps: Steps) -> Any:
-    """Runs ``steps``, waiting on the event loop; a cancelled wait (a timeout, a task cancelled)
-    cancels the statement on the server, as :func:`_drive_sync` does on a signal."""
+async def _drive_async(connection: psycopg.AsyncConnection[Any], steps: Steps, cancel: bool = True) -> Any:
+    """Runs ``steps``, waiting on the event loop. If anything interrupts it while a statement
+    runs (a timeout, a cancelled task), the statement is cancelled on the server and its answer
+    read (for up to :data:`CANCEL_TIMEOUT` seconds), as :func:`_drive_sync` does."""
     loop = asyncio.get_running_loop()
     try:
         wait = next(steps)
         while True:
-            try:
-                await _ready(loop, *wait)
-            except BaseException:
-                steps.close()
-                with contextlib.suppress(Exception):
-                    await connection.cancel_safe(timeout=5.0)
-                raise
+            await _ready(loop, *wait)
             wait = steps.send(None)
     except StopIteration as done:
         return done.value
+    except GeneratorExit:  # this coroutine is being closed: it may not wait any more
+        steps.close()
+        raise
+    except BaseException as error:
+        steps.close()
+        if cancel and _interrupted(connection, error):
+            with contextlib.suppress(Exception):
+                await connection.cancel_safe(timeout=CANCEL_TIMEOUT)
+                await asyncio.wait_for(_drive_async(connection, _answer(connection.pgconn), False), CANCEL_TIMEOUT)
+        raise
 
 
 async def _ready(loop: asyncio.AbstractEventLoop, fd: int, writing: bool) -> None:
@@ -220,10 +250,10 @@ async def _ready(loop: asyncio.AbstractEventLoop, fd: int, writing: bool) -> Non
         if not ready.done():
             ready.set_result(None)
 
-    loop.add_reader(fd, wake)
-    if writing:
-        loop.add_writer(fd, wake)
     try:
+        loop.add_reader(fd, wake)
+        if writing:
+            loop.add_writer(fd, wake)
         await ready
     finally:
         loop.remove_reader(fd)

@@ -1,5 +1,5 @@
-"""Profiles in this process: a bounded LRU map with a sliding TTL (the first tier of the tiered
-store, and a store of its own for tests and single-process use)."""
+"""Profiles in this process: a bounded LRU map with a TTL (the first tier of the tiered store,
+and a store of its own for tests and single-process use)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ DEFAULT_MAX_EVENT_IDS = 10_000
 """Event ids remembered per user for idempotency (the most recent ones)."""
 
 FORGOTTEN_SECONDS = 5.0
-"""How long the cache remembers an invalidation it handled (:meth:`InMemoryProfileStore.forget`),
-so that a copy read before it and handed over after it is refused (reads take milliseconds).
-Once an invalidation is no longer remembered, a read that began before it is refused whatever
-it read. Each remembered one takes ~300 bytes."""
+"""How long at least the cache remembers an invalidation it handled
+(:meth:`InMemoryProfileStore.forget`), so that a copy read before it and handed over after it is
+refused (reads take milliseconds). Older ones are dropped by later invalidations, a few at a
+time, or by :meth:`~InMemoryProfileStore.clear`; once one is dropped, a read that began before
+it is refused whatever it read. Each remembered one takes ~300 bytes."""
 
 MAX_FORGOTTEN = 100_000
-"""The most invalidations remembered at once (~30 MB; a tenant writing 20,000 times a second
-reaches it)."""
+"""The most invalidations remembered at once, one per user (~30 MB)."""
 
 _PRUNE_AT_ONCE = 8
 """Invalidations no longer remembered that one :meth:`~InMemoryProfileStore.forget` drops at
@@ -53,12 +53,12 @@ class InMemoryProfileStore(ProfileStore):
 
     ``max_entries`` bounds the number of profiles (the least recently used goes first) and
     ``ttl`` (seconds) drops idle ones; ``None`` disables either bound. With ``sliding`` (the
-    default) every read and write restarts the TTL; without it only writes do, so that the TTL
-    bounds the age of a copy however often it is read (a cache's bound on staleness). Profiles
-    are kept encoded, so no caller can change a stored profile by accident: :meth:`get` decodes
-    a fresh copy, :meth:`get_shared` decodes once and hands the same object to every reader.
-    Idempotency remembers the last ``max_event_ids`` event ids of each user while the user stays
-    in the map.
+    default) every read and write restarts the TTL; without it only writes (and ``touch``) do,
+    so that the TTL bounds the age of a copy however often it is read (a cache's bound on
+    staleness). Profiles are kept encoded, so no caller can change a stored profile by accident:
+    :meth:`get` decodes a fresh copy, :meth:`get_shared` decodes once and hands the same object
+    to every reader. Idempotency remembers the last ``max_event_ids`` event ids of each user
+    while the user stays in the map.
     """
 
     def __init__(

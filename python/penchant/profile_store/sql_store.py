@@ -18,8 +18,8 @@ the new events and writes the snapshots and history rows, in one transaction. On
 event for a user whose profile the store wrote last is written by one statement that does all
 of that at once, guarded by the version and body it wrote (``_Database.write_one``: one user, up
 to 200 events, a history only appended to); if another writer changed the row since, or an event
-is logged already, it writes nothing and the transaction follows. The sync API sends that
-statement through libpq's own calls, prepared once per connection (``_libpq``).
+is logged already, it writes nothing and the transaction follows. The sync and the async API
+send that statement through libpq's own calls, prepared once per connection (``_libpq``).
 
 penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
 use. Every value reaches the database as a query parameter, never inside the SQL text.
@@ -1562,8 +1562,8 @@ class SQLProfileStore(ProfileStore):
         can, the row still holds it and every event is new; else ``None``, and nothing written
         (the profile kept is put back for the transaction that follows, unless the row changed).
         A replayed event makes PostgreSQL log the unique violation that stops the statement.
-        In the sync API, while the database runs the statement, the caller's copy is made and
-        ``while_writing`` called with it: through every tier, 1,500 writes alternating in blocks
+        While the database runs the statement, the caller's copy is made and ``while_writing``
+        called with it: through every tier, 1,500 writes alternating in blocks
         of 150 with and without that took a median 903-1,034 µs against 1,023-1,247 µs."""
         if not self._db.writes_one_user_at_once or len(signals) > _CHUNK:
             return None
