@@ -69,3 +69,25 @@ def test_the_parser_refuses_bytes_that_are_not_resp(data: bytes) -> None:
     parser.feed(data)
     with pytest.raises(ProtocolError):
         parser.gets()
+
+
+def test_a_reader_closed_before_a_fork_stays_closed_in_the_child() -> None:
+    """A forked child starts a live reader afresh (at its first call), never a closed one."""
+    from penchant.profile_store._invalidation import ChannelReader
+
+    def unreachable() -> Any:
+        raise ConnectionError("no server in this test")
+
+    closed = ChannelReader("c", unreachable, lambda data: None, lambda: None)
+    closed.stop()
+    live = ChannelReader("c", unreachable, lambda data: None, lambda: None)
+    try:
+        for reader in (closed, live):
+            reader._forked()  # what os.register_at_fork runs in the child
+        assert closed._stop.is_set()
+        assert not closed._start_afresh
+        assert not live._stop.is_set()
+        assert live._start_afresh
+    finally:
+        live.stop()
+        closed.stop()

@@ -211,14 +211,17 @@ class ChannelReader:
     def _forked(self) -> None:
         """In a forked child, before any other thread runs: leave the parent's socket to the
         parent (no shutdown, which would end it for the parent too) and start afresh."""
+        stopped = self._stop.is_set()
         self._lock = threading.Lock()
         self._stop, self._wake, self.subscribed = threading.Event(), threading.Event(), threading.Event()
+        if stopped:  # closed before the fork: it stays closed
+            self._stop.set()
         if self._connection is not None:
             self._connection._sock = None  # redis-py's disconnect() must not shut it down
         if self._socket is not None:
             self._socket.close()  # this process's descriptor only
         self._connection = self._socket = self._replies = None
-        self._start_afresh = True
+        self._start_afresh = not stopped
         self._next_read = 0.0
 
     # -- with the lock held ------------------------------------------------------------------------
@@ -275,17 +278,16 @@ class ChannelReader:
     # -- the subscriber's thread ------------------------------------------------------------------
 
     def _keep(self) -> None:
-        stop, wake = self._stop, self._wake
-        while not stop.is_set():
+        while not self._stop.is_set():
             if self._socket is None:
                 try:
                     self._subscribe()
                 except Exception as exc:  # any failure: try again after a pause
                     logger.debug("subscribing to %s: %s", self._channel, exc)
-                    stop.wait(RECONNECT_PAUSE)
+                    self._stop.wait(RECONNECT_PAUSE)
                     continue
-            wake.wait(IDLE_READ_INTERVAL)
-            wake.clear()
+            self._wake.wait(IDLE_READ_INTERVAL)
+            self._wake.clear()
             self.catch_up()
 
     def _subscribe(self) -> None:
