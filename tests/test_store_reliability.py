@@ -646,6 +646,30 @@ def test_rebuild_replays_the_event_log_into_redis(tmp_path: Path) -> None:
         assert_same_interests(again, expected["u3"])
 
 
+def test_rebuild_drops_the_copies_other_processes_cached_at_the_same_version() -> None:
+    """Rebuild repairs Redis without moving versions: another process's copy of the broken
+    profile, at that version, must go too."""
+    tenant, model = new_tenant(), InterestModel(max_history=50)
+    signals = mixed_signals("u2", 7)
+    with (
+        open_store(redis_url(), postgres_url(), tenant, model=model) as writer,
+        open_store(redis_url(), postgres_url(), tenant, model=InterestModel(max_history=50)) as reader,
+    ):
+        assert isinstance(reader, TieredProfileStore)
+        writer.apply_feedback_many(signals)
+        assert reader.wait_until_listening()
+        client = redis.Redis.from_url(redis_url())
+        client.hset(user_keys(tenant, "u2")[1], "genre:0\x1f+604800", "12345")  # corrupted
+        client.close()
+        broken = reader.get_shared("u2")
+        assert broken is not None
+        assert broken.interests["genre:0"].sums["+604800"] == 12345  # what Redis held
+        assert reader.get_shared("u2") is broken  # cached
+        assert writer.rebuild(["u2"]).users == 1
+        assert wait_for(lambda: reader.get_shared("u2") is not broken, timeout=10)
+        assert_same_interests(reader.get_shared("u2"), reference(signals)["u2"])  # type: ignore[arg-type]
+
+
 # -- outages of every tier -------------------------------------------------------------------------------
 
 

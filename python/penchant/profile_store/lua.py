@@ -40,8 +40,9 @@ one string (fields and values joined by ``␞``) and the history as the array of
 Changes leave the snapshot stale by moving the version past it, so they cost nothing extra.
 
 TTL arguments are milliseconds, 0 for none. An invalidation channel of "" publishes nothing;
-otherwise the message is ``version␟user_id`` (``-␟user_id`` for a deletion): listeners drop
-copies older than that version.
+otherwise the message is ``version␟user_id`` (``-␟user_id`` for a deletion, and for a forced
+write, which replaces what Redis held at the same version): listeners drop copies older than
+that version (any copy, for ``-``).
 """
 
 from __future__ import annotations
@@ -323,7 +324,10 @@ local fields = tonumber(ARGV[14])
 for i = 15, 14 + fields, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 for i = 15 + fields, #ARGV do redis.call('ZADD', KEYS[3], 0, ARGV[i]) end
 touch(tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]))
-if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], version .. '\\31' .. ARGV[12]) end
+-- A forced write (rebuild) replaces what Redis held at the same version: every copy must go.
+if ARGV[11] ~= '' then
+  redis.call('PUBLISH', ARGV[11], (mode == 'force' and '-' or version) .. '\\31' .. ARGV[12])
+end
 return {'ok', version}
 """
 )
