@@ -751,6 +751,9 @@ def test_a_cache_that_does_not_slide_drops_a_copy_however_often_it_is_read(monke
     with profile_store.open_store(database_url="sqlite:///:memory:") as store:
         assert store.cache is not None
         assert store.cache.sliding is False  # the tiered cache's TTL bounds a copy's age
+    for bad in ("no", 0, None):
+        with pytest.raises(ValidationError, match="sliding"):
+            InMemoryProfileStore(sliding=bad)  # type: ignore[arg-type]
 
 
 def test_in_memory_store_is_an_lru() -> None:

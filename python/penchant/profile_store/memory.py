@@ -79,6 +79,8 @@ class InMemoryProfileStore(ProfileStore):
             raise ValidationError(f"max_entries must be a positive int or None, got {max_entries!r}")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
             raise ValidationError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        if not isinstance(sliding, bool):
+            raise ValidationError(f"sliding must be True or False, got {sliding!r}")
         self.max_entries = max_entries
         self.ttl_seconds = None if ttl is None else float(ttl)
         self.sliding = sliding
