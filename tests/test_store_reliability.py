@@ -610,6 +610,164 @@ def test_a_forked_process_subscribes_anew_and_leaves_its_parents_subscription_al
         assert _subscriber(reader)._socket is subscription  # the parent's was never disturbed
 
 
+# -- replies read later ---------------------------------------------------------------------------------
+
+
+def _redis_version(tenant: str, user_id: str) -> int | None:
+    client = redis.Redis.from_url(redis_url())
+    try:
+        version = client.hget(user_keys(tenant, user_id)[0], "version")
+    finally:
+        client.close()
+    return None if version is None else int(version)
+
+
+def test_a_write_returns_before_redis_answers_and_the_next_operation_reads_the_reply(tmp_path: Path) -> None:
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/later.db", tenant) as store:
+        assert isinstance(store, TieredProfileStore)
+        assert store.apply_feedback("alice", mixed_signals("alice", 3)).version == 1
+        assert store._deferred is not None  # type: ignore[attr-defined]
+        assert store._deferred.waiting  # type: ignore[attr-defined]
+        assert wait_for(lambda: _redis_version(tenant, "alice") == 1)  # Redis ran it meanwhile
+        assert store.ttl("alice") is not None  # an operation that uses Redis reads the reply first
+        assert not store._deferred.waiting  # type: ignore[attr-defined]
+        assert store.stats()["redis_failures"] == 0
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/waits.db", tenant, wait_for_redis=True) as waiting:
+        assert waiting._deferred is None  # type: ignore[attr-defined]
+        assert waiting.apply_feedback("bob", mixed_signals("bob", 3)).version == 1
+        assert _redis_version(tenant, "bob") == 1  # Redis had answered when the call returned
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_read_from_redis_after_a_write_finds_it_though_the_reply_was_not_read(tmp_path: Path, api: str) -> None:
+    """Without the cache, a read goes to Redis on another connection: it must find what this
+    process wrote, whether Redis has run the write's commands yet or not. Redis is paused for
+    writes, so the write's script waits while the read's snapshot (an HMGET) would not."""
+    import asyncio
+
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/ryw.db", tenant, cache=False) as store:
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        assert store.get("alice").version == 1  # type: ignore[union-attr]  # the snapshot is in Redis
+        client = redis.Redis.from_url(redis_url())
+        try:
+            client.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+            store.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # SQL: version 2
+            found = store.get("alice") if api == "sync" else asyncio.run(store.aget("alice"))
+        finally:
+            client.execute_command("CLIENT", "UNPAUSE")
+            client.close()
+        assert found is not None
+        assert found.version == 2
+        assert store.stats()["sql_reads"] == 0  # Redis answered
+
+
+def _lose_replies(store: TieredProfileStore) -> None:
+    """Closes the connection that a write's reply waits on, as a server that restarted would."""
+    deferred = store._deferred  # type: ignore[attr-defined]
+    assert deferred is not None
+    assert deferred.waiting
+    deferred._connection.disconnect()
+
+
+def test_replies_lost_with_their_connection_are_asked_for_again(tmp_path: Path) -> None:
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/again.db", tenant) as store:
+        assert isinstance(store, TieredProfileStore)
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        _lose_replies(store)
+        store.apply_feedback("alice", mixed_signals("alice", 2, start=3))
+        assert store.ttl("alice") is not None
+        stats = store.stats()
+        assert (stats["redis_failures"], stats["redis_down"]) == (0, False)
+        assert _redis_version(tenant, "alice") == 2
+
+
+def test_replies_lost_in_an_outage_leave_the_profile_to_the_refill(
+    redis_control: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="penchant.profile_store")
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/outage.db", tenant, retry_interval=0.05) as store:
+        assert isinstance(store, TieredProfileStore)
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        _lose_replies(store)
+        subprocess.run([redis_control, "kill"], check=True, capture_output=True)
+        assert store.ttl("alice") is None  # reads the replies: they are lost
+        stats = store.stats()
+        assert stats["redis_failures"] >= 1
+        assert stats["pending_refills"] == 1
+        assert "Redis is unavailable" in caplog.text
+        subprocess.run([redis_control, "start"], check=True, capture_output=True)
+        assert wait_for(lambda: store.ttl("alice") is not None and not store.redis_is_down)
+        assert store.stats()["redis_refills"] == 1
+        assert _redis_version(tenant, "alice") == 1
+
+
+def test_a_write_that_finds_redis_behind_drops_its_copy_at_once(tmp_path: Path) -> None:
+    """Redis missed a change (written meanwhile without it): the next change's script finds
+    Redis at an older version. It removes that copy and announces the new version, so no
+    reader takes it for current until the whole profile is written."""
+    tenant, database = new_tenant(), f"sqlite:///{tmp_path}/behind.db"
+    with (
+        open_store(redis_url(), database, tenant) as store,
+        open_store(redis_url(), database, tenant, model=InterestModel(max_history=50)) as reader,
+        open_store(None, database, tenant, cache=False) as without_redis,
+    ):
+        assert isinstance(reader, TieredProfileStore)
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        assert reader.wait_until_listening()
+        assert reader.get_shared("alice").version == 1  # type: ignore[union-attr]  # cached
+        without_redis.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # version 2, SQL only
+        store.apply_feedback("alice", mixed_signals("alice", 2, start=5))  # version 3
+        # Until the store reads the reply (its next operation), Redis holds no copy.
+        assert wait_for(lambda: _redis_version(tenant, "alice") is None)
+        assert wait_for(lambda: reader.get_shared("alice").version == 3)  # type: ignore[union-attr]
+        assert _redis_version(tenant, "alice") == 3  # the reader filled it from SQL
+        store.ttl("alice")  # reads the reply: the whole profile would be written
+        assert store.stats()["redis_stale_fallbacks"] == 1
+        assert _redis_version(tenant, "alice") == 3
+
+
+def test_scripts_missing_from_redis_are_loaded_for_a_write_that_did_not_wait(tmp_path: Path) -> None:
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/noscript.db", tenant) as store:
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        client = redis.Redis.from_url(redis_url())
+        client.script_flush()
+        client.close()
+        store.apply_feedback("alice", mixed_signals("alice", 2, start=3))
+        assert store.ttl("alice") is not None
+        assert store.stats()["redis_failures"] == 0
+        assert _redis_version(tenant, "alice") == 2
+
+
+def test_a_forked_process_leaves_its_parents_replies_alone(tmp_path: Path) -> None:
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/forked.db", tenant) as store:
+        assert isinstance(store, TieredProfileStore)
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        deferred = store._deferred  # type: ignore[attr-defined]
+        assert deferred is not None
+        assert deferred.waiting
+
+        def child() -> None:
+            ok = not deferred.waiting and deferred._connection is None
+            ok = ok and store.apply_feedback("bob", mixed_signals("bob", 2)).version == 1
+            ok = ok and store.ttl("bob") is not None and store.stats()["redis_failures"] == 0
+            os._exit(0 if ok else 1)
+
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        process.join(20)
+        assert process.exitcode == 0
+        assert deferred.waiting  # the parent's reply is still the parent's to read
+        assert store.ttl("alice") is not None
+        assert store.stats()["redis_failures"] == 0
+        assert _redis_version(tenant, "bob") == 1
+
+
 # -- rebuild --------------------------------------------------------------------------------------------
 
 

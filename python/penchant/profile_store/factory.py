@@ -115,6 +115,7 @@ def open_store(
     model: InterestModel | None = None,
     serializer: ProfileSerializer | None = None,
     retry_interval: float = 1.0,
+    wait_for_redis: bool = False,
 ) -> TieredProfileStore:
     """The tiered store for these URLs: an in-process cache (unless ``cache`` is false; LRU of
     ``cache_size`` profiles, each copy kept ``cache_ttl`` seconds from when it was cached,
@@ -128,6 +129,8 @@ def open_store(
 
     Redis URLs: ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, and
     ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://``) for a Redis Cluster.
+
+    ``retry_interval`` and ``wait_for_redis``: see :class:`TieredProfileStore`.
     """
     check_id(tenant, "tenant")
     redis_url = redis_url or os.environ.get("PENCHANT_REDIS_URL") or None
@@ -144,7 +147,7 @@ def open_store(
         memory = InMemoryProfileStore(
             max_entries=cache_size, ttl=cache_ttl, tenant=tenant, model=model, serializer=serializer, sliding=False
         )
-    return TieredProfileStore(database, redis, memory, retry_interval=retry_interval)
+    return TieredProfileStore(database, redis, memory, retry_interval=retry_interval, wait_for_redis=wait_for_redis)
 
 
 def rebuild(

@@ -252,13 +252,21 @@ FOLLOW = (
 -- Brings Redis from the version an SQL store changed to the version it wrote, by setting what
 -- the change changed: the profile's fields, the interest fields of the features its events
 -- touched (all of them when the landmark moved), the history entries it added.
--- ARGV: 1 the version Redis must hold (0: none), else it answers 'stale' and changes nothing
+-- ARGV: 1 the version Redis must hold (0: none), else it answers 'stale' and, if what it holds
+--         is older than the new version, removes it (readers fall back to SQL) and announces
+--         the new version, so that no reader takes Redis's copy for current meanwhile
 --       2 the new version  3 doc  4 priors  5 landmark  6 updated_at  7 event_count
 --       8 max_history  9-11 ttl profile/history/events  12 channel  13 user_id
 --       14 '1' if the interest fields given are all of them (the others are removed)
 --       15 number of interest field/value arguments, then those, then the history members to add
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if current ~= tonumber(ARGV[1]) then return {'stale', current} end
+if current ~= tonumber(ARGV[1]) then
+  if current < tonumber(ARGV[2]) then
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    if ARGV[12] ~= '' then redis.call('PUBLISH', ARGV[12], ARGV[2] .. '\\31' .. ARGV[13]) end
+  end
+  return {'stale', current}
+end
 if current == 0 then redis.call('DEL', KEYS[2], KEYS[3]) elseif ARGV[14] == '1' then redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3], 'priors', ARGV[4], 'landmark', ARGV[5],
            'updated_at', ARGV[6], 'event_count', ARGV[7])

@@ -1066,10 +1066,11 @@ class RedisProfileStore(ProfileStore):
         """Brings Redis from ``old_version`` (with ``old_landmark``) to ``profile``, which another
         store made by applying ``fresh`` (``entries``: the history entries the change added, by
         event id, encoded): it sets the interest fields of the features ``fresh`` touched (all
-        of them if the landmark moved) and adds the entries. The script answers ``stale`` (and
-        changes nothing) when Redis is not at ``old_version``. Unless ``publish`` is false (the
-        caller announces the change with others: :meth:`_announce_call`), the script publishes
-        the new version on the invalidation channel. ``fields``: ``ProfileSerializer.follow_fields``
+        of them if the landmark moved) and adds the entries. The script answers ``stale`` when
+        Redis is not at ``old_version`` (and removes what it holds if that is older than
+        ``profile``). Unless ``publish`` is false (the caller announces the change with others:
+        :meth:`_announce_call`), the script publishes the new version on the invalidation
+        channel. ``fields``: ``ProfileSerializer.follow_fields``
         of the change, when the caller has them."""
         everything = not old_version or profile.landmark != old_landmark
         if fields is None:

@@ -5,6 +5,11 @@
   then the cache: once a call returns, its events are durable, whatever happens to Redis.
   Redis is brought along with the fewest commands: the same forward-decay additions as SQL made,
   guarded by the version Redis must hold, or the whole snapshot when it does not hold it.
+  ``apply_feedback`` sends those commands and returns without waiting for Redis's reply (sync
+  API, single server; ``wait_for_redis=True`` waits): the store's next operation reads it
+  before it uses Redis again (see :mod:`penchant.profile_store._deferred`). Until Redis has run
+  them, another process can read the version before from Redis (this process's cache holds
+  the new one); Redis runs them within its usual latency, as it would have before the reply.
 * **Invalidation** of other processes' caches uses Redis **pub/sub**: every change is published
   (from inside the Lua script that makes it) on ``penchant:invalidate:<tenant>`` as
   ``version␟user_id`` (a batch through the tiered store: one message after its scripts, the
@@ -39,6 +44,7 @@ from penchant._validate import check_id
 from penchant.errors import StoreUnavailableError, ValidationError
 from penchant.feedback_collector import Signal
 from penchant.profile_store._base import ProfileStore
+from penchant.profile_store._deferred import DeferredReplies, SendDeferred, SettleDeferred
 from penchant.profile_store._effects import Op, run_async, run_sync
 from penchant.profile_store._invalidation import ChannelReader
 from penchant.profile_store.memory import InMemoryProfileStore
@@ -140,7 +146,9 @@ class TieredProfileStore(ProfileStore):
 
     ``database`` is the durable tier and required; ``redis`` and ``cache`` are optional. All
     tiers must share one tenant and one :class:`~penchant.user_profile.InterestModel`.
-    ``retry_interval`` is how long Redis is left alone after a failure.
+    ``retry_interval`` is how long Redis is left alone after a failure. ``wait_for_redis``:
+    whether ``apply_feedback`` waits for Redis's reply before it returns (by default it reads
+    it at the store's next operation; see the module documentation).
     """
 
     def __init__(
@@ -151,6 +159,7 @@ class TieredProfileStore(ProfileStore):
         *,
         retry_interval: float = 1.0,
         listen: bool = True,
+        wait_for_redis: bool = False,
     ) -> None:
         if not isinstance(database, SQLProfileStore):
             raise ValidationError(f"database must be an SQL store, got {type(database).__name__}")
@@ -164,6 +173,8 @@ class TieredProfileStore(ProfileStore):
                 raise ValidationError("every tier must share the database tier's InterestModel")
         if redis is not None and not redis.channel and cache is not None:
             raise ValidationError("a Redis tier must publish invalidations (publish=True) for the cache tier")
+        if not isinstance(wait_for_redis, bool):
+            raise ValidationError(f"wait_for_redis must be a bool, got {wait_for_redis!r}")
         self.database = database
         self.redis = redis
         self.cache = cache
@@ -174,6 +185,9 @@ class TieredProfileStore(ProfileStore):
         self._listen = listen and redis is not None and cache is not None
         self._listener: ChannelReader | None = None
         self._listener_lock = threading.Lock()
+        self._deferred: DeferredReplies[list[AppliedChange]] | None = (
+            None if redis is None or wait_for_redis else DeferredReplies(redis.connection)
+        )
 
     def __repr__(self) -> str:
         return f"TieredProfileStore(cache={self.cache!r}, redis={self.redis!r}, database={self.database!r})"
@@ -285,6 +299,21 @@ class TieredProfileStore(ProfileStore):
                 return
             self._pending.update(users)
 
+    def _settle(self) -> Op[None]:
+        """Reads the replies to the changes sent to Redis without waiting (see the module
+        documentation) and acts on them; nothing to do, it yields nothing."""
+        deferred = self._deferred
+        if deferred is None or not deferred.waiting:
+            return
+        settled = yield SettleDeferred(deferred)
+        for changed, replies in settled.answered:
+            yield from self._followed(changed, replies)
+        if settled.lost:
+            self.counters.redis_failures += 1
+            self._mark_pending({c.profile.user_id: False for changed in settled.lost for c in changed})
+            if self._health.failed():
+                logger.warning("%s; serving from SQL and the in-process cache until it answers", settled.error)
+
     # -- reads -----------------------------------------------------------------------------------
 
     def get_shared(self, user_id: str) -> UserProfile | None:
@@ -337,6 +366,7 @@ class TieredProfileStore(ProfileStore):
         if not missing:
             return found
         if self.redis is not None:
+            yield from self._settle()  # Redis has run this process's changes
             from_redis = yield from self._redis_step(self.redis._get_many_op(missing, shared=False))
             if not isinstance(from_redis, _Skipped):
                 self.counters.redis_hits += len(from_redis)
@@ -371,6 +401,7 @@ class TieredProfileStore(ProfileStore):
     def _write_through(self, stored: list[Stored], since: int | None) -> Op[None]:
         """After SQL accepted ``stored``: copy it into Redis (newer versions only) and the cache."""
         if self.redis is not None:
+            yield from self._settle()
             calls = [self.redis._write_call("fill", p, str(p.version)) for p, _, _ in stored]
             done = yield from self._redis_step(self._redis_batch(calls))
             if isinstance(done, _Skipped):
@@ -395,6 +426,7 @@ class TieredProfileStore(ProfileStore):
     def _delete_op(self, user_id: str) -> Op[bool]:
         existed = yield from self.database._delete_op(user_id)
         if self.redis is not None:
+            yield from self._settle()  # a change sent before must not bring the user back
             done = yield from self._redis_step(self.redis._delete_op(user_id))
             if isinstance(done, _Skipped):
                 self._mark_pending({user_id: True})
@@ -414,6 +446,10 @@ class TieredProfileStore(ProfileStore):
         )
         changes = yield from self.database._apply_changes_op(by_user, prepare, fields=self.redis is not None)
         changed = [c for c in changes.values() if c.fresh]
+        if self.redis is not None:
+            # Redis has run the changes sent before this one's SQL by now: reading their replies
+            # here (not first) waits for nothing.
+            yield from self._settle()
         if self.redis is not None and changed:
             follow = next((calls for made, calls in reversed(prepared) if _same(made, changed)), None)
             # Else they are made as they are sent (Redis runs the first while the rest are made).
@@ -457,10 +493,17 @@ class TieredProfileStore(ProfileStore):
         return self.redis._announce_call((c.profile.user_id, c.profile.version) for c in changed)
 
     def _redis_follow(self, changed: list[AppliedChange], calls: Calls) -> Op[None]:
-        """Sends ``calls`` (:meth:`_follow_calls` of ``changed``); a profile Redis did not hold
-        at the version before is written whole."""
+        """Sends ``calls`` (:meth:`_follow_calls` of ``changed``) and, unless the replies are
+        read later (:meth:`_settle`), acts on them (:meth:`_followed`)."""
         redis = self.redis
         assert redis is not None
+        if self._deferred is not None:
+            sent = yield from self._redis_step(self._send_deferred(changed, calls))
+            if sent is True:
+                return
+            if isinstance(sent, _Skipped):
+                self._mark_pending({c.profile.user_id: False for c in changed})
+                return
         replies = yield from self._redis_step(self._redis_batch(calls))
         if isinstance(replies, _Skipped):
             self._mark_pending({c.profile.user_id: False for c in changed})
@@ -468,6 +511,18 @@ class TieredProfileStore(ProfileStore):
         announce = self._batch_announcement(changed) if redis.connection.is_cluster else None
         if announce is not None:
             yield from self._redis_step(self._redis_batch([announce]))
+        yield from self._followed(changed, replies)
+
+    def _send_deferred(self, changed: list[AppliedChange], calls: Calls) -> Op[bool]:
+        assert self._deferred is not None
+        sent: bool = yield SendDeferred(self._deferred, changed, calls)
+        return sent
+
+    def _followed(self, changed: list[AppliedChange], replies: list[Any]) -> Op[None]:
+        """Acts on Redis's replies to :meth:`_follow_calls` of ``changed``: a profile Redis
+        did not hold at the version before is written whole."""
+        redis = self.redis
+        assert redis is not None
         stale = [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
         if stale:
             self.counters.redis_stale_fallbacks += len(stale)
@@ -486,6 +541,7 @@ class TieredProfileStore(ProfileStore):
 
     def _touch_op(self, user_id: str) -> Op[bool]:
         if self.redis is not None:
+            yield from self._settle()
             touched = yield from self._redis_step(self.redis._touch_op(user_id))
             if touched is True:
                 return True
@@ -494,10 +550,14 @@ class TieredProfileStore(ProfileStore):
     def _ttl_op(self, user_id: str) -> Op[float | None]:
         if self.redis is None:
             return None
+        yield from self._settle()
         ttl = yield from self._redis_step(self.redis._ttl_op(user_id))
         return None if isinstance(ttl, _Skipped) else ttl
 
     def _close_op(self) -> Op[None]:
+        yield from self._settle()
+        if self._deferred is not None:
+            self._deferred.close()
         with self._listener_lock:
             self._listen = False
             listener, self._listener = self._listener, None
@@ -530,6 +590,7 @@ class TieredProfileStore(ProfileStore):
         redis = self.redis
         if redis is None:
             raise ValidationError("rebuild needs a Redis tier")
+        yield from self._settle()
         users = events = 0
         after: str | None = None
         while True:
