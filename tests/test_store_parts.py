@@ -1748,6 +1748,7 @@ def test_redis_follows_the_sql_tier_change_by_change(kind: str, tmp_path: Path) 
         assert store.redis is not None
 
         def same() -> None:
+            store.flush()  # Redis has run the change
             from_sql, from_redis = store.database.get("alice"), store.redis.get("alice")  # type: ignore[union-attr]
             assert from_sql is not None
             assert from_redis is not None
@@ -1803,6 +1804,7 @@ def test_tiered_postgres_sends_redis_the_commands_of_the_write_that_committed() 
         assert made == [1, 1]  # made for the statement, then for the transaction's changes
         assert written.version == 4
         assert set(written.interests) >= {"genre:b"}
+        first.flush()
         from_sql, from_redis = first.database.get("alice"), first.redis.get("alice")  # type: ignore[union-attr]
         assert from_sql is not None
         assert from_redis is not None
@@ -1879,6 +1881,7 @@ def test_a_failure_while_postgresql_runs_the_statement_does_not_fail_the_write()
         written = store.apply_feedback("alice", [signal(1)])
         assert calls == [1, 1]  # failed while the statement ran, made again after it
         assert written.version == 2
+        store.flush()
         from_redis = store.redis.get("alice")  # type: ignore[union-attr]
         assert from_redis is not None
         assert from_redis.version == 2

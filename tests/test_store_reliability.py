@@ -651,12 +651,14 @@ def test_a_read_from_redis_after_a_write_finds_it_though_the_reply_was_not_read(
         store.apply_feedback("alice", mixed_signals("alice", 3))
         assert store.get("alice").version == 1  # type: ignore[union-attr]  # the snapshot is in Redis
         client = redis.Redis.from_url(redis_url())
+        unpause = threading.Timer(0.5, client.execute_command, ("CLIENT", "UNPAUSE"))
         try:
-            client.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+            client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            unpause.start()
             store.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # SQL: version 2
             found = store.get("alice") if api == "sync" else asyncio.run(store.aget("alice"))
         finally:
-            client.execute_command("CLIENT", "UNPAUSE")
+            unpause.join()
             client.close()
         assert found is not None
         assert found.version == 2
@@ -717,6 +719,7 @@ def test_a_write_that_finds_redis_behind_drops_its_copy_at_once(tmp_path: Path) 
     ):
         assert isinstance(reader, TieredProfileStore)
         store.apply_feedback("alice", mixed_signals("alice", 3))
+        store.flush()
         assert reader.wait_until_listening()
         assert reader.get_shared("alice").version == 1  # type: ignore[union-attr]  # cached
         without_redis.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # version 2, SQL only
@@ -725,22 +728,90 @@ def test_a_write_that_finds_redis_behind_drops_its_copy_at_once(tmp_path: Path) 
         assert wait_for(lambda: _redis_version(tenant, "alice") is None)
         assert wait_for(lambda: reader.get_shared("alice").version == 3)  # type: ignore[union-attr]
         assert _redis_version(tenant, "alice") == 3  # the reader filled it from SQL
-        store.ttl("alice")  # reads the reply: the whole profile would be written
+        store.flush()
         assert store.stats()["redis_stale_fallbacks"] == 1
         assert _redis_version(tenant, "alice") == 3
 
 
-def test_scripts_missing_from_redis_are_loaded_for_a_write_that_did_not_wait(tmp_path: Path) -> None:
+def test_a_connection_the_server_closed_is_replaced_and_loads_the_scripts(tmp_path: Path) -> None:
+    """As after a restart: the server closed the idle connection, and lacks the scripts."""
     tenant = new_tenant()
-    with open_store(redis_url(), f"sqlite:///{tmp_path}/noscript.db", tenant) as store:
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/closed.db", tenant) as store:
+        assert isinstance(store, TieredProfileStore)
         store.apply_feedback("alice", mixed_signals("alice", 3))
+        store.flush()
+        client = redis.Redis.from_url(redis_url())
+        try:
+            client.script_flush()
+            host, port = store._deferred._connection._sock.getsockname()  # type: ignore[attr-defined]
+            assert client.client_kill_filter(addr=f"{host}:{port}") == 1
+        finally:
+            client.close()
+        store.apply_feedback("alice", mixed_signals("alice", 2, start=3))
+        store.flush()
+        stats = store.stats()
+        assert (stats["redis_failures"], stats["redis_stale_fallbacks"], stats["redis_down"]) == (0, 0, False)
+        assert _redis_version(tenant, "alice") == 2
+
+
+def test_scripts_flushed_under_a_live_connection_count_as_an_outage_and_the_profile_is_refilled(
+    tmp_path: Path,
+) -> None:
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/noscript.db", tenant, retry_interval=0.05) as store:
+        assert isinstance(store, TieredProfileStore)
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        store.flush()
         client = redis.Redis.from_url(redis_url())
         client.script_flush()
         client.close()
         store.apply_feedback("alice", mixed_signals("alice", 2, start=3))
-        assert store.ttl("alice") is not None
-        assert store.stats()["redis_failures"] == 0
+        store.flush()  # NOSCRIPT: Redis did not run it
+        assert store.stats()["redis_failures"] == 1
+        assert store.stats()["pending_refills"] == 1
+        assert wait_for(lambda: store.ttl("alice") is not None and not store.redis_is_down)
+        assert store.stats()["redis_refills"] == 1
         assert _redis_version(tenant, "alice") == 2
+
+
+def test_a_reply_read_late_does_not_bring_back_a_user_deleted_meanwhile(tmp_path: Path) -> None:
+    """Redis lost a profile; the next change's script finds it missing (and answers so), and
+    before its reply is read another process deletes the user. What the change held must not
+    be written into Redis then."""
+    tenant, database = new_tenant(), f"sqlite:///{tmp_path}/deleted.db"
+    with open_store(redis_url(), database, tenant) as store, open_store(redis_url(), database, tenant) as other:
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        store.flush()
+        client = redis.Redis.from_url(redis_url())
+        client.delete(*user_keys(tenant, "alice"))  # evicted, say
+        store.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # stale: its reply waits
+        assert wait_for(lambda: _redis_version(tenant, "alice") is None)
+        assert other.delete("alice")
+        store.flush()
+        assert store.stats()["redis_stale_fallbacks"] == 1
+        assert client.exists(*user_keys(tenant, "alice")) == 0
+        client.close()
+        assert store.get("alice") is None
+
+
+def test_an_async_write_during_an_outage_does_not_end_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Asyncio waits for Redis's replies: trying to send them without waiting, which does
+    nothing there, must not count as Redis answering."""
+    import asyncio
+
+    caplog.set_level(logging.WARNING, logger="penchant.profile_store")
+
+    async def writes(store: Any) -> None:
+        for start in range(0, 8, 2):
+            await store.aapply_feedback("alice", mixed_signals("alice", 2, start=start))
+            await asyncio.sleep(0.03)
+
+    database = f"sqlite:///{tmp_path}/down.db"
+    with open_store("redis://127.0.0.1:1/0", database, new_tenant(), retry_interval=0.01) as store:
+        asyncio.run(writes(store))
+        assert store.redis_is_down
+        assert store.stats()["redis_failures"] == 4  # each write tried Redis, and failed
+    assert "Redis is back" not in caplog.text
 
 
 def test_a_forked_process_leaves_its_parents_replies_alone(tmp_path: Path) -> None:
@@ -751,6 +822,7 @@ def test_a_forked_process_leaves_its_parents_replies_alone(tmp_path: Path) -> No
         deferred = store._deferred  # type: ignore[attr-defined]
         assert deferred is not None
         assert deferred.waiting
+        sock = deferred._connection._sock
 
         def child() -> None:
             ok = not deferred.waiting and deferred._connection is None
@@ -763,8 +835,10 @@ def test_a_forked_process_leaves_its_parents_replies_alone(tmp_path: Path) -> No
         process.join(20)
         assert process.exitcode == 0
         assert deferred.waiting  # the parent's reply is still the parent's to read
-        assert store.ttl("alice") is not None
-        assert store.stats()["redis_failures"] == 0
+        assert deferred._connection._sock is sock
+        store.flush()
+        assert deferred._connection._sock is sock  # nothing went wrong with it
+        assert (store.stats()["redis_failures"], store.stats()["redis_stale_fallbacks"]) == (0, 0)
         assert _redis_version(tenant, "bob") == 1
 
 

@@ -1,27 +1,30 @@
 """Commands sent to one Redis server whose replies are read later.
 
-A write through :class:`~penchant.profile_store.TieredProfileStore` is durable once SQL has
-committed it; Redis is a cache that the write brings along. Waiting for Redis to answer costs
+A change through :class:`~penchant.profile_store.TieredProfileStore` is durable once SQL has
+committed it; Redis is a cache that the change brings along. Waiting for Redis to answer costs
 the write a round trip (about a third of it on loopback, and most of its slowest cases, which
-are slow wake-ups of one process or the other). So the tiered store sends the commands that
-bring Redis along on a connection of its own (:class:`DeferredReplies`) and returns; the
-replies are read by the store's next operation (:meth:`DeferredReplies.settle`), before it
-reads or writes Redis again. Redis runs a connection's commands in order, so once the replies
-are read, everything sent before has happened.
+are slow wake-ups of one process or the other). So ``apply_feedback`` sends the commands that
+bring Redis along on a connection of their own (:class:`DeferredReplies`) and returns; the
+replies are read (:meth:`DeferredReplies.settle`) by the store's next operation that uses Redis,
+before it does. Redis runs a connection's commands in order, so once the replies are read,
+everything sent before has happened, and the process reads its own changes from Redis.
 
-What the replies say is handled then, as it would have been at once: a profile Redis did not
-hold at the version expected is written whole, a failure marks Redis down and remembers the
-profiles for the refill after the outage. The commands are safe to send twice (they are
-guarded by the version Redis must hold), so a connection that a restarted server closed is
-replaced and the batches sent again.
+The commands are safe to run twice (each is guarded by the version Redis must hold), so a
+connection found closed is replaced and the batches waiting on it sent again. Every new
+connection first loads the scripts, so that a restarted server runs them. A batch whose replies
+cannot be read, or hold an error, is reported lost: the store counts an outage, and copies the
+profile from SQL when Redis answers again. A profile that Redis did not hold at the version
+expected was removed by the script itself (readers fill it from SQL), so nothing is rewritten
+from what the change held, which may be old by the time the reply is read.
 
-Only the sync client of a single server takes part: on a cluster, with a client bound to one
-connection, or from asyncio, the store waits for the replies as before.
+Only the sync client of a single server takes part: on a cluster, or from asyncio, the store
+waits for the replies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import threading
@@ -33,6 +36,7 @@ from typing import Any, Generic, TypeVar
 from penchant.errors import StoreUnavailableError
 from penchant.profile_store._effects import Effect
 from penchant.profile_store.redis_store import (
+    _SCRIPTS,
     Calls,
     RedisConnection,
     _made,
@@ -49,8 +53,7 @@ Tag = TypeVar("Tag")
 
 @dataclass
 class Settled(Generic[Tag]):
-    """The outcome of the batches sent since the last :meth:`DeferredReplies.settle`, each
-    named by the tag it was sent with."""
+    """What became of the batches sent, each named by the tag it was sent with."""
 
     answered: list[tuple[Tag, list[Any]]] = field(default_factory=list)
     """Batches and their replies, in the order sent."""
@@ -58,6 +61,14 @@ class Settled(Generic[Tag]):
     """Batches whose replies could not be read, or held an error: Redis may lack them."""
     error: BaseException | None = None
     """Why the last of ``lost`` was lost."""
+
+
+@dataclass
+class _Batch(Generic[Tag]):
+    tag: Tag
+    calls: Sequence[tuple[Any, ...]]
+    loads: int = 0
+    """Replies to read and drop before the batch's own: the scripts loaded ahead of it."""
 
 
 _ALL: weakref.WeakSet[DeferredReplies[Any]] = weakref.WeakSet()
@@ -72,169 +83,170 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DeferredReplies(Generic[Tag]):
-    """Batches of commands sent to the server of ``redis`` on one connection of its sync
-    client's pool (taken when first needed, and held until :meth:`close`), and read later."""
+    """Batches of commands sent to the server of ``redis`` on a connection of their own (made
+    with the sync client's settings, outside its pool, when first needed), and read later."""
 
     def __init__(self, redis: RedisConnection) -> None:
         self._redis = redis
         self._lock = threading.Lock()
         self._connection: Any = None
-        self._unsupported = False
-        self._sent: list[tuple[Tag, Sequence[tuple[Any, ...]]]] = []
-        self._lost: list[Tag] = []
-        self._error: BaseException | None = None
-        _ALL.add(self)
+        self._unsupported = redis.is_cluster
+        self._sent: list[_Batch[Tag]] = []
+        self._settled: Settled[Tag] = Settled()
 
     @property
     def waiting(self) -> bool:
-        """Whether batches wait to be settled."""
-        return bool(self._sent or self._lost)
+        """Whether batches wait to be read or reported (or another thread is reading some)."""
+        return bool(self._sent or self._settled.answered or self._settled.lost or self._lock.locked())
 
     def send(self, tag: Tag, calls: Calls) -> bool:
         """Sends ``calls`` without waiting for their replies; ``False`` (nothing sent) when the
         client is not a single server's pooled client. Raises ``StoreUnavailableError`` when
-        they cannot be sent (then nothing was sent)."""
+        they cannot be sent: then Redis runs none of them."""
         with self._lock:
-            connection = self._take()
-            if connection is None:
+            if self._unsupported:
                 return False
-            made = _made(calls)
-            if not self._sent and _closed_by_server(connection):
-                connection.disconnect()  # then noticed here, as a wait for the reply would have
+            if self._connection is None:
+                client = self._redis.sync()
+                if not _pooled(client):
+                    self._unsupported = True
+                    return False
+                pool = client.connection_pool
+                self._connection = pool.connection_class(**pool.connection_kwargs)  # not counted by the pool
+                _ALL.add(self)
+            batch = _Batch(tag, _made(calls))
+            connected = self._connection._sock is not None
+            if connected and not self._sent and _closed_by_server(self._connection):
+                self._connection.disconnect()  # noticed here, as a wait for the reply would have
+                connected = False
             try:
-                packed = _packed(connection, made)
-                try:
-                    connection.send_packed_command(packed, check_health=False)
-                except _unavailable_errors():
-                    # A restarted server closed the connection: the batches sent on it before
-                    # may be lost, and this one goes on a new one.
-                    self._drop_sent()
-                    connection.send_packed_command(packed, check_health=False)
+                self._send([batch])
             except _unavailable_errors() as exc:
-                connection.disconnect()
-                raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
-            self._sent.append((tag, made))
+                if not connected:
+                    raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+                # A connection that served before failed (a restarted server closed it): the
+                # batches waiting on it go again on a new one, with this one.
+                try:
+                    self._send([*self._sent, batch])
+                except _unavailable_errors() as again:
+                    self._lose(self._sent, StoreUnavailableError(f"Redis is unavailable: {again}"))
+                    self._sent = []
+                    raise StoreUnavailableError(f"Redis is unavailable: {again}") from again
+            self._sent.append(batch)
             return True
 
-    def settle(self) -> Settled[Tag]:
-        """Reads the replies of every batch sent and not settled yet."""
+    def settle(self) -> None:
+        """Reads the replies of every batch sent; :meth:`take` hands them over."""
         with self._lock:
             sent, self._sent = self._sent, []
-            settled: Settled[Tag] = Settled(lost=self._lost, error=self._error)
-            self._lost, self._error = [], None
             if not sent:
-                return settled
+                return
             try:
-                replies = self._read(sent)
-            except _unavailable_errors():
-                # The server may have closed the connection since (restarted): the batches go
-                # once more on a new one (each is safe to run twice).
-                self._connection.disconnect()
                 try:
-                    self._connection.send_packed_command(
-                        _packed(self._connection, [call for _, calls in sent for call in calls]), check_health=False
-                    )
                     replies = self._read(sent)
-                except _unavailable_errors() as exc:
-                    self._connection.disconnect()
-                    settled.lost += [tag for tag, _ in sent]
-                    settled.error = StoreUnavailableError(f"Redis is unavailable: {exc}")
-                    return settled
-            except BaseException:  # replies may be left unread: the connection cannot serve again
-                self._connection.disconnect()
+                except _unavailable_errors():
+                    # The server may have closed the connection since (restarted): the batches
+                    # go once more on a new one (each is safe to run twice).
+                    self._send(sent)
+                    replies = self._read(sent)
+            except _unavailable_errors() as exc:
+                self._lose(sent, StoreUnavailableError(f"Redis is unavailable: {exc}"))
+                return
+            except BaseException as exc:  # replies may be left unread: the connection cannot serve
+                self._lose(sent, exc)
                 raise
-        for (tag, calls), answers in zip(sent, replies, strict=True):
-            self._load_scripts_if_needed(calls, answers)
-            error = next((a for a in answers if isinstance(a, Exception)), None)
-            if error is None:
-                settled.answered.append((tag, answers))
-            else:
-                settled.lost.append(tag)
-                settled.error = error
+            for batch, answers in zip(sent, replies, strict=True):
+                error = next((a for a in answers if isinstance(a, Exception)), None)
+                if error is None:
+                    self._settled.answered.append((batch.tag, answers))
+                else:
+                    self._settled.lost.append(batch.tag)
+                    self._settled.error = error
+
+    def take(self) -> Settled[Tag]:
+        """What :meth:`settle` read since the last call."""
+        with self._lock:
+            settled, self._settled = self._settled, Settled()
         return settled
 
     def close(self) -> None:
-        """Gives the connection back to the pool (after :meth:`settle`: unread replies would be
-        read by the pool's next user, so a connection with some is closed instead)."""
+        """Closes the connection (after :meth:`settle`: unread replies are reported lost)."""
         with self._lock:
             connection, self._connection = self._connection, None
-            if connection is None:
-                return
             if self._sent:
-                connection.disconnect()
-                self._drop_sent()
-            try:
-                self._redis.sync().connection_pool.release(connection)
-            except StoreUnavailableError:  # the client is closed already
-                connection.disconnect()
+                self._lose(self._sent, StoreUnavailableError("the store was closed before Redis answered"))
+                self._sent = []
+        if connection is not None:
+            connection.disconnect()
 
     # -- with the lock held ----------------------------------------------------------------------
 
-    def _take(self) -> Any:
-        if self._connection is None and not self._unsupported:
-            client = self._redis.sync()
-            if not _pooled(client):
-                self._unsupported = True
-                return None
-            try:
-                self._connection = client.connection_pool.get_connection()
-            except _unavailable_errors() as exc:
-                raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
-        return self._connection
+    def _send(self, batches: list[_Batch[Tag]]) -> None:
+        connection = self._connection
+        calls = [call for batch in batches for call in batch.calls]
+        if connection._sock is None:
+            connection.connect()  # authenticated, on TLS if asked, by redis-py
+            # A new connection may reach a server that lacks the scripts (it restarted).
+            loads = [("SCRIPT", "LOAD", script.source) for script in _SCRIPTS]
+            calls = loads + calls
+            for batch in batches:
+                batch.loads = 0
+            if batches:
+                batches[0].loads = len(loads)
+        try:
+            connection.send_packed_command(_packed(connection, calls), check_health=False)
+        except BaseException:
+            connection.disconnect()
+            raise
 
-    def _read(self, sent: list[tuple[Tag, Sequence[tuple[Any, ...]]]]) -> list[list[Any]]:
+    def _read(self, sent: list[_Batch[Tag]]) -> list[list[Any]]:
         import redis.exceptions
 
         client = self._redis.sync()
+        connection = self._connection
         replies = []
-        for _, calls in sent:
+        for batch in sent:
+            for _ in range(batch.loads):
+                # A script that did not load: its call answers NOSCRIPT, an error, and the batch is lost.
+                with contextlib.suppress(redis.exceptions.ResponseError):
+                    connection.read_response()
             answers: list[Any] = []
-            for call in calls:
+            for call in batch.calls:
                 try:
-                    answers.append(_reply(client, call, self._connection.read_response()))
+                    answers.append(_reply(client, call, connection.read_response()))
                 except redis.exceptions.ResponseError as exc:
                     answers.append(exc)
             replies.append(answers)
         return replies
 
-    def _drop_sent(self) -> None:
-        """The batches sent on a connection that failed: Redis may lack them."""
-        self._lost += [tag for tag, _ in self._sent]
-        self._error = StoreUnavailableError("Redis is unavailable: a connection failed before its replies were read")
-        self._sent = []
-
-    # -- without the lock ------------------------------------------------------------------------
-
-    def _load_scripts_if_needed(self, calls: Sequence[tuple[Any, ...]], answers: list[Any]) -> None:
-        """Runs again, through the pool (which loads the scripts), the calls that found the
-        server without its scripts (it restarted or was flushed)."""
-        import redis.exceptions
-
-        missing = [i for i, a in enumerate(answers) if isinstance(a, redis.exceptions.NoScriptError)]
-        if not missing:
-            return
-        try:
-            again = self._redis.run_sync([calls[i] for i in missing])
-        except Exception as exc:  # reported as the batch's error
-            again = [exc] * len(missing)
-        for i, answer in zip(missing, again, strict=True):
-            answers[i] = answer
+    def _lose(self, batches: list[_Batch[Tag]], error: BaseException) -> None:
+        """Reports ``batches`` lost, and drops the connection they were sent on."""
+        self._settled.lost += [batch.tag for batch in batches]
+        self._settled.error = error
+        if self._connection is not None:
+            self._connection.disconnect()
 
     def _forked(self) -> None:
         """In a forked child, before any other thread runs: the parent's batches and connection
         stay the parent's (the socket is closed in this process only)."""
         self._lock = threading.Lock()
-        self._sent, self._lost, self._error = [], [], None
+        self._sent, self._settled = [], Settled()
         connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.disconnect()  # redis-py shuts a socket down only in the process that opened it
+        sock = None if connection is None else connection._sock
+        if sock is not None:
+            connection._sock = None
+            sock.close()
 
 
 def _closed_by_server(connection: Any) -> bool:
-    """Whether a connection with no reply to come has something to read: the end of the
-    stream, since the server closed it (a write would still succeed, once)."""
-    sock = connection._sock
-    return sock is not None and bool(select.select([sock], [], [], 0)[0])
+    """Whether a connection with no reply to come has something to read (the end of the
+    stream: the server closed it, and a write would still succeed, once), or cannot tell."""
+    try:
+        poller = select.poll()
+        poller.register(connection._sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 class SendDeferred(Effect[bool]):
@@ -255,8 +267,9 @@ class SendDeferred(Effect[bool]):
 
 
 class SettleDeferred(Effect[Settled[Any]]):
-    """:meth:`DeferredReplies.settle` (from asyncio, in a worker thread: the sync API sent the
-    batches on a blocking socket)."""
+    """:meth:`DeferredReplies.settle`, then :meth:`~DeferredReplies.take` (from asyncio, the
+    settling runs in a worker thread: the sync API sent the batches on a blocking socket; if the
+    awaiting task is cancelled, the next operation takes what it read)."""
 
     __slots__ = ("deferred",)
 
@@ -264,7 +277,9 @@ class SettleDeferred(Effect[Settled[Any]]):
         self.deferred = deferred
 
     def run_sync(self) -> Settled[Any]:
-        return self.deferred.settle()
+        self.deferred.settle()
+        return self.deferred.take()
 
     async def run_async(self) -> Settled[Any]:
-        return await asyncio.to_thread(self.deferred.settle)
+        await asyncio.to_thread(self.deferred.settle)
+        return self.deferred.take()

@@ -6,10 +6,11 @@
   Redis is brought along with the fewest commands: the same forward-decay additions as SQL made,
   guarded by the version Redis must hold, or the whole snapshot when it does not hold it.
   ``apply_feedback`` sends those commands and returns without waiting for Redis's reply (sync
-  API, single server; ``wait_for_redis=True`` waits): the store's next operation reads it
-  before it uses Redis again (see :mod:`penchant.profile_store._deferred`). Until Redis has run
-  them, another process can read the version before from Redis (this process's cache holds
-  the new one); Redis runs them within its usual latency, as it would have before the reply.
+  API, single server; ``wait_for_redis=True`` waits): the store's next operation that uses
+  Redis reads it first, so the process finds its own changes there (:meth:`flush` reads it at
+  once; see :mod:`penchant.profile_store._deferred`). Until Redis has run the commands, another
+  process can read the version before from Redis, as it could while a waiting write was in
+  flight.
 * **Invalidation** of other processes' caches uses Redis **pub/sub**: every change is published
   (from inside the Lua script that makes it) on ``penchant:invalidate:<tenant>`` as
   ``version␟user_id`` (a batch through the tiered store: one message after its scripts, the
@@ -101,6 +102,10 @@ class RebuildReport:
 
     users: int
     events: int
+
+
+class _NotSent(Exception):
+    """Redis's commands cannot be sent without waiting for their replies here."""
 
 
 class _Skipped:
@@ -195,12 +200,22 @@ class TieredProfileStore(ProfileStore):
     # -- observability --------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Counters since the store was opened, and whether Redis is down now."""
+        """Counters since the store was opened, and whether Redis is down now. Replies to
+        ``apply_feedback`` that were not read yet are not counted (:meth:`flush` reads them)."""
         return {**asdict(self.counters), "redis_down": self._health.is_down, "pending_refills": len(self._pending)}
 
     @property
     def redis_is_down(self) -> bool:
         return self._health.is_down
+
+    def flush(self) -> None:
+        """Waits until Redis has run every change this store sent it without waiting for the
+        reply (see the module documentation), and acts on the replies. Other operations that
+        use Redis do this first by themselves."""
+        run_sync(self._settle())
+
+    async def aflush(self) -> None:
+        await run_async(self._settle())
 
     def wait_until_listening(self, timeout: float = 5.0) -> bool:
         """Subscribes to the invalidation channel if needed and waits until it is subscribed."""
@@ -301,13 +316,15 @@ class TieredProfileStore(ProfileStore):
 
     def _settle(self) -> Op[None]:
         """Reads the replies to the changes sent to Redis without waiting (see the module
-        documentation) and acts on them; nothing to do, it yields nothing."""
+        documentation) and acts on them; nothing to do, it yields nothing. A profile Redis did
+        not hold at the version expected is not written whole, as when the reply is read at
+        once: the script removed Redis's copy, and what the change held may be old by now."""
         deferred = self._deferred
         if deferred is None or not deferred.waiting:
             return
         settled = yield SettleDeferred(deferred)
         for changed, replies in settled.answered:
-            yield from self._followed(changed, replies)
+            self.counters.redis_stale_fallbacks += len(self._stale(changed, replies))
         if settled.lost:
             self.counters.redis_failures += 1
             self._mark_pending({c.profile.user_id: False for changed in settled.lost for c in changed})
@@ -347,6 +364,7 @@ class TieredProfileStore(ProfileStore):
     def _get_many_op(self, user_ids: list[str], *, shared: bool) -> Op[dict[str, UserProfile]]:
         since = self._catch_up()
         if self.redis is not None and self._health.is_down and self._health.should_try():
+            yield from self._settle()
             # Reads the cache answers never reach Redis: without a probe, a process that only
             # reads cached profiles would learn that Redis is back (and drop the copies whose
             # invalidations it missed) only when its listener subscribes again.
@@ -493,16 +511,19 @@ class TieredProfileStore(ProfileStore):
         return self.redis._announce_call((c.profile.user_id, c.profile.version) for c in changed)
 
     def _redis_follow(self, changed: list[AppliedChange], calls: Calls) -> Op[None]:
-        """Sends ``calls`` (:meth:`_follow_calls` of ``changed``) and, unless the replies are
-        read later (:meth:`_settle`), acts on them (:meth:`_followed`)."""
+        """Sends ``calls`` (:meth:`_follow_calls` of ``changed``). Unless the replies are read
+        later (:meth:`_settle`), a profile Redis did not hold at the version before is then
+        written whole."""
         redis = self.redis
         assert redis is not None
         if self._deferred is not None:
-            sent = yield from self._redis_step(self._send_deferred(changed, calls))
-            if sent is True:
-                return
-            if isinstance(sent, _Skipped):
-                self._mark_pending({c.profile.user_id: False for c in changed})
+            try:
+                sent = yield from self._redis_step(self._send_deferred(changed, calls))
+            except _NotSent:
+                pass  # a cluster, or asyncio: the replies are waited for
+            else:
+                if isinstance(sent, _Skipped):
+                    self._mark_pending({c.profile.user_id: False for c in changed})
                 return
         replies = yield from self._redis_step(self._redis_batch(calls))
         if isinstance(replies, _Skipped):
@@ -511,25 +532,25 @@ class TieredProfileStore(ProfileStore):
         announce = self._batch_announcement(changed) if redis.connection.is_cluster else None
         if announce is not None:
             yield from self._redis_step(self._redis_batch([announce]))
-        yield from self._followed(changed, replies)
-
-    def _send_deferred(self, changed: list[AppliedChange], calls: Calls) -> Op[bool]:
-        assert self._deferred is not None
-        sent: bool = yield SendDeferred(self._deferred, changed, calls)
-        return sent
-
-    def _followed(self, changed: list[AppliedChange], replies: list[Any]) -> Op[None]:
-        """Acts on Redis's replies to :meth:`_follow_calls` of ``changed``: a profile Redis
-        did not hold at the version before is written whole."""
-        redis = self.redis
-        assert redis is not None
-        stale = [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
+        stale = self._stale(changed, replies)
         if stale:
             self.counters.redis_stale_fallbacks += len(stale)
             calls = [redis._write_call("fill", c.profile, str(c.profile.version)) for c in stale]
             done = yield from self._redis_step(self._redis_batch(calls))
             if isinstance(done, _Skipped):
                 self._mark_pending({c.profile.user_id: False for c in stale})
+
+    def _send_deferred(self, changed: list[AppliedChange], calls: Calls) -> Op[None]:
+        """Sends ``calls`` without waiting for their replies; raises ``_NotSent`` (before any
+        I/O, so that it does not count as Redis answering) when they cannot be sent so."""
+        assert self._deferred is not None
+        if not (yield SendDeferred(self._deferred, changed, calls)):
+            raise _NotSent
+
+    @staticmethod
+    def _stale(changed: list[AppliedChange], replies: list[Any]) -> list[AppliedChange]:
+        """The changes whose script found Redis at another version than expected."""
+        return [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
 
     def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
         changes = yield from self._apply_changes_op({user_id: signals})
@@ -555,7 +576,10 @@ class TieredProfileStore(ProfileStore):
         return None if isinstance(ttl, _Skipped) else ttl
 
     def _close_op(self) -> Op[None]:
-        yield from self._settle()
+        try:
+            yield from self._settle()
+        except Exception as exc:  # closing goes on
+            logger.warning("reading Redis's last replies before closing failed: %s", exc)
         if self._deferred is not None:
             self._deferred.close()
         with self._listener_lock:
