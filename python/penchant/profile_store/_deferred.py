@@ -7,15 +7,16 @@ are slow wake-ups of one process or the other). So ``apply_feedback`` sends the 
 bring Redis along on a connection of their own (:class:`DeferredReplies`) and returns; the
 replies are read (:meth:`DeferredReplies.settle`) by the store's next operation that uses Redis,
 before it does. Redis runs a connection's commands in order, so once the replies are read,
-everything sent before has happened, and the process reads its own changes from Redis.
+everything sent before has happened, and the store reads its own changes from Redis.
 
-The commands are safe to run twice (each is guarded by the version Redis must hold), so a
-connection found closed is replaced and the batches waiting on it sent again. Every new
-connection first loads the scripts, so that a restarted server runs them. A batch whose replies
-cannot be read, or hold an error, is reported lost: the store counts an outage, and copies the
-profile from SQL when Redis answers again. A profile that Redis did not hold at the version
-expected was removed by the script itself (readers fill it from SQL), so nothing is rewritten
-from what the change held, which may be old by the time the reply is read.
+A connection the server closed is replaced (noticed before a send, when no reply is due), and
+every new connection first loads the scripts, so that a restarted server runs them. A batch
+whose replies cannot be read, or hold an error, is reported lost, and the store copies its
+profiles into Redis from SQL as they are then (the batch is not sent again: by the time its
+loss is known, what it held may be old, or the user deleted). A profile that Redis did not hold
+at the version expected was removed by the script itself, which also keeps older fills out
+for a while (``lua.FOLLOW``): readers fill it from SQL, so nothing is rewritten from what the
+change held.
 
 Only the sync client of a single server takes part: on a cluster, or from asyncio, the store
 waits for the replies.
@@ -93,6 +94,8 @@ class DeferredReplies(Generic[Tag]):
         self._unsupported = redis.is_cluster
         self._sent: list[_Batch[Tag]] = []
         self._settled: Settled[Tag] = Settled()
+        self._closed = False
+        _ALL.add(self)
 
     @property
     def waiting(self) -> bool:
@@ -101,10 +104,10 @@ class DeferredReplies(Generic[Tag]):
 
     def send(self, tag: Tag, calls: Calls) -> bool:
         """Sends ``calls`` without waiting for their replies; ``False`` (nothing sent) when the
-        client is not a single server's pooled client. Raises ``StoreUnavailableError`` when
-        they cannot be sent: then Redis runs none of them."""
+        client is not a single server's pooled client, or this is closed. Raises
+        ``StoreUnavailableError`` when they cannot be sent."""
         with self._lock:
-            if self._unsupported:
+            if self._unsupported or self._closed:
                 return False
             if self._connection is None:
                 client = self._redis.sync()
@@ -113,42 +116,40 @@ class DeferredReplies(Generic[Tag]):
                     return False
                 pool = client.connection_pool
                 self._connection = pool.connection_class(**pool.connection_kwargs)  # not counted by the pool
-                _ALL.add(self)
             batch = _Batch(tag, _made(calls))
             connected = self._connection._sock is not None
             if connected and not self._sent and _closed_by_server(self._connection):
                 self._connection.disconnect()  # noticed here, as a wait for the reply would have
                 connected = False
             try:
-                self._send([batch])
+                self._send(batch)
             except _unavailable_errors() as exc:
                 if not connected:
                     raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
-                # A connection that served before failed (a restarted server closed it): the
-                # batches waiting on it go again on a new one, with this one.
+                # A connection that served before failed (a restarted server closed it): this
+                # batch goes on a new one; those waiting on the old one are reported lost.
+                self._lose(self._sent, StoreUnavailableError(f"Redis is unavailable: {exc}"))
+                self._sent = []
                 try:
-                    self._send([*self._sent, batch])
+                    self._send(batch)
                 except _unavailable_errors() as again:
-                    self._lose(self._sent, StoreUnavailableError(f"Redis is unavailable: {again}"))
-                    self._sent = []
                     raise StoreUnavailableError(f"Redis is unavailable: {again}") from again
             self._sent.append(batch)
             return True
 
     def settle(self) -> None:
         """Reads the replies of every batch sent; :meth:`take` hands them over."""
+        import redis.exceptions
+
         with self._lock:
             sent, self._sent = self._sent, []
             if not sent:
                 return
+            if self._connection._sock is None:  # closed since they were sent: no reply will come
+                self._lose(sent, StoreUnavailableError("Redis is unavailable: its connection was closed"))
+                return
             try:
-                try:
-                    replies = self._read(sent)
-                except _unavailable_errors():
-                    # The server may have closed the connection since (restarted): the batches
-                    # go once more on a new one (each is safe to run twice).
-                    self._send(sent)
-                    replies = self._read(sent)
+                replies = self._read(sent)
             except _unavailable_errors() as exc:
                 self._lose(sent, StoreUnavailableError(f"Redis is unavailable: {exc}"))
                 return
@@ -162,6 +163,8 @@ class DeferredReplies(Generic[Tag]):
                 else:
                     self._settled.lost.append(batch.tag)
                     self._settled.error = error
+                    if isinstance(error, redis.exceptions.NoScriptError) and not self._sent:
+                        self._connection.disconnect()  # the next one loads the scripts
 
     def take(self) -> Settled[Tag]:
         """What :meth:`settle` read since the last call."""
@@ -172,6 +175,7 @@ class DeferredReplies(Generic[Tag]):
     def close(self) -> None:
         """Closes the connection (after :meth:`settle`: unread replies are reported lost)."""
         with self._lock:
+            self._closed = True
             connection, self._connection = self._connection, None
             if self._sent:
                 self._lose(self._sent, StoreUnavailableError("the store was closed before Redis answered"))
@@ -181,18 +185,18 @@ class DeferredReplies(Generic[Tag]):
 
     # -- with the lock held ----------------------------------------------------------------------
 
-    def _send(self, batches: list[_Batch[Tag]]) -> None:
+    def _send(self, batch: _Batch[Tag]) -> None:
         connection = self._connection
-        calls = [call for batch in batches for call in batch.calls]
+        calls = batch.calls
         if connection._sock is None:
+            if self._sent:  # replies that will never come
+                self._lose(self._sent, StoreUnavailableError("Redis is unavailable: its connection was closed"))
+                self._sent = []
             connection.connect()  # authenticated, on TLS if asked, by redis-py
             # A new connection may reach a server that lacks the scripts (it restarted).
             loads = [("SCRIPT", "LOAD", script.source) for script in _SCRIPTS]
-            calls = loads + calls
-            for batch in batches:
-                batch.loads = 0
-            if batches:
-                batches[0].loads = len(loads)
+            calls = [*loads, *calls]
+            batch.loads = len(loads)
         try:
             connection.send_packed_command(_packed(connection, calls), check_health=False)
         except BaseException:
@@ -221,8 +225,9 @@ class DeferredReplies(Generic[Tag]):
 
     def _lose(self, batches: list[_Batch[Tag]], error: BaseException) -> None:
         """Reports ``batches`` lost, and drops the connection they were sent on."""
-        self._settled.lost += [batch.tag for batch in batches]
-        self._settled.error = error
+        if batches:
+            self._settled.lost += [batch.tag for batch in batches]
+            self._settled.error = error
         if self._connection is not None:
             self._connection.disconnect()
 
@@ -242,8 +247,11 @@ def _closed_by_server(connection: Any) -> bool:
     """Whether a connection with no reply to come has something to read (the end of the
     stream: the server closed it, and a write would still succeed, once), or cannot tell."""
     try:
+        sock = connection._sock
+        if not hasattr(select, "poll"):  # Windows, where select takes any number of sockets
+            return bool(select.select([sock], [], [], 0)[0])
         poller = select.poll()
-        poller.register(connection._sock, select.POLLIN)
+        poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
     except (OSError, ValueError, AttributeError):
         return True

@@ -39,6 +39,10 @@ one string (fields and values joined by ``␞``) and the history as the array of
 ``INFO commandstats``); the reader then stores a new snapshot (``SNAPSHOT``) if the profile is still at that version.
 Changes leave the snapshot stale by moving the version past it, so they cost nothing extra.
 
+The scripts get the user's keys (``KEYS[1]`` to ``KEYS[4]``: profile, interests, history,
+events) and the user's floor (``KEYS[5]``), a short-lived key that ``FOLLOW`` sets when it finds
+Redis behind SQL and removes Redis's copy: until it expires, no fill of an older version lands.
+
 TTL arguments are milliseconds, 0 for none. An invalidation channel of "" publishes nothing;
 otherwise the message is ``version␟user_id`` (``-␟user_id`` for a deletion, and for a forced
 write, which replaces what Redis held at the same version): listeners drop copies older than
@@ -47,7 +51,11 @@ that version (any copy, for ``-``).
 
 from __future__ import annotations
 
-__all__ = ["APPLY", "DELETE", "FOLLOW", "PREFERENCES", "READ", "SNAPSHOT", "TOUCH", "WRITE"]
+__all__ = ["APPLY", "DELETE", "FLOOR_SECONDS", "FOLLOW", "PREFERENCES", "READ", "SNAPSHOT", "TOUCH", "WRITE"]
+
+FLOOR_SECONDS = 60
+"""How long a user's floor (``FOLLOW``) refuses fills of older versions: far longer than a
+read of SQL and its fill take."""
 
 _COMMON = """
 local function touch(ttl_profile, ttl_history, ttl_events)
@@ -252,17 +260,22 @@ FOLLOW = (
 -- Brings Redis from the version an SQL store changed to the version it wrote, by setting what
 -- the change changed: the profile's fields, the interest fields of the features its events
 -- touched (all of them when the landmark moved), the history entries it added.
--- ARGV: 1 the version Redis must hold (0: none), else it answers 'stale' and, if what it holds
---         is older than the new version, removes it (readers fall back to SQL) and announces
---         the new version, so that no reader takes Redis's copy for current meanwhile
+-- ARGV: 1 the version Redis must hold (0: none), else (or if the user's floor, KEYS[5], is at
+--         the new version or above) it answers 'stale' and, if what it holds is older than the
+--         new version, removes it (readers fall back to SQL), raises the floor to the new
+--         version (a fill of an older one, made from SQL before this change, must not land)
+--         and announces the new version, so that no reader takes the old copy for current
 --       2 the new version  3 doc  4 priors  5 landmark  6 updated_at  7 event_count
 --       8 max_history  9-11 ttl profile/history/events  12 channel  13 user_id
 --       14 '1' if the interest fields given are all of them (the others are removed)
 --       15 number of interest field/value arguments, then those, then the history members to add
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if current ~= tonumber(ARGV[1]) then
-  if current < tonumber(ARGV[2]) then
+local new = tonumber(ARGV[2])
+local floor = tonumber(redis.call('GET', KEYS[5]) or '0')
+if current ~= tonumber(ARGV[1]) or floor >= new then
+  if current < new then
     redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    if floor < new then redis.call('SET', KEYS[5], new, 'PX', FLOOR_MS) end
     if ARGV[12] ~= '' then redis.call('PUBLISH', ARGV[12], ARGV[2] .. '\\31' .. ARGV[13]) end
   end
   return {'stale', current}
@@ -283,7 +296,7 @@ touch(tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]))
 if ARGV[12] ~= '' then redis.call('PUBLISH', ARGV[12], ARGV[2] .. '\\31' .. ARGV[13]) end
 return {'ok', ARGV[2]}
 """
-)
+).replace("FLOOR_MS", str(FLOOR_SECONDS * 1000))
 
 SNAPSHOT = """
 -- Stores the snapshot of a profile if it is still at the version it was made from.
@@ -309,7 +322,8 @@ WRITE = (
     _COMMON
     + """
 -- ARGV: 1 mode ('put': next version, if ARGV[2] is '' or the stored version;
---         'fill': version ARGV[2], unless Redis holds that version or a newer one;
+--         'fill': version ARGV[2], unless Redis holds that version or a newer one, or the
+--                 user's floor (KEYS[5], see FOLLOW) is above it;
 --         'force': version ARGV[2] whatever Redis holds)
 --       2 version  3 doc  4 landmark  5 updated_at  6 event_count  7 priors
 --       8-10 ttl profile/history/events  11 channel  12 user_id  13 snapshot
@@ -323,7 +337,9 @@ if mode == 'put' then
   version = current + 1
 else
   version = tonumber(ARGV[2])
-  if mode == 'fill' and current >= version then return {'skip', current} end
+  if mode == 'fill' and (current >= version or tonumber(redis.call('GET', KEYS[5]) or '0') > version) then
+    return {'skip', current}
+  end
 end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'landmark', ARGV[4], 'updated_at', ARGV[5], 'version', version,
@@ -343,7 +359,7 @@ return {'ok', version}
 DELETE = """
 -- ARGV: channel, user_id
 local existed = redis.call('EXISTS', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], '-\\31' .. ARGV[2]) end
 return existed
 """

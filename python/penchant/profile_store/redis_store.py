@@ -2,7 +2,8 @@
 clients (hiredis parses replies when it is installed).
 
 **Keys** (DESIGN.md, mechanism 7) are ``penchant:{<tenant>:<user>}:<kind>`` with the kinds
-``profile``, ``interests``, ``history`` and ``events``. The hash tag keeps one user's keys in one
+``profile``, ``interests``, ``history`` and ``events`` (and ``floor``, which lives a minute after
+a change found Redis behind SQL: :mod:`penchant.profile_store.lua`). The hash tag keeps one user's keys in one
 cluster slot, so each user's scripts are atomic on a cluster too. Tenant and user ids are
 validated, then escaped (``%``, ``:``, ``{`` and ``}`` become ``%25``, ``%3A``, ``%7B``,
 ``%7D``), so no id can reach into another tenant's or user's keys, and no id is ever used as a
@@ -98,7 +99,8 @@ def _keys(prefix: str, user_id: str) -> tuple[str, str, str, str]:
 
 
 def user_keys(tenant: str, user_id: str) -> tuple[str, str, str, str]:
-    """The Redis keys of one user: profile, interests, history, events."""
+    """The Redis keys of one user: profile, interests, history, events. (A fifth, ``floor``,
+    lives a minute after a change found Redis behind SQL: see :data:`lua.FOLLOW`.)"""
     return _keys(_tenant_prefix(tenant), user_id)
 
 
@@ -844,7 +846,8 @@ class RedisProfileStore(ProfileStore):
     # -- commands ---------------------------------------------------------------------------------
 
     def _script(self, script: _Script, user_id: str, *args: Any) -> tuple[Any, ...]:
-        return ("EVALSHA", script.sha, 4, *self.keys(user_id), *args)
+        keys = self.keys(user_id)
+        return ("EVALSHA", script.sha, 5, *keys, keys[0].removesuffix("profile") + "floor", *args)
 
     def _read_call(self, user_id: str, *, parts: bool = False) -> tuple[Any, ...]:
         return self._script(_READ, user_id, *self._ttl_args, "parts" if parts else "")

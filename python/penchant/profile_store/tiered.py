@@ -7,7 +7,7 @@
   guarded by the version Redis must hold, or the whole snapshot when it does not hold it.
   ``apply_feedback`` sends those commands and returns without waiting for Redis's reply (sync
   API, single server; ``wait_for_redis=True`` waits): the store's next operation that uses
-  Redis reads it first, so the process finds its own changes there (:meth:`flush` reads it at
+  Redis reads it first, so the store finds its own changes there (:meth:`flush` reads it at
   once; see :mod:`penchant.profile_store._deferred`). Until Redis has run the commands, another
   process can read the version before from Redis, as it could while a waiting write was in
   flight.
@@ -284,28 +284,31 @@ class TieredProfileStore(ProfileStore):
         logger.warning("Redis is back: %d profiles written during the outage were copied into it", refilled)
 
     def _refill(self, pending: dict[str, bool]) -> Op[int]:
-        assert self.redis is not None
         users = list(pending)
         refilled = 0
         try:
             for start in range(0, len(users), 500):
-                chunk = users[start : start + 500]
-                found = yield from self.database._get_many_op(chunk, shared=False)
-                calls = []
-                for user_id in chunk:
-                    profile = found.get(user_id)
-                    if profile is not None:
-                        calls.append(self.redis._write_call("fill", profile, str(profile.version)))
-                    else:  # deleted while Redis was down
-                        calls.append(self.redis._delete_call(user_id))
-                yield RedisBatch(self.redis.connection, calls)
-                refilled += len(chunk)
-                self.counters.redis_refills += len(chunk)
+                refilled += yield from self._copy_from_sql(users[start : start + 500])
         except StoreUnavailableError as exc:
             self._mark_pending({u: pending[u] for u in users})
             if self._health.failed():
                 logger.warning("Redis failed again while being refilled (%s)", exc)
         return refilled
+
+    def _copy_from_sql(self, users: list[str]) -> Op[int]:
+        """Writes ``users`` into Redis as SQL holds them now (removes those SQL does not hold)."""
+        assert self.redis is not None
+        found = yield from self.database._get_many_op(users, shared=False)
+        calls = []
+        for user_id in users:
+            profile = found.get(user_id)
+            if profile is not None:
+                calls.append(self.redis._write_call("fill", profile, str(profile.version)))
+            else:  # deleted meanwhile
+                calls.append(self.redis._delete_call(user_id))
+        yield RedisBatch(self.redis.connection, calls)
+        self.counters.redis_refills += len(users)
+        return len(users)
 
     def _mark_pending(self, users: dict[str, bool]) -> None:
         with self._pending_lock:
@@ -318,7 +321,8 @@ class TieredProfileStore(ProfileStore):
         """Reads the replies to the changes sent to Redis without waiting (see the module
         documentation) and acts on them; nothing to do, it yields nothing. A profile Redis did
         not hold at the version expected is not written whole, as when the reply is read at
-        once: the script removed Redis's copy, and what the change held may be old by now."""
+        once: the script removed Redis's copy, and what the change held may be old by now. The
+        profiles of changes whose replies were lost are copied from SQL as it holds them now."""
         deferred = self._deferred
         if deferred is None or not deferred.waiting:
             return
@@ -327,9 +331,13 @@ class TieredProfileStore(ProfileStore):
             self.counters.redis_stale_fallbacks += len(self._stale(changed, replies))
         if settled.lost:
             self.counters.redis_failures += 1
-            self._mark_pending({c.profile.user_id: False for changed in settled.lost for c in changed})
-            if self._health.failed():
-                logger.warning("%s; serving from SQL and the in-process cache until it answers", settled.error)
+            logger.info(
+                "Redis's replies to %d changes were lost (%s): copying from SQL", len(settled.lost), settled.error
+            )
+            users = list(dict.fromkeys(c.profile.user_id for changed in settled.lost for c in changed))
+            copied = yield from self._redis_step(self._copy_from_sql(users))
+            if isinstance(copied, _Skipped):
+                self._mark_pending(dict.fromkeys(users, False))
 
     # -- reads -----------------------------------------------------------------------------------
 
