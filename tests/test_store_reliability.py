@@ -674,19 +674,49 @@ def _lose_replies(store: TieredProfileStore) -> None:
 
 
 def test_a_change_whose_reply_was_lost_is_copied_from_sql(tmp_path: Path) -> None:
-    """Not sent again: by the time the loss is known, what the change held may be old."""
+    """Not sent again: by the time the loss is known, what the change held may be old. Redis
+    is paused for writes, so the change's script is still queued when its connection closes,
+    and Redis drops it."""
     tenant = new_tenant()
     with open_store(redis_url(), f"sqlite:///{tmp_path}/again.db", tenant) as store:
         assert isinstance(store, TieredProfileStore)
         store.apply_feedback("alice", mixed_signals("alice", 3))
-        _lose_replies(store)
+        store.flush()
+        client = redis.Redis.from_url(redis_url())
+        unpause = threading.Timer(1.0, client.execute_command, ("CLIENT", "UNPAUSE"))
+        try:
+            client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            unpause.start()
+            store.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # version 2
+            _lose_replies(store)
+        finally:
+            unpause.join()
+            client.close()
+        assert _redis_version(tenant, "alice") == 1  # the script never ran
         store.flush()
         stats = store.stats()
         assert (stats["redis_failures"], stats["redis_refills"], stats["redis_down"]) == (1, 1, False)
-        assert _redis_version(tenant, "alice") == 1
-        store.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # follows the copy
+        assert _redis_version(tenant, "alice") == 2
+        store.apply_feedback("alice", mixed_signals("alice", 2, start=5))  # follows the copy
         store.flush()
-        assert (store.stats()["redis_stale_fallbacks"], _redis_version(tenant, "alice")) == (0, 2)
+        assert (store.stats()["redis_stale_fallbacks"], _redis_version(tenant, "alice")) == (0, 3)
+
+
+def test_a_failure_to_copy_a_lost_change_leaves_it_to_the_refill_and_fails_nothing_else(tmp_path: Path) -> None:
+    tenant = new_tenant()
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/copy.db", tenant) as store:
+        assert isinstance(store, TieredProfileStore)
+        store.apply_feedback("bob", mixed_signals("bob", 2))
+        store.apply_feedback("alice", mixed_signals("alice", 3))
+        _lose_replies(store)
+
+        def failing(*_: Any) -> Any:
+            raise redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+            yield
+
+        store._copy_calls = failing  # type: ignore[method-assign]
+        assert store.get("bob") is not None  # an operation that reads the replies goes on
+        assert store.stats()["pending_refills"] == 1
 
 
 def test_replies_lost_in_an_outage_leave_the_profile_to_the_refill(
@@ -741,6 +771,14 @@ def test_a_write_that_finds_redis_behind_drops_its_copy_at_once(tmp_path: Path) 
         store.flush()
         assert store.stats()["redis_stale_fallbacks"] == 1
         assert _redis_version(tenant, "alice") == 3
+        floor = user_keys(tenant, "alice")[0].removesuffix("profile") + "floor"
+        client = redis.Redis.from_url(redis_url())
+        try:
+            assert client.exists(floor) == 1
+            assert store.delete("alice")
+            assert client.exists(floor) == 0  # deleting a user removes every trace
+        finally:
+            client.close()
 
 
 def test_a_connection_the_server_closed_is_replaced_and_loads_the_scripts(tmp_path: Path) -> None:

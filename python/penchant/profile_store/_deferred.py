@@ -163,7 +163,7 @@ class DeferredReplies(Generic[Tag]):
                 else:
                     self._settled.lost.append(batch.tag)
                     self._settled.error = error
-                    if isinstance(error, redis.exceptions.NoScriptError) and not self._sent:
+                    if isinstance(error, redis.exceptions.NoScriptError):
                         self._connection.disconnect()  # the next one loads the scripts
 
     def take(self) -> Settled[Tag]:

@@ -14,7 +14,12 @@ KEYS, in every script:
    event's time, the event id, ``␟``, then the MessagePack interaction. Byte order is the order
    ``InterestModel`` keeps (time, then event id), whatever order events arrive in;
 4. events, a sorted set of applied event ids scored by event time: the idempotency window of a
-   Redis-only store.
+   Redis-only store;
+5. floor, a string that lives ``FLOOR_SECONDS`` after ``FOLLOW`` found Redis behind SQL and
+   removed Redis's copy: a version below which no fill lands and no ``FOLLOW`` runs (a reader
+   that read SQL before that change must not put what it read into Redis). Deleting a user
+   removes it; a ``FOLLOW`` that lands after a deletion may leave one, which then blocks fills
+   of a user created anew for that long (reads go to SQL meanwhile).
 
 Sums are added in Lua's doubles and written with ``%.17g`` (which reads back exactly): a batch's
 amounts for one field are summed in event order and then added to the stored sum, the very
@@ -39,10 +44,6 @@ one string (fields and values joined by ``␞``) and the history as the array of
 ``INFO commandstats``); the reader then stores a new snapshot (``SNAPSHOT``) if the profile is still at that version.
 Changes leave the snapshot stale by moving the version past it, so they cost nothing extra.
 
-The scripts get the user's keys (``KEYS[1]`` to ``KEYS[4]``: profile, interests, history,
-events) and the user's floor (``KEYS[5]``), a short-lived key that ``FOLLOW`` sets when it finds
-Redis behind SQL and removes Redis's copy: until it expires, no fill of an older version lands.
-
 TTL arguments are milliseconds, 0 for none. An invalidation channel of "" publishes nothing;
 otherwise the message is ``version␟user_id`` (``-␟user_id`` for a deletion, and for a forced
 write, which replaces what Redis held at the same version): listeners drop copies older than
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 __all__ = ["APPLY", "DELETE", "FLOOR_SECONDS", "FOLLOW", "PREFERENCES", "READ", "SNAPSHOT", "TOUCH", "WRITE"]
 
-FLOOR_SECONDS = 60
+FLOOR_SECONDS = 10
 """How long a user's floor (``FOLLOW``) refuses fills of older versions: far longer than a
 read of SQL and its fill take."""
 

@@ -1070,8 +1070,9 @@ class RedisProfileStore(ProfileStore):
         store made by applying ``fresh`` (``entries``: the history entries the change added, by
         event id, encoded): it sets the interest fields of the features ``fresh`` touched (all
         of them if the landmark moved) and adds the entries. The script answers ``stale`` when
-        Redis is not at ``old_version`` (and removes what it holds if that is older than
-        ``profile``). Unless ``publish`` is false (the caller announces the change with others:
+        Redis is not at ``old_version``, or the user's floor refuses ``profile``'s version (and
+        removes what it holds if that is older than ``profile``, raising the floor: see
+        :data:`lua.FOLLOW`). Unless ``publish`` is false (the caller announces the change with others:
         :meth:`_announce_call`), the script publishes the new version on the invalidation
         channel. ``fields``: ``ProfileSerializer.follow_fields``
         of the change, when the caller has them."""

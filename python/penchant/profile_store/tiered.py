@@ -4,7 +4,9 @@
 * **Writes** reach SQL first (the event log and the snapshot, in one transaction), then Redis,
   then the cache: once a call returns, its events are durable, whatever happens to Redis.
   Redis is brought along with the fewest commands: the same forward-decay additions as SQL made,
-  guarded by the version Redis must hold, or the whole snapshot when it does not hold it.
+  guarded by the version Redis must hold; when it does not hold it, the script removes Redis's
+  copy (readers fill it from SQL), and a store that waited for the reply writes the whole
+  snapshot.
   ``apply_feedback`` sends those commands and returns without waiting for Redis's reply (sync
   API, single server; ``wait_for_redis=True`` waits): the store's next operation that uses
   Redis reads it first, so the store finds its own changes there (:meth:`flush` reads it at
@@ -85,13 +87,16 @@ class TierStats:
     redis_misses: int = 0
     sql_reads: int = 0
     redis_failures: int = 0
-    """Redis calls that failed (each outage logs one warning)."""
+    """Redis calls that failed (each outage logs one warning), and batches of changes whose
+    replies were lost."""
     redis_skipped: int = 0
     """Redis calls not attempted because Redis was down."""
     redis_stale_fallbacks: int = 0
-    """Feedback that found Redis at an unexpected version and rewrote the whole profile."""
+    """Feedback that found Redis at an unexpected version (Redis's copy was removed; the whole
+    profile was written when the store waited for the reply)."""
     redis_refills: int = 0
-    """Profiles copied from SQL into Redis after an outage."""
+    """Profiles copied from SQL into Redis after an outage, or after their change's reply was
+    lost."""
     invalidations: int = 0
     """Invalidation messages received from other processes."""
 
@@ -297,8 +302,12 @@ class TieredProfileStore(ProfileStore):
 
     def _copy_from_sql(self, users: list[str]) -> Op[int]:
         """Writes ``users`` into Redis as SQL holds them now (removes those SQL does not hold)."""
-        assert self.redis is not None
         found = yield from self.database._get_many_op(users, shared=False)
+        return (yield from self._copy_calls(users, found))
+
+    def _copy_calls(self, users: list[str], found: dict[str, UserProfile]) -> Op[int]:
+        """Writes ``found`` into Redis, and removes the rest of ``users``."""
+        assert self.redis is not None
         calls = []
         for user_id in users:
             profile = found.get(user_id)
@@ -330,13 +339,25 @@ class TieredProfileStore(ProfileStore):
         for changed, replies in settled.answered:
             self.counters.redis_stale_fallbacks += len(self._stale(changed, replies))
         if settled.lost:
-            self.counters.redis_failures += 1
-            logger.info(
-                "Redis's replies to %d changes were lost (%s): copying from SQL", len(settled.lost), settled.error
-            )
+            self.counters.redis_failures += len(settled.lost)
             users = list(dict.fromkeys(c.profile.user_id for changed in settled.lost for c in changed))
-            copied = yield from self._redis_step(self._copy_from_sql(users))
-            if isinstance(copied, _Skipped):
+            quiet = isinstance(settled.error, StoreUnavailableError) or "NOSCRIPT" in str(settled.error)
+            logger.log(
+                logging.INFO if quiet else logging.WARNING,
+                "Redis did not answer the changes of %d users as expected (%s): copying them from SQL",
+                len(users),
+                settled.error,
+            )
+            try:
+                for start in range(0, len(users), 500):
+                    chunk = users[start : start + 500]
+                    found = yield from self.database._get_many_op(chunk, shared=False)
+                    copied = yield from self._redis_step(self._copy_calls(chunk, found))
+                    if isinstance(copied, _Skipped):
+                        self._mark_pending(dict.fromkeys(users[start:], False))
+                        break
+            except Exception as exc:  # this operation goes on; the refill after an outage copies them
+                logger.warning("copying %d users from SQL into Redis failed: %s", len(users), exc)
                 self._mark_pending(dict.fromkeys(users, False))
 
     # -- reads -----------------------------------------------------------------------------------
