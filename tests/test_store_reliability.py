@@ -683,14 +683,12 @@ def test_a_change_whose_reply_was_lost_is_copied_from_sql(tmp_path: Path) -> Non
         store.apply_feedback("alice", mixed_signals("alice", 3))
         store.flush()
         client = redis.Redis.from_url(redis_url())
-        unpause = threading.Timer(1.0, client.execute_command, ("CLIENT", "UNPAUSE"))
         try:
             client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
-            unpause.start()
-            store.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # version 2
+            store.apply_feedback("alice", mixed_signals("alice", 2, start=3))  # version 2: waits for nothing
             _lose_replies(store)
         finally:
-            unpause.join()
+            client.execute_command("CLIENT", "UNPAUSE")
             client.close()
         assert _redis_version(tenant, "alice") == 1  # the script never ran
         store.flush()
@@ -715,8 +713,14 @@ def test_a_failure_to_copy_a_lost_change_leaves_it_to_the_refill_and_fails_nothi
             yield
 
         store._copy_calls = failing  # type: ignore[method-assign]
-        assert store.get("bob") is not None  # an operation that reads the replies goes on
-        assert store.stats()["pending_refills"] == 1
+        assert store.ttl("bob") is None  # an operation that reads the replies goes on (Redis is left alone)
+        assert store.get("bob").version == 1  # type: ignore[union-attr]
+        stats = store.stats()
+        assert (stats["pending_refills"], stats["redis_down"]) == (1, True)
+        del store._copy_calls  # type: ignore[attr-defined]
+        assert wait_for(lambda: store.ttl("alice") is not None and not store.redis_is_down)
+        assert store.stats()["redis_refills"] == 1  # alice, once Redis was tried again
+        assert _redis_version(tenant, "alice") == 1
 
 
 def test_replies_lost_in_an_outage_leave_the_profile_to_the_refill(

@@ -62,6 +62,9 @@ class Settled(Generic[Tag]):
     """Batches whose replies could not be read, or held an error: Redis may lack them."""
     error: BaseException | None = None
     """Why the last of ``lost`` was lost."""
+    unexpected: bool = False
+    """Whether an error reply other than NOSCRIPT lost some (OOM, READONLY...), rather than a
+    lost connection or a restarted server."""
 
 
 @dataclass
@@ -165,6 +168,8 @@ class DeferredReplies(Generic[Tag]):
                     self._settled.error = error
                     if isinstance(error, redis.exceptions.NoScriptError):
                         self._connection.disconnect()  # the next one loads the scripts
+                    else:
+                        self._settled.unexpected = True
 
     def take(self) -> Settled[Tag]:
         """What :meth:`settle` read since the last call."""

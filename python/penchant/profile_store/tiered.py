@@ -294,7 +294,7 @@ class TieredProfileStore(ProfileStore):
         try:
             for start in range(0, len(users), 500):
                 refilled += yield from self._copy_from_sql(users[start : start + 500])
-        except StoreUnavailableError as exc:
+        except Exception as exc:  # an error reply (OOM, say) too: they wait for the next refill
             self._mark_pending({u: pending[u] for u in users})
             if self._health.failed():
                 logger.warning("Redis failed again while being refilled (%s)", exc)
@@ -340,25 +340,28 @@ class TieredProfileStore(ProfileStore):
             self.counters.redis_stale_fallbacks += len(self._stale(changed, replies))
         if settled.lost:
             self.counters.redis_failures += len(settled.lost)
-            users = list(dict.fromkeys(c.profile.user_id for changed in settled.lost for c in changed))
-            quiet = isinstance(settled.error, StoreUnavailableError) or "NOSCRIPT" in str(settled.error)
+            remaining = list(dict.fromkeys(c.profile.user_id for changed in settled.lost for c in changed))
             logger.log(
-                logging.INFO if quiet else logging.WARNING,
+                logging.WARNING if settled.unexpected else logging.INFO,
                 "Redis did not answer the changes of %d users as expected (%s): copying them from SQL",
-                len(users),
+                len(remaining),
                 settled.error,
             )
             try:
-                for start in range(0, len(users), 500):
-                    chunk = users[start : start + 500]
+                while remaining:
+                    chunk = remaining[:500]
                     found = yield from self.database._get_many_op(chunk, shared=False)
                     copied = yield from self._redis_step(self._copy_calls(chunk, found))
                     if isinstance(copied, _Skipped):
-                        self._mark_pending(dict.fromkeys(users[start:], False))
                         break
-            except Exception as exc:  # this operation goes on; the refill after an outage copies them
-                logger.warning("copying %d users from SQL into Redis failed: %s", len(users), exc)
-                self._mark_pending(dict.fromkeys(users, False))
+                    remaining = remaining[500:]
+            except Exception as exc:  # this operation goes on; the refill after the outage copies them
+                self.counters.redis_failures += 1
+                if self._health.failed():
+                    logger.warning("copying users from SQL into Redis failed (%s); Redis is left alone for now", exc)
+            finally:  # also when the operation is abandoned (a cancelled task)
+                if remaining:
+                    self._mark_pending(dict.fromkeys(remaining, False))
 
     # -- reads -----------------------------------------------------------------------------------
 
