@@ -268,6 +268,9 @@ def test_a_process_reading_only_cached_profiles_notices_that_redis_is_back(redis
         listener.stop()
         subprocess.run([redis_control, "kill"], check=True, capture_output=True)
         store.apply_feedback("alice", mixed_signals("alice", 2, start=2))  # SQL, then the cache
+        # The write noticed the outage, or its reply does (a socket the server closed may still
+        # take one write).
+        store.flush()
         assert store.redis_is_down
         assert store.get_shared("alice").version == 2  # type: ignore[union-attr]  # the cache
         subprocess.run([redis_control, "start"], check=True, capture_output=True)
