@@ -29,6 +29,7 @@ from penchant.profile_store import (
     rebuild,
     user_keys,
 )
+from penchant.profile_store._deferred import _closed_by_server
 from penchant.user_profile import InterestModel, UserProfile
 
 from .store_support import (
@@ -616,6 +617,14 @@ def test_a_forked_process_subscribes_anew_and_leaves_its_parents_subscription_al
 # -- replies read later ---------------------------------------------------------------------------------
 
 
+def _redis_get(key: str) -> Any:
+    client = redis.Redis.from_url(redis_url())
+    try:
+        return client.get(key)
+    finally:
+        client.close()
+
+
 def _redis_version(tenant: str, user_id: str) -> int | None:
     client = redis.Redis.from_url(redis_url())
     try:
@@ -768,6 +777,8 @@ def test_a_write_that_finds_redis_behind_drops_its_copy_at_once(tmp_path: Path) 
         store.apply_feedback("alice", mixed_signals("alice", 2, start=5))  # version 3
         # Until the store reads the reply (its next operation), Redis holds no copy.
         assert wait_for(lambda: _redis_version(tenant, "alice") is None)
+        floor = user_keys(tenant, "alice")[0].removesuffix("profile") + "floor"
+        assert _redis_get(floor) == b"3"
         # That reader's fill comes late: the floor the script left keeps it out.
         redis_tier = reader.redis
         assert redis_tier is not None
@@ -778,10 +789,9 @@ def test_a_write_that_finds_redis_behind_drops_its_copy_at_once(tmp_path: Path) 
         store.flush()
         assert store.stats()["redis_stale_fallbacks"] == 1
         assert _redis_version(tenant, "alice") == 3
-        floor = user_keys(tenant, "alice")[0].removesuffix("profile") + "floor"
         client = redis.Redis.from_url(redis_url())
         try:
-            assert client.exists(floor) == 1
+            client.set(floor, 9, px=60_000)  # as a script that came late would leave it
             assert store.delete("alice")
             assert client.exists(floor) == 0  # deleting a user removes every trace
         finally:
@@ -801,6 +811,7 @@ def test_a_connection_the_server_closed_is_replaced_and_loads_the_scripts(tmp_pa
             connection = store._deferred._connection  # type: ignore[attr-defined]
             connection.send_command("CLIENT", "ID")  # no reply is due: flushed
             assert client.client_kill_filter(_id=connection.read_response()) == 1
+            assert wait_for(lambda: _closed_by_server(connection))  # the end of its stream arrived
         finally:
             client.close()
         store.apply_feedback("alice", mixed_signals("alice", 2, start=3))
