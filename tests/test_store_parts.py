@@ -639,6 +639,27 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         store.get("alice")
 
 
+def test_sqlite_opens_a_database_while_another_connection_writes_to_it(tmp_path: Path) -> None:
+    """Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without its busy timeout, while another connection holds a write lock (as
+    when processes open a new database together): the store tries again until it is free."""
+    path = tmp_path / "busy.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, other.execute, ("COMMIT",))
+    release.start()
+    try:
+        with SQLiteProfileStore(path) as store:
+            assert store.apply_feedback("alice", mixed_signals("alice", 2)).version == 1
+    finally:
+        release.join()
+        other.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
 def test_two_processes_share_a_sqlite_file(tmp_path: Path) -> None:
     with SQLiteProfileStore(tmp_path / "p.db") as first, SQLiteProfileStore(tmp_path / "p.db") as second:
         first.apply_feedback("alice", mixed_signals("alice", 3))

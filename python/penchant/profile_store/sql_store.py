@@ -585,6 +585,21 @@ class _Checkpointer:
             self._thread.join(timeout=5)
 
 
+def _enable_wal(connection: Any, busy_timeout: float) -> None:
+    """Puts the database in WAL mode. Switching needs an exclusive lock, and SQLite answers
+    "database is locked" at once, without waiting, when waiting could deadlock (processes
+    opening a new database together): the switch is tried again until ``busy_timeout``."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class _SQLiteDatabase(_Database):
     name = "SQLite"
     blob = "BLOB"
@@ -619,7 +634,7 @@ class _SQLiteDatabase(_Database):
                 connection = sqlite3.connect(
                     self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
                 )
-                connection.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(connection, self._busy_timeout)
                 connection.execute(f"PRAGMA synchronous={self._synchronous}")  # checked against a fixed list
                 connection.execute(f"PRAGMA cache_size=-{self._cache_kib}")  # an int, checked
                 if self.checkpointer is not None:
