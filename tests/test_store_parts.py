@@ -1370,6 +1370,43 @@ def test_sql_store_keeps_its_last_write_through_repeated_events(
         assert stored.interest_weights(T0) == pytest.approx(reference.get("alice").interest_weights(T0))  # type: ignore[union-attr]
 
 
+def test_postgres_answers_events_delivered_again_without_a_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event delivered again (at-least-once pipelines resend them) is answered by the one
+    statement a write tries first, with nothing written, while the row holds what the store
+    wrote; after another writer's change, the answer is the newest profile."""
+    tenant = new_tenant()
+    store = open_database(postgres_url(), tenant=tenant)
+    other = open_database(postgres_url(), tenant=tenant)
+    with store, other:
+        first = store.apply_feedback("alice", [signal(1), signal(2)])
+        transactions: list[bool] = []
+        transaction = store._db.transaction
+
+        def counted(body: Any, *, write: bool) -> Any:
+            transactions.append(write)
+            return transaction(body, write=write)
+
+        monkeypatch.setattr(store._db, "transaction", counted)
+        again = store.apply_feedback("alice", [signal(2)])
+        assert transactions == []
+        assert again == first
+        again.interests.clear()  # the caller's own copy
+        assert store.get("alice") == first
+        transactions.clear()  # (the read's)
+        both = store.apply_feedback("alice", [signal(1), signal(2)])
+        assert both == first
+        assert transactions == []
+        newer = other.apply_feedback("alice", [signal(3)])
+        assert newer.version == 2
+        assert store.apply_feedback("alice", [signal(1)]) == newer  # the row changed: read again
+        mixed = store.apply_feedback("alice", [signal(2), signal(4)])  # one new event among them
+        assert mixed.version == 3
+        assert [i.event_id for i in mixed.interaction_history] == [f"alice-e{n}" for n in range(1, 5)]
+        monkeypatch.undo()
+        logged = run_sync(store._events_op("alice"))
+        assert [e.event_id for e in logged] == [f"alice-e{n}" for n in range(1, 5)]
+
+
 def test_sql_store_keeps_a_bounded_number_of_written_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from penchant.profile_store import sql_store
 
@@ -1478,25 +1515,38 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
 ) -> None:
     """A one-user write of the profile the store wrote last is one statement; when another
     writer changed the row, or an event is logged already, that statement writes nothing and a
-    transaction does the write. Sync and async; every read equals the in-memory store's."""
+    transaction does the write, unless a second statement finds every event logged already and
+    the row unchanged (then nothing is written). Sync and async; every read equals the
+    in-memory store's."""
     from penchant.profile_store import sql_store
 
-    attempts: list[bool] = []  # whether each one-statement write wrote
+    attempts: list[bool | str] = []  # whether each one-statement write wrote; "asked": a check
+    transactions: list[bool] = []
     database = sql_store._PostgresDatabase
     run_sync_, run_async_ = database.run_statement_sync, database.run_statement_async
+    transaction = database.transaction
+
+    def attempted(statement: Any, rows: Any) -> None:
+        asked = statement.text.startswith("WITH held")
+        attempts.append("asked" if asked else bool(rows and rows[0][0]))
 
     def counting_sync(self: Any, statement: Any, meanwhile: Any = None) -> Any:
         rows = run_sync_(self, statement, meanwhile)
-        attempts.append(bool(rows and rows[0][0]))
+        attempted(statement, rows)
         return rows
 
     async def counting_async(self: Any, statement: Any, meanwhile: Any = None) -> Any:
         rows = await run_async_(self, statement, meanwhile)
-        attempts.append(bool(rows and rows[0][0]))
+        attempted(statement, rows)
         return rows
+
+    def counting_transaction(self: Any, body: Any, *, write: bool) -> Any:
+        transactions.append(write)
+        return transaction(self, body, write=write)
 
     monkeypatch.setattr(database, "run_statement_sync", counting_sync)
     monkeypatch.setattr(database, "run_statement_async", counting_async)
+    monkeypatch.setattr(database, "transaction", counting_transaction)
     monkeypatch.setattr(sql_store, "TRIM_AFTER", 3)
     tenant = new_tenant()
     model = InterestModel(max_history=5)
@@ -1523,21 +1573,29 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         write(store, signal(9))
         assert attempts[7:] == [False]  # the row changed since: a transaction instead
         version = store.get("alice").version  # type: ignore[union-attr]
-        write(store, signal(9))  # a replay: the statement fails, the transaction ignores it
-        assert attempts[8:] == [False]
+        transactions.clear()
+        write(store, signal(9))  # a replay: the statement fails, the check finds it logged
+        assert attempts[8:] == [False, "asked"]
+        assert transactions == [False]  # (the get's)
         assert store.get("alice").version == version  # type: ignore[union-attr]
+        transactions.clear()
         write(store, signal(10), signal(11, event_id="alice-e9"))  # one new, one replayed
-        assert attempts[9:] == [False]
+        assert attempts[10:] == [False, "asked"]
+        assert transactions == [True, False]  # the write's, then the get's
         write(store, signal(12))
-        assert attempts[10:] == [True]
+        assert attempts[12:] == [True]
         write(store, signal(13), signal(3, timestamp=T0 + 60.0 * 11.5, event_id="alice-old"))  # rewrites the rows
-        assert attempts[11:] == []
+        assert attempts[13:] == ["asked"]  # not tried in one statement, but a replay would be answered
         for n in (14, 15):
             for s in (store, reference):
                 asyncio.run(s.aapply_feedback("alice", [signal(n)]))  # type: ignore[arg-type]
-        assert attempts[11:] == [True, True]
+        assert attempts[14:] == [True, True]
+        transactions.clear()
+        write(store, signal(3, timestamp=T0 + 60.0 * 11.5, event_id="alice-old"))  # an older event, replayed
+        assert attempts[16:] == ["asked"]
+        assert transactions == [False]
         write(store, signal(16))
-        assert attempts[13:] == [True]
+        assert attempts[17:] == [True]
 
         def unavailable(self: Any, statement: Any, meanwhile: Any = None) -> Any:
             raise StoreUnavailableError("PostgreSQL is unavailable: injected")
@@ -1548,9 +1606,9 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         assert "alice" not in store._written  # what it held may be half changed: dropped
         monkeypatch.setattr(database, "run_statement_sync", counting_sync)
         write(store, signal(17))  # read from the row again, by a transaction
-        assert attempts[14:] == []
+        assert attempts[18:] == []
         write(store, signal(18))
-        assert attempts[14:] == [True]
+        assert attempts[18:] == [True]
     with psycopg_connection() as connection:
         logged = connection.execute(
             "SELECT count(*), count(DISTINCT event_id) FROM penchant_events WHERE tenant = %s", (tenant,)

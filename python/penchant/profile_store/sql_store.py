@@ -355,6 +355,15 @@ class _Database(ABC):
         statements)."""
         return None
 
+    def logged_already(
+        self, tenant: str, user_id: str, before: tuple[int, bytes], event_ids: Sequence[str]
+    ) -> Sql | None:
+        """A statement that answers one row ``(logged, held)``: how many of ``event_ids`` the log
+        holds, and whether the user's row holds the version and body ``before`` (its newest
+        version: a writer that changed it and has not committed is waited for). ``None`` where
+        the database does not write in one statement (:meth:`write_one`)."""
+        return None
+
     def statement(self, statement: Sql, meanwhile: Callable[[], None] | None = None) -> Effect[Rows | None]:
         """Runs ``statement`` alone, in a transaction of its own: its rows, or ``None`` if it broke
         a constraint (and changed nothing). ``meanwhile``, if the database works on the statement
@@ -947,6 +956,18 @@ class _PostgresDatabase(_Database):
             params += [tenant, profile.user_id, change.cut]
         parts.append(" SELECT EXISTS (SELECT FROM snapshot)")
         return Sql("".join(parts), tuple(params))
+
+    def logged_already(
+        self, tenant: str, user_id: str, before: tuple[int, bytes], event_ids: Sequence[str]
+    ) -> Sql | None:
+        marks = ", ".join(["?"] * len(event_ids))
+        return Sql(
+            f"""WITH held AS (
+                SELECT FROM penchant_profiles WHERE tenant = ? AND user_id = ? AND version = ? AND body = ? FOR SHARE
+            ) SELECT (SELECT count(*) FROM penchant_events WHERE tenant = ? AND event_id IN ({marks})),
+                EXISTS (SELECT FROM held)""",
+            (tenant, user_id, *before, tenant, *event_ids),
+        )
 
     async def _open_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
         """The running loop's pool (made and opened when first asked for)."""
@@ -1576,10 +1597,11 @@ class SQLProfileStore(ProfileStore):
         statement (:meth:`_Database.write_one`), if the store holds that profile, the database
         can, the row still holds it and every event is new; else ``None``, and nothing written
         (the profile kept is put back for the transaction that follows, unless the row changed).
-        A replayed event makes PostgreSQL log the unique violation that stops the statement.
-        While the database runs the statement, the caller's copy is made and ``while_writing``
-        called with it: through every tier, 1,500 writes alternating in blocks
-        of 150 with and without that took a median 903-1,034 µs against 1,023-1,247 µs."""
+        Events that were all logged before (delivered again) are answered by
+        :meth:`_unchanged_op`, with no transaction. While the database runs the statement, the
+        caller's copy is made and ``while_writing`` called with it: through every tier, 1,500
+        writes alternating in blocks of 150 with and without that took a median 903-1,034 µs
+        against 1,023-1,247 µs."""
         if not self._db.writes_one_user_at_once or len(signals) > _CHUNK:
             return None
         with self._written_lock:
@@ -1608,15 +1630,33 @@ class SQLProfileStore(ProfileStore):
                     while_writing([applied])
 
         rows = None if statement is None else (yield self._db.statement(statement, meanwhile))
-        if rows is None:  # not written in one statement, or an event is logged already
-            self._keep_again(user_id, early.kept(self.serializer))
-            return None
+        if rows is None:  # not written in one statement: events delivered again?
+            return (yield from self._unchanged_op(user_id, signals, early))
         if not rows[0][0]:  # another writer changed the row: what this store held is stale
             return None
         if applied is None:
             applied = self._applied(early.version, early.landmark, early.change, signals, fields)
         self._remember([early.change])  # (another thread may change it from then on)
         return applied
+
+    def _unchanged_op(self, user_id: str, signals: list[Signal], early: _Ahead) -> Op[AppliedChange | None]:
+        """After a one-statement write of ``early`` that did not happen (an event logged already
+        stops it; a change that rewrites the history is not tried): the caller's copy of the
+        profile this store kept, if every event was logged already and the row still holds it
+        (events delivered again change nothing, with no transaction); else ``None`` (what was
+        kept is put back for the transaction that follows, unless the row changed)."""
+        before = early.kept(self.serializer)
+        ids = list(dict.fromkeys(s.event_id for s in signals))
+        check = self._db.logged_already(self.tenant, user_id, (early.version, before.body), ids)
+        rows = None if check is None else (yield self._db.statement(check))
+        logged, held = rows[0] if rows else (0, check is None)
+        if not held:  # another writer changed the row: what this store held is stale
+            return None
+        self._keep_again(user_id, before)
+        if logged < len(ids):
+            return None  # some are new: the transaction applies them to the row
+        copy_ = self.serializer.decode_with_history(before.body, self.serializer.pack_history(before.history))
+        return AppliedChange(copy_.version, copy_.landmark, copy_, b"", b"", [])
 
     def _applied(
         self, old_version: int, old_landmark: float, change: _Written, fresh: list[Signal], fields: bool = False
