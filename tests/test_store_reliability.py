@@ -9,6 +9,7 @@ import os
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -649,6 +650,19 @@ def test_a_write_returns_before_redis_answers_and_the_next_operation_reads_the_r
         assert waiting._deferred is None  # type: ignore[attr-defined]
         assert waiting.apply_feedback("bob", mixed_signals("bob", 3)).version == 1
         assert _redis_version(tenant, "bob") == 1  # Redis had answered when the call returned
+
+
+def test_a_write_whose_reply_waits_holds_nothing_of_the_profile(tmp_path: Path) -> None:
+    """Until its reply is read, a write is remembered by its users alone: the profile answered
+    (and the history entries it added) is the caller's to drop."""
+    with open_store(redis_url(), f"sqlite:///{tmp_path}/held.db", new_tenant()) as store:
+        profile = store.apply_feedback("alice", mixed_signals("alice", 3))
+        assert store._deferred.waiting  # type: ignore[attr-defined]
+        answered = weakref.ref(profile)
+        del profile
+        assert answered() is None
+        store.flush()
+        assert store.stats()["redis_stale_fallbacks"] == 0
 
 
 @pytest.mark.parametrize("api", ["sync", "async"])

@@ -77,6 +77,11 @@ def _same(made: list[AppliedChange], changed: list[AppliedChange]) -> bool:
     return len(made) == len(changed) and all(map(operator.is_, made, changed))
 
 
+def _stale_reply(reply: Any) -> bool:
+    """Whether a follow script found Redis at another version than expected."""
+    return reply[0] not in (b"ok", "ok")
+
+
 @dataclass
 class TierStats:
     """Counters of a tiered store since it was opened."""
@@ -195,7 +200,7 @@ class TieredProfileStore(ProfileStore):
         self._listen = listen and redis is not None and cache is not None
         self._listener: ChannelReader | None = None
         self._listener_lock = threading.Lock()
-        self._deferred: DeferredReplies[list[AppliedChange]] | None = (
+        self._deferred: DeferredReplies[list[str]] | None = (
             None if redis is None or wait_for_redis else DeferredReplies(redis.connection)
         )
 
@@ -336,11 +341,11 @@ class TieredProfileStore(ProfileStore):
         if deferred is None or not deferred.waiting:
             return
         settled = yield SettleDeferred(deferred)
-        for changed, replies in settled.answered:
-            self.counters.redis_stale_fallbacks += len(self._stale(changed, replies))
+        for users, replies in settled.answered:
+            self.counters.redis_stale_fallbacks += sum(map(_stale_reply, replies[: len(users)]))
         if settled.lost:
             self.counters.redis_failures += len(settled.lost)
-            remaining = list(dict.fromkeys(c.profile.user_id for changed in settled.lost for c in changed))
+            remaining = list(dict.fromkeys(user_id for users in settled.lost for user_id in users))
             logger.log(
                 logging.WARNING if settled.unexpected else logging.INFO,
                 "Redis did not answer the changes of %d users as expected (%s): copying them from SQL",
@@ -576,13 +581,14 @@ class TieredProfileStore(ProfileStore):
         """Sends ``calls`` without waiting for their replies; raises ``_NotSent`` (before any
         I/O, so that it does not count as Redis answering) when they cannot be sent so."""
         assert self._deferred is not None
-        if not (yield SendDeferred(self._deferred, changed, calls)):
+        # The batch is known by its users alone: a change's profile and entries go with it.
+        if not (yield SendDeferred(self._deferred, [c.profile.user_id for c in changed], calls)):
             raise _NotSent
 
     @staticmethod
     def _stale(changed: list[AppliedChange], replies: list[Any]) -> list[AppliedChange]:
         """The changes whose script found Redis at another version than expected."""
-        return [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if reply[0] not in (b"ok", "ok")]
+        return [c for c, reply in zip(changed, replies[: len(changed)], strict=True) if _stale_reply(reply)]
 
     def _apply_feedback_op(self, user_id: str, signals: list[Signal]) -> Op[UserProfile]:
         changes = yield from self._apply_changes_op({user_id: signals})
