@@ -1398,13 +1398,22 @@ def test_postgres_answers_events_delivered_again_without_a_transaction(monkeypat
         assert transactions == []
         newer = other.apply_feedback("alice", [signal(3)])
         assert newer.version == 2
-        assert store.apply_feedback("alice", [signal(1)]) == newer  # the row changed: read again
+        assert store.apply_feedback("alice", [signal(2)]) == newer  # the row changed: read again
+        assert transactions == [True]
+        store.apply_feedback("alice", [signal(5)])  # (held again)
+        other.apply_feedback("alice", [signal(6)])
+        assert store.apply_feedback("alice", [signal(1)]).version == 4  # an older one, the same
         mixed = store.apply_feedback("alice", [signal(2), signal(4)])  # one new event among them
-        assert mixed.version == 3
-        assert [i.event_id for i in mixed.interaction_history] == [f"alice-e{n}" for n in range(1, 5)]
+        assert mixed.version == 5
+        assert [i.event_id for i in mixed.interaction_history] == [f"alice-e{n}" for n in range(1, 7)]
+        hostile = 'e"7\\,{x} NULL'  # quotes, a backslash, a comma, braces: one id in the array sent
+        seventh = store.apply_feedback("alice", [signal(7, event_id=hostile)])
+        transactions.clear()
+        assert store.apply_feedback("alice", [signal(7, event_id=hostile)]) == seventh
+        assert transactions == []
         monkeypatch.undo()
         logged = run_sync(store._events_op("alice"))
-        assert [e.event_id for e in logged] == [f"alice-e{n}" for n in range(1, 5)]
+        assert sorted(e.event_id for e in logged) == sorted([*(f"alice-e{n}" for n in range(1, 7)), hostile])
 
 
 def test_sql_store_keeps_a_bounded_number_of_written_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1527,7 +1536,7 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
     transaction = database.transaction
 
     def attempted(statement: Any, rows: Any) -> None:
-        asked = statement.text.startswith("WITH held")
+        asked = "count(*) FROM penchant_events" in statement.text
         attempts.append("asked" if asked else bool(rows and rows[0][0]))
 
     def counting_sync(self: Any, statement: Any, meanwhile: Any = None) -> Any:
@@ -1585,17 +1594,21 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         write(store, signal(12))
         assert attempts[12:] == [True]
         write(store, signal(13), signal(3, timestamp=T0 + 60.0 * 11.5, event_id="alice-old"))  # rewrites the rows
-        assert attempts[13:] == ["asked"]  # not tried in one statement, but a replay would be answered
+        assert attempts[13:] == []  # not tried in one statement, and new: a transaction at once
         for n in (14, 15):
             for s in (store, reference):
                 asyncio.run(s.aapply_feedback("alice", [signal(n)]))  # type: ignore[arg-type]
-        assert attempts[14:] == [True, True]
+        assert attempts[13:] == [True, True]
         transactions.clear()
         write(store, signal(3, timestamp=T0 + 60.0 * 11.5, event_id="alice-old"))  # an older event, replayed
-        assert attempts[16:] == ["asked"]
+        assert attempts[15:] == ["asked"]
         assert transactions == [False]
+        transactions.clear()
+        asyncio.run(store.aapply_feedback("alice", [signal(15)]))  # a replay through the async API
+        assert attempts[16:] == [False, "asked"]
+        assert transactions == []
         write(store, signal(16))
-        assert attempts[17:] == [True]
+        assert attempts[18:] == [True]
 
         def unavailable(self: Any, statement: Any, meanwhile: Any = None) -> Any:
             raise StoreUnavailableError("PostgreSQL is unavailable: injected")
@@ -1606,9 +1619,9 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
         assert "alice" not in store._written  # what it held may be half changed: dropped
         monkeypatch.setattr(database, "run_statement_sync", counting_sync)
         write(store, signal(17))  # read from the row again, by a transaction
-        assert attempts[18:] == []
+        assert attempts[19:] == []
         write(store, signal(18))
-        assert attempts[18:] == [True]
+        assert attempts[19:] == [True]
     with psycopg_connection() as connection:
         logged = connection.execute(
             "SELECT count(*), count(DISTINCT event_id) FROM penchant_events WHERE tenant = %s", (tenant,)

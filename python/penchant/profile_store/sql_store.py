@@ -359,8 +359,8 @@ class _Database(ABC):
         self, tenant: str, user_id: str, before: tuple[int, bytes], event_ids: Sequence[str]
     ) -> Sql | None:
         """A statement that answers one row ``(logged, held)``: how many of ``event_ids`` the log
-        holds, and whether the user's row holds the version and body ``before`` (its newest
-        version: a writer that changed it and has not committed is waited for). ``None`` where
+        holds, and whether the user's row holds the version and body ``before``, both as of the
+        statement's start (a writer that commits later comes after the answer). ``None`` where
         the database does not write in one statement (:meth:`write_one`)."""
         return None
 
@@ -720,6 +720,11 @@ def _rows(statement: Sql | list[Sql], results: list[Rows]) -> Rows | list[Rows]:
 _ARRAY_PARAMETER = re.compile(r"\?(?=::\w+\[\])")
 
 
+def _text_array(values: Sequence[str]) -> str:
+    """``values`` as a PostgreSQL array literal of text (each element quoted and escaped)."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
 @functools.lru_cache(maxsize=256)
 def _postgres_query(text: str) -> str:
     """``text`` with psycopg's placeholders: arrays (``?::type[]``) sent in binary, the rest as
@@ -960,13 +965,12 @@ class _PostgresDatabase(_Database):
     def logged_already(
         self, tenant: str, user_id: str, before: tuple[int, bytes], event_ids: Sequence[str]
     ) -> Sql | None:
-        marks = ", ".join(["?"] * len(event_ids))
+        # The ids go as one array (in its text form), so that any number of them is one
+        # statement, prepared once.
         return Sql(
-            f"""WITH held AS (
-                SELECT FROM penchant_profiles WHERE tenant = ? AND user_id = ? AND version = ? AND body = ? FOR SHARE
-            ) SELECT (SELECT count(*) FROM penchant_events WHERE tenant = ? AND event_id IN ({marks})),
-                EXISTS (SELECT FROM held)""",
-            (tenant, user_id, *before, tenant, *event_ids),
+            """SELECT (SELECT count(*) FROM penchant_events WHERE tenant = ? AND event_id = ANY (?::text[])),
+                EXISTS (SELECT FROM penchant_profiles WHERE tenant = ? AND user_id = ? AND version = ? AND body = ?)""",
+            (tenant, _text_array(event_ids), tenant, user_id, *before),
         )
 
     async def _open_async_pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]:
@@ -1631,7 +1635,7 @@ class SQLProfileStore(ProfileStore):
 
         rows = None if statement is None else (yield self._db.statement(statement, meanwhile))
         if rows is None:  # not written in one statement: events delivered again?
-            return (yield from self._unchanged_op(user_id, signals, early))
+            return (yield from self._unchanged_op(user_id, signals, early, tried=statement is not None))
         if not rows[0][0]:  # another writer changed the row: what this store held is stale
             return None
         if applied is None:
@@ -1639,15 +1643,23 @@ class SQLProfileStore(ProfileStore):
         self._remember([early.change])  # (another thread may change it from then on)
         return applied
 
-    def _unchanged_op(self, user_id: str, signals: list[Signal], early: _Ahead) -> Op[AppliedChange | None]:
-        """After a one-statement write of ``early`` that did not happen (an event logged already
-        stops it; a change that rewrites the history is not tried): the caller's copy of the
-        profile this store kept, if every event was logged already and the row still holds it
-        (events delivered again change nothing, with no transaction); else ``None`` (what was
-        kept is put back for the transaction that follows, unless the row changed)."""
+    def _unchanged_op(
+        self, user_id: str, signals: list[Signal], early: _Ahead, *, tried: bool
+    ) -> Op[AppliedChange | None]:
+        """After a one-statement write of ``early`` that did not happen (``tried``: an event
+        logged already stopped it; else it was not tried, the change rewriting the history):
+        the caller's copy of the profile this store kept, if every event was logged already and
+        the row still holds that profile (events delivered again change nothing, and no
+        transaction runs); else ``None``, and what was kept is put back for the transaction that
+        follows, unless the row changed. A change not tried is asked about only if every event
+        id appears in the kept history's encoding (a replay of recent events): a new event
+        older than the newest entry goes to the transaction at once."""
         before = early.kept(self.serializer)
+        packed = self.serializer.pack_history(before.history)
         ids = list(dict.fromkeys(s.event_id for s in signals))
-        check = self._db.logged_already(self.tenant, user_id, (early.version, before.body), ids)
+        check = None
+        if tried or all(i.encode("utf-8", "surrogatepass") in packed for i in ids):
+            check = self._db.logged_already(self.tenant, user_id, (early.version, before.body), ids)
         rows = None if check is None else (yield self._db.statement(check))
         logged, held = rows[0] if rows else (0, check is None)
         if not held:  # another writer changed the row: what this store held is stale
@@ -1655,7 +1667,7 @@ class SQLProfileStore(ProfileStore):
         self._keep_again(user_id, before)
         if logged < len(ids):
             return None  # some are new: the transaction applies them to the row
-        copy_ = self.serializer.decode_with_history(before.body, self.serializer.pack_history(before.history))
+        copy_ = self.serializer.decode_with_history(before.body, packed)
         return AppliedChange(copy_.version, copy_.landmark, copy_, b"", b"", [])
 
     def _applied(
