@@ -2000,6 +2000,37 @@ def test_sql_history_rows_with_a_gap_are_read_in_order_and_written_anew(tmp_path
             assert [i.event_id for i in again.interaction_history] == [f"alice-e{n}" for n in (0, 1, 3, 4, 5, 6)]
 
 
+def test_postgres_reads_a_users_history_by_its_keys_whatever_the_statistics_say() -> None:
+    """The statement that reads users' history rows must find them by their keys even when
+    PostgreSQL's statistics predate the tenant (a new one, or one that grew fast): with the
+    users named on the history side only, it took the tenant for one profile and walked all of
+    them for each user asked for, so that a cold write cost more the more users there were."""
+    import psycopg
+
+    from penchant.profile_store.sql_store import _postgres_query
+
+    tenant = new_tenant()
+    with PostgresProfileStore(postgres_url(), tenant=tenant) as store:
+        store.apply_feedback("first", [signal(0, "first")])
+        with psycopg.connect(postgres_url(), autocommit=True) as connection:
+            connection.execute("ANALYZE penchant_profiles")
+            connection.execute("ANALYZE penchant_history")
+        for start in range(0, 300, 100):  # the tenant grows after the statistics were taken
+            store.apply_feedback_many([signal(n, f"user{u}") for u in range(start, start + 100) for n in range(3)])
+        (statement,) = store._db.select_history(tenant, ["user7"])
+        with psycopg.connect(postgres_url()) as connection:
+            ((plan,),) = connection.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + _postgres_query(statement.text), statement.params
+            ).fetchall()
+
+    def scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+        found = [node] if node.get("Relation Name", "").startswith("penchant_") else []
+        return found + [s for child in node.get("Plans", []) for s in scans(child)]
+
+    read = {n["Relation Name"]: n["Actual Rows"] * n["Actual Loops"] for n in scans(plan[0]["Plan"])}
+    assert read == {"penchant_profiles": 1, "penchant_history": 3}
+
+
 def test_postgres_arrays_are_sent_in_binary_and_read_back_exactly() -> None:
     """Array parameters (``?::type[]``) go in binary, the others as psycopg chooses; values a
     text array would have to quote or escape (quotes, backslashes, braces, commas, NULs in

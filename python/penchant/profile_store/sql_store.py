@@ -424,8 +424,9 @@ class _Database(ABC):
             statements.append(
                 Sql(
                     "SELECT h.user_id, min(h.ord), count(*), max(h.ord), CAST(group_concat(h.body, '') AS BLOB), "
-                    f"group_concat(h.ord) FROM {_LIVE_HISTORY} AND h.user_id IN ({marks}) GROUP BY h.user_id",
-                    (tenant, *chunk),
+                    f"group_concat(h.ord) FROM {_LIVE_HISTORY} AND h.user_id IN ({marks}) AND p.user_id IN ({marks}) "
+                    "GROUP BY h.user_id",
+                    (tenant, *chunk, *chunk),
                 )
             )
         return statements
@@ -487,7 +488,10 @@ _LIVE_HISTORY = (
     "penchant_history AS h JOIN penchant_profiles AS p ON p.tenant = h.tenant AND p.user_id = h.user_id "
     "WHERE h.tenant = ? AND h.ord >= p.history_from"
 )
-"""The history rows still in their user's window, for a query to narrow down (``AND ...``)."""
+"""The history rows still in their user's window, for a query to narrow down (``AND ...``).
+A query for a set of users names them on both tables: PostgreSQL plans with the statistics it
+has, and for a tenant newer than them it took the tenant for one profile and walked all of its
+profiles for each user asked for (a cold write through every tier, 3,000 users: 10-50 ms)."""
 
 
 SQLITE_CACHE_MIB = 64
@@ -1053,8 +1057,9 @@ class _PostgresDatabase(_Database):
         return [
             Sql(
                 "SELECT h.user_id, min(h.ord), count(*), max(h.ord), string_agg(h.body, ''::bytea ORDER BY h.ord), "
-                f"NULL FROM {_LIVE_HISTORY} AND h.user_id = ANY(?::text[]) GROUP BY h.user_id",
-                (tenant, list(user_ids)),
+                f"NULL FROM {_LIVE_HISTORY} AND h.user_id = ANY(?::text[]) AND p.user_id = ANY(?::text[]) "
+                "GROUP BY h.user_id",
+                (tenant, list(user_ids), list(user_ids)),
             )
         ]
 
