@@ -1522,22 +1522,26 @@ def test_sql_history_rows_follow_the_profile_history(
 def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_cannot(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A one-user write of the profile the store wrote last is one statement; when another
-    writer changed the row, or an event is logged already, that statement writes nothing and a
-    transaction does the write, unless a second statement finds every event logged already and
-    the row unchanged (then nothing is written). Sync and async; every read equals the
-    in-memory store's."""
+    """A one-user write of the profile the store wrote last is one statement; a store that
+    does not hold the profile reads it first, in one statement too. When another writer changed
+    the row, or an event is logged already, the write writes nothing and a transaction does the
+    write, unless a second statement finds every event logged already and the row unchanged
+    (then nothing is written). Sync and async; every read equals the in-memory store's."""
     from penchant.profile_store import sql_store
 
-    attempts: list[bool | str] = []  # whether each one-statement write wrote; "asked": a check
+    attempts: list[bool | str] = []  # whether each one-statement write wrote; "asked": a check; "read"
     transactions: list[bool] = []
     database = sql_store._PostgresDatabase
     run_sync_, run_async_ = database.run_statement_sync, database.run_statement_async
     transaction = database.transaction
 
     def attempted(statement: Any, rows: Any) -> None:
-        asked = "count(*) FROM penchant_events" in statement.text
-        attempts.append("asked" if asked else bool(rows and rows[0][0]))
+        if "count(*) FROM penchant_events" in statement.text:
+            attempts.append("asked")
+        elif "CROSS JOIN LATERAL" in statement.text:
+            attempts.append("read")
+        else:
+            attempts.append(bool(rows and rows[0][0]))
 
     def counting_sync(self: Any, statement: Any, meanwhile: Any = None) -> Any:
         rows = run_sync_(self, statement, meanwhile)
@@ -1552,6 +1556,13 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
     def counting_transaction(self: Any, body: Any, *, write: bool) -> Any:
         transactions.append(write)
         return transaction(self, body, write=write)
+
+    def since() -> tuple[list[bool | str], list[bool]]:
+        """The statements and the transactions (whether each wrote) since the last call."""
+        taken = (attempts[:], transactions[:])
+        attempts.clear()
+        transactions.clear()
+        return taken
 
     monkeypatch.setattr(database, "run_statement_sync", counting_sync)
     monkeypatch.setattr(database, "run_statement_async", counting_async)
@@ -1570,45 +1581,40 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
                 s.apply_feedback("alice", list(signals))
             assert_same_learning(store, reference)
 
+        for s in (store, other):
+            assert s.get("alice") is None  # (each makes sure of the schema first)
+        since()
         write(store, signal(0))
-        assert attempts == []  # not held yet: a transaction
+        assert since() == (["read"], [True, False])  # no profile yet: a transaction (then the get's)
         for n in range(1, 8):
             write(store, signal(n))
             # The rows that left the window (of 5) go three at a time, in the statement.
             assert len(history_rows(store, "alice")) == min(n + 1, 5) + (max(0, n - 4) % 3)
-        assert attempts == [True] * 7
+        assert since() == ([True] * 7, [False] * 7)
         write(other, signal(8))
-        assert attempts == [True] * 7  # the other store held nothing
+        assert since() == (["read", True], [False])  # the other store read the profile, then wrote
         write(store, signal(9))
-        assert attempts[7:] == [False]  # the row changed since: a transaction instead
+        assert since() == ([False], [True, False])  # the row changed since: a transaction instead
         version = store.get("alice").version  # type: ignore[union-attr]
-        transactions.clear()
         write(store, signal(9))  # a replay: the statement fails, the check finds it logged
-        assert attempts[8:] == [False, "asked"]
-        assert transactions == [False]  # (the get's)
+        assert since() == ([False, "asked"], [False, False])  # (the gets')
         assert store.get("alice").version == version  # type: ignore[union-attr]
-        transactions.clear()
         write(store, signal(10), signal(11, event_id="alice-e9"))  # one new, one replayed
-        assert attempts[10:] == [False, "asked"]
-        assert transactions == [True, False]  # the write's, then the get's
+        assert since() == ([False, "asked"], [False, True, False])
         write(store, signal(12))
-        assert attempts[12:] == [True]
+        assert since() == ([True], [False])
         write(store, signal(13), signal(3, timestamp=T0 + 60.0 * 11.5, event_id="alice-old"))  # rewrites the rows
-        assert attempts[13:] == []  # not tried in one statement, and new: a transaction at once
+        assert since() == ([], [True, False])  # not tried in one statement, and new: a transaction at once
         for n in (14, 15):
             for s in (store, reference):
                 asyncio.run(s.aapply_feedback("alice", [signal(n)]))  # type: ignore[arg-type]
-        assert attempts[13:] == [True, True]
-        transactions.clear()
+        assert since() == ([True, True], [])
         write(store, signal(3, timestamp=T0 + 60.0 * 11.5, event_id="alice-old"))  # an older event, replayed
-        assert attempts[15:] == ["asked"]
-        assert transactions == [False]
-        transactions.clear()
+        assert since() == (["asked"], [False])
         asyncio.run(store.aapply_feedback("alice", [signal(15)]))  # a replay through the async API
-        assert attempts[16:] == [False, "asked"]
-        assert transactions == []
+        assert since() == ([False, "asked"], [])
         write(store, signal(16))
-        assert attempts[18:] == [True]
+        assert since() == ([True], [False])
 
         def unavailable(self: Any, statement: Any, meanwhile: Any = None) -> Any:
             raise StoreUnavailableError("PostgreSQL is unavailable: injected")
@@ -1618,10 +1624,11 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
             store.apply_feedback("alice", [signal(17)])
         assert "alice" not in store._written  # what it held may be half changed: dropped
         monkeypatch.setattr(database, "run_statement_sync", counting_sync)
-        write(store, signal(17))  # read from the row again, by a transaction
-        assert attempts[19:] == []
+        since()
+        write(store, signal(17))  # read from the row again
+        assert since() == (["read", True], [False])
         write(store, signal(18))
-        assert attempts[19:] == [True]
+        assert since() == ([True], [False])
     with psycopg_connection() as connection:
         logged = connection.execute(
             "SELECT count(*), count(DISTINCT event_id) FROM penchant_events WHERE tenant = %s", (tenant,)

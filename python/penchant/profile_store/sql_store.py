@@ -355,6 +355,12 @@ class _Database(ABC):
         statements)."""
         return None
 
+    def read_one(self, tenant: str, user_id: str) -> Sql | None:
+        """A statement that answers the user's row and history in one row, ``(version, body,
+        first ord, count, last ord, bodies joined in ord order)`` (no row: no profile), for a
+        write in one statement (:meth:`write_one`); ``None`` where the database has none."""
+        return None
+
     def logged_already(
         self, tenant: str, user_id: str, before: tuple[int, bytes], event_ids: Sequence[str]
     ) -> Sql | None:
@@ -965,6 +971,18 @@ class _PostgresDatabase(_Database):
             params += [tenant, profile.user_id, change.cut]
         parts.append(" SELECT EXISTS (SELECT FROM snapshot)")
         return Sql("".join(parts), tuple(params))
+
+    def read_one(self, tenant: str, user_id: str) -> Sql | None:
+        return Sql(
+            """SELECT p.version, p.body, h.first, h.n, h.last, h.joined FROM penchant_profiles AS p
+            CROSS JOIN LATERAL (
+                SELECT min(ord) AS first, count(*) AS n, max(ord) AS last,
+                    string_agg(body, ''::bytea ORDER BY ord) AS joined
+                FROM penchant_history WHERE tenant = p.tenant AND user_id = p.user_id AND ord >= p.history_from
+            ) AS h
+            WHERE p.tenant = ? AND p.user_id = ?""",
+            (tenant, user_id),
+        )
 
     def logged_already(
         self, tenant: str, user_id: str, before: tuple[int, bytes], event_ids: Sequence[str]
@@ -1614,8 +1632,9 @@ class SQLProfileStore(ProfileStore):
         if not self._db.writes_one_user_at_once or len(signals) > _CHUNK:
             return None
         with self._written_lock:
-            if user_id not in self._written:
-                return None
+            held = user_id in self._written
+        if not held and not (yield from self._read_one_op(user_id)):
+            return None
         recorded_at = time.time()
         early = self._apply_ahead(user_id, signals)
         if early is None:
@@ -1647,6 +1666,31 @@ class SQLProfileStore(ProfileStore):
             applied = self._applied(early.version, early.landmark, early.change, signals, fields)
         self._remember([early.change])  # (another thread may change it from then on)
         return applied
+
+    def _read_one_op(self, user_id: str) -> Op[bool]:
+        """Reads ``user_id``'s profile in one statement (:meth:`_Database.read_one`) and keeps it,
+        as if this store had written it, for the write in one statement that follows: a write of
+        a user the store does not hold then takes two statements, not a transaction of several
+        round trips. ``False`` (nothing kept) when there is no profile, or its history rows must
+        be written anew: the transaction does that."""
+        statement = self._db.read_one(self.tenant, user_id)
+        rows = None if statement is None else (yield self._db.statement(statement))
+        if not rows:
+            return False
+        version, body, first, count, last, joined = rows[0]
+        history = None
+        if count:
+            history = _History(int(first), int(count), bytes(joined))
+            if int(last) - history.base + 1 != history.count:
+                return False
+        body = bytes(body)
+        profile, base = self._decode_profile(version, body, history)
+        if base is None:
+            return False
+        encoded = [] if history is None else self.serializer.history_entries(history.count, history.joined)
+        size = len(body) + (0 if history is None else len(history.joined))
+        self._keep_again(user_id, _Kept(body, profile, base, 0, size, encoded))
+        return True
 
     def _unchanged_op(
         self, user_id: str, signals: list[Signal], early: _Ahead, *, tried: bool
