@@ -216,6 +216,43 @@ def test_apply_feedback_through_every_tier_sqlite(benchmark: Any, tiered_sqlite:
     p99(benchmark)
 
 
+COLD_USERS = 1000
+
+
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+def test_apply_feedback_through_every_tier_cold(
+    benchmark: Any, tenant: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    """One event for each of 1,000 typical users in turn, none of whom the store holds (another
+    process wrote them last, or they fell out of the profiles it keeps; here it keeps none):
+    the write reads the user's profile from SQL first."""
+    from penchant.profile_store import sql_store
+
+    monkeypatch.setattr(sql_store, "WRITTEN_BYTES", 0)
+    url = (
+        server("PENCHANT_TEST_POSTGRES_URL")
+        if database == "postgres"
+        else f"sqlite:///{tmp_path}/cold.db?synchronous=normal"
+    )
+    store = open_store(server("PENCHANT_TEST_REDIS_URL"), url, tenant)
+    try:
+        users = [f"user{i}" for i in range(COLD_USERS)]
+        for start in range(0, COLD_USERS, 100):
+            store.apply_feedback_many([s for u in users[start : start + 100] for s in typical_events(u)])
+        counter = itertools.count(1000)
+
+        def apply() -> Any:
+            n = next(counter)
+            user = users[n % COLD_USERS]
+            return store.apply_feedback(user, [event(user, n)])
+
+        result = benchmark.pedantic(apply, rounds=1000, iterations=1, warmup_rounds=20)
+        assert result.version > 1
+        p99(benchmark)
+    finally:
+        store.close()
+
+
 def test_apply_feedback_durable_sqlite_heavy_profile(benchmark: Any, tenant: str, tmp_path: Any) -> None:
     """What a durable engine.record does in the embedded default: one event into a profile of
     500 history entries, in-process cache over SQLite with synchronous=full (one fsync)."""

@@ -2034,8 +2034,12 @@ def test_postgres_reads_a_users_history_by_its_keys_whatever_the_statistics_say(
         found = [node] if node.get("Relation Name", "").startswith("penchant_") else []
         return found + [s for child in node.get("Plans", []) for s in scans(child)]
 
+    # The user's profile and 3 history rows (a profile read once per history row, at most),
+    # not the tenant's 301 profiles and 903 rows.
     read = {n["Relation Name"]: n["Actual Rows"] * n["Actual Loops"] for n in scans(plan[0]["Plan"])}
-    assert read == {"penchant_profiles": 1, "penchant_history": 3}
+    assert read.keys() == {"penchant_profiles", "penchant_history"}
+    assert read["penchant_history"] == 3
+    assert 1 <= read["penchant_profiles"] <= 3
 
 
 def test_postgres_arrays_are_sent_in_binary_and_read_back_exactly() -> None:

@@ -1518,16 +1518,17 @@ class SQLProfileStore(ProfileStore):
             _, dropped = self._written.popitem(last=False)
             self._written_bytes -= dropped.size
 
-    def _apply_ahead(self, user_id: str, signals: list[Signal]) -> _Ahead | None:
+    def _apply_ahead(self, user_id: str, signals: list[Signal], kept: _Kept | None = None) -> _Ahead | None:
         """``signals`` applied to the profile this store wrote last for ``user_id``, if it holds
         one (taken out of the map: a failure after the change leaves nothing half-changed
-        behind); ``None`` otherwise, or if they cannot be applied (applied again from the row,
-        the events that are new among them raise it there)."""
-        with self._written_lock:
-            kept = self._written.pop(user_id, None)
-            if kept is None:
-                return None
-            self._written_bytes -= kept.size
+        behind), or to ``kept``; ``None`` otherwise, or if they cannot be applied (applied
+        again from the row, the events that are new among them raise it there)."""
+        if kept is None:
+            with self._written_lock:
+                kept = self._written.pop(user_id, None)
+                if kept is None:
+                    return None
+                self._written_bytes -= kept.size
         work = kept.profile
         version, landmark = work.version, work.landmark
         try:
@@ -1633,10 +1634,11 @@ class SQLProfileStore(ProfileStore):
             return None
         with self._written_lock:
             held = user_id in self._written
-        if not held and not (yield from self._read_one_op(user_id)):
+        read = None if held else (yield from self._read_one_op(user_id))
+        if not held and read is None:
             return None
         recorded_at = time.time()
-        early = self._apply_ahead(user_id, signals)
+        early = self._apply_ahead(user_id, signals, read)
         if early is None:
             return None
         statement = self._db.write_one(
@@ -1667,30 +1669,29 @@ class SQLProfileStore(ProfileStore):
         self._remember([early.change])  # (another thread may change it from then on)
         return applied
 
-    def _read_one_op(self, user_id: str) -> Op[bool]:
-        """Reads ``user_id``'s profile in one statement (:meth:`_Database.read_one`) and keeps it,
-        as if this store had written it, for the write in one statement that follows: a write of
-        a user the store does not hold then takes two statements, not a transaction of several
-        round trips. ``False`` (nothing kept) when there is no profile, or its history rows must
-        be written anew: the transaction does that."""
+    def _read_one_op(self, user_id: str) -> Op[_Kept | None]:
+        """``user_id``'s profile read in one statement (:meth:`_Database.read_one`), as this
+        store keeps the profiles it wrote, for the write in one statement that follows: a write
+        of a user the store does not hold takes two statements, not a transaction of several
+        round trips. ``None`` when there is no profile, or its history rows must be written
+        anew: the transaction does that."""
         statement = self._db.read_one(self.tenant, user_id)
         rows = None if statement is None else (yield self._db.statement(statement))
         if not rows:
-            return False
+            return None
         version, body, first, count, last, joined = rows[0]
         history = None
         if count:
             history = _History(int(first), int(count), bytes(joined))
             if int(last) - history.base + 1 != history.count:
-                return False
+                return None
         body = bytes(body)
         profile, base = self._decode_profile(version, body, history)
         if base is None:
-            return False
+            return None
         encoded = [] if history is None else self.serializer.history_entries(history.count, history.joined)
         size = len(body) + (0 if history is None else len(history.joined))
-        self._keep_again(user_id, _Kept(body, profile, base, 0, size, encoded))
-        return True
+        return _Kept(body, profile, base, 0, size, encoded)
 
     def _unchanged_op(
         self, user_id: str, signals: list[Signal], early: _Ahead, *, tried: bool
