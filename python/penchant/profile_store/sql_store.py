@@ -1627,10 +1627,11 @@ class SQLProfileStore(ProfileStore):
         fields: bool = False,
         while_writing: Callable[[list[AppliedChange]], None] | None = None,
     ) -> Op[AppliedChange | None]:
-        """The events of one user applied to the profile this store wrote last and written in one
-        statement (:meth:`_Database.write_one`), if the store holds that profile, the database
-        can, the row still holds it and every event is new; else ``None``, and nothing written
-        (the profile kept is put back for the transaction that follows, unless the row changed).
+        """The events of one user applied to the profile this store wrote last (or, if it holds
+        none, reads now in one statement: :meth:`_read_one_op`) and written in one statement
+        (:meth:`_Database.write_one`), if the database can, there is a profile, the row still
+        holds it and every event is new; else ``None``, and nothing written (the profile kept is
+        put back for the transaction that follows, unless the row changed).
         Events that were all logged before (delivered again) are answered by
         :meth:`_unchanged_op`, with no transaction. While the database runs the statement, the
         caller's copy is made and ``while_writing`` called with it: through every tier, 1,500
