@@ -1585,7 +1585,7 @@ def test_postgres_writes_a_held_profile_in_one_statement_and_falls_back_when_it_
             assert s.get("alice") is None  # (each makes sure of the schema first)
         since()
         write(store, signal(0))
-        assert since() == (["read"], [True, False])  # no profile yet: a transaction (then the get's)
+        assert since() == (["read", True], [False])  # no profile yet: created in one statement (then the get)
         for n in range(1, 8):
             write(store, signal(n))
             # The rows that left the window (of 5) go three at a time, in the statement.
@@ -2005,6 +2005,42 @@ def test_sql_history_rows_with_a_gap_are_read_in_order_and_written_anew(tmp_path
             again = other.get("alice")
             assert again is not None
             assert [i.event_id for i in again.interaction_history] == [f"alice-e{n}" for n in (0, 1, 3, 4, 5, 6)]
+
+
+def test_postgres_creates_a_profile_in_one_statement_unless_another_writer_did_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store that finds no profile makes one and inserts it in one statement, unless another
+    writer made the user's profile between the read and the write: then that statement writes
+    nothing, and the transaction applies the events to the other's profile."""
+    tenant = new_tenant()
+    with (
+        PostgresProfileStore(postgres_url(), tenant=tenant) as store,
+        PostgresProfileStore(postgres_url(), tenant=tenant) as other,
+    ):
+        first = store.apply_feedback("alice", [signal(1, "alice")])
+        assert first.version == 1
+        read = store._read_one_op
+
+        def read_then_another_writes(user_id: str) -> Any:
+            kept = yield from read(user_id)
+            assert kept is not None
+            assert not kept.body  # no profile yet
+            other.apply_feedback(user_id, [signal(2, user_id)])
+            return kept
+
+        monkeypatch.setattr(store, "_read_one_op", read_then_another_writes)
+        bob = store.apply_feedback("bob", [signal(3, "bob")])
+        assert bob.version == 2
+        assert [i.event_id for i in bob.interaction_history] == ["bob-e2", "bob-e3"]
+        monkeypatch.undo()
+        assert store.get("bob") == other.get("bob") == bob
+        logged = run_sync(store._events_op("bob"))
+        assert sorted(e.event_id for e in logged) == ["bob-e2", "bob-e3"]
+        # A new user's only event under an id logged already (for alice): nothing is made.
+        carol = store.apply_feedback("carol", [signal(4, "carol", event_id="alice-e1")])
+        assert carol.version == 0
+        assert store.get("carol") is None
 
 
 def test_postgres_reads_a_users_history_by_its_keys_whatever_the_statistics_say() -> None:

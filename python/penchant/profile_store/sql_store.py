@@ -17,7 +17,8 @@ A write locks its users, logs the events (learning which are new), reads the sna
 the new events and writes the snapshots and history rows, in one transaction. On PostgreSQL, the
 events of one user are written by one statement that does all of that at once, guarded by the
 version and body of the profile the store wrote last, or read just before in one statement of
-its own (``_Database.write_one``: one user, up to 200 events, a history only appended to); if
+its own, or inserting a new user's profile (``_Database.write_one``: one user, up to 200
+events, a history only appended to); if
 another writer changed the row since, or an event is logged already, it writes nothing, and
 the transaction follows (unless every event was logged already: then nothing changes). The
 sync and the async API send these statements through libpq's own calls, prepared once per
@@ -351,10 +352,10 @@ class _Database(ABC):
         self, tenant: str, key: str, before: tuple[int, bytes], change: _Written, recorded_at: float, events: Events
     ) -> Sql | None:
         """One statement that writes ``change`` of one user whose row holds the version and body
-        ``before``, with the events that made it (all of them new), atomically: it answers one
-        row, whose value says whether it wrote (else it wrote nothing; an event logged already
-        fails it). ``None`` where the database cannot (a write is then a transaction of several
-        statements)."""
+        ``before`` (an empty body: who has no row yet, and gets one), with the events that made
+        it (all of them new), atomically: it answers one row, whose value says whether it wrote
+        (else it wrote nothing; an event logged already fails it). ``None`` where the database
+        cannot (a write is then a transaction of several statements)."""
         return None
 
     def read_one(self, tenant: str, user_id: str) -> Sql | None:
@@ -919,36 +920,42 @@ class _PostgresDatabase(_Database):
         # writer changed it since the statement began. The rest writes only if it matched. (A
         # rewrite's new rows would collide with the old ones it deletes in the same statement.)
         # Values go one by one, not in arrays (dumping an array cost psycopg more than the rest
-        # of the statement's values), so a statement writes up to _CHUNK events and rows.
+        # of the statement's values), so a statement writes up to _CHUNK events and rows. A
+        # profile that was not there (`before`'s body empty) is inserted unless one is now.
         if change.cut == _ALL_ROWS or not 0 < len(events) <= _CHUNK or len(change.rows) > _CHUNK:
             return None
         profile = change.profile
-        parts = [
-            "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended(?, 0)))",
-            """, snapshot AS (
+        snapshot = (profile.version, SCHEMA_VERSION, profile.updated_at.timestamp(), change.body, change.base)
+        parts = ["WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended(?, 0)))"]
+        params: list[Any] = [key]
+        if before[1]:
+            parts.append(
+                """, snapshot AS (
                 UPDATE penchant_profiles AS p SET version = ?, schema_version = ?, updated_at = ?, body = ?,
                     history_from = ?
                 FROM lock WHERE p.tenant = ? AND p.user_id = ? AND p.version = ? AND p.body = ?
                 RETURNING 1
-            ), events AS (
+            )"""
+            )
+            params += [*snapshot, tenant, profile.user_id, *before]
+        else:
+            parts.append(
+                f""", snapshot AS (
+                INSERT INTO penchant_profiles ({_SNAPSHOT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? FROM lock
+                ON CONFLICT (tenant, user_id) DO NOTHING RETURNING 1
+            )"""
+            )
+            params += [tenant, profile.user_id, *snapshot]
+        parts.append(
+            """, events AS (
                 INSERT INTO penchant_events (tenant, event_id, user_id, occurred_at, recorded_at, payload)
                 SELECT ?, e, ?, o, ?, p FROM (VALUES """
             + ", ".join(["(?, ?::float8, ?::bytea)"] * len(events))
             + """) AS t(e, o, p)
                 WHERE EXISTS (SELECT FROM snapshot)
-            )""",
-        ]
-        params: list[Any] = [
-            key,
-            profile.version,
-            SCHEMA_VERSION,
-            profile.updated_at.timestamp(),
-            change.body,
-            change.base,
-            tenant,
-            profile.user_id,
-            before[0],
-            before[1],
+            )"""
+        )
+        params += [
             tenant,
             profile.user_id,
             recorded_at,
@@ -1628,10 +1635,11 @@ class SQLProfileStore(ProfileStore):
         while_writing: Callable[[list[AppliedChange]], None] | None = None,
     ) -> Op[AppliedChange | None]:
         """The events of one user applied to the profile this store wrote last (or, if it holds
-        none, reads now in one statement: :meth:`_read_one_op`) and written in one statement
-        (:meth:`_Database.write_one`), if the database can, there is a profile, the row still
-        holds it and every event is new; else ``None``, and nothing written (the profile kept is
-        put back for the transaction that follows, unless the row changed).
+        none, reads now in one statement: :meth:`_read_one_op`; a new one if there is none) and
+        written in one statement (:meth:`_Database.write_one`), if the database can, the row
+        still holds that profile (or, for a new one, there is still none) and every event is
+        new; else ``None``, and nothing written (the profile kept is put back for the
+        transaction that follows, unless the row changed).
         Events that were all logged before (delivered again) are answered by
         :meth:`_unchanged_op`, with no transaction. While the database runs the statement, the
         caller's copy is made and ``while_writing`` called with it: through every tier, 1,500
@@ -1681,12 +1689,15 @@ class SQLProfileStore(ProfileStore):
         store keeps the profiles it wrote, for the write in one statement that follows: a write
         of a user the store does not hold takes two statements, not a transaction of several
         round trips (a profile read so may be kept for the transaction that follows: its guards
-        check it as they check one written). ``None`` when there is no profile, or its history
-        rows must be written anew: the transaction does that."""
+        check it as they check one written). No profile: a new one, with an empty body, which
+        the write inserts unless one is there by then. ``None`` when the database has no such
+        statement, or the history rows must be written anew: the transaction does that."""
         statement = self._db.read_one(self.tenant, user_id)
-        rows = None if statement is None else (yield self._db.statement(statement))
-        if not rows:
+        if statement is None:
             return None
+        rows = yield self._db.statement(statement)
+        if not rows:
+            return _Kept(b"", UserProfile(user_id=user_id), 0, 0, 0, [])
         version, body, first, count, last, joined, lowest = rows[0]
         history = None
         if count:
@@ -1715,6 +1726,8 @@ class SQLProfileStore(ProfileStore):
         follows, unless the row changed. A change not tried is asked about only if every event
         id appears in the kept history's encoding (a replay of recent events): a new event
         older than the newest entry goes to the transaction at once."""
+        if not early.before.body:  # a profile that was to be created: the transaction decides
+            return None
         before = early.kept(self.serializer)
         packed = self.serializer.pack_history(before.history)
         ids = list(dict.fromkeys(s.event_id for s in signals))
