@@ -2041,6 +2041,13 @@ def test_postgres_creates_a_profile_in_one_statement_unless_another_writer_did_f
         carol = store.apply_feedback("carol", [signal(4, "carol", event_id="alice-e1")])
         assert carol.version == 0
         assert store.get("carol") is None
+        assert run_sync(store._events_op("carol")) == []
+        assert history_rows(store, "carol") == []
+        # Through the async API, a new user's profile is made the same way.
+        dave = asyncio.run(store.aapply_feedback("dave", [signal(5, "dave"), signal(6, "dave")]))
+        assert dave.version == 1
+        assert store.get("dave") == other.get("dave") == dave
+        assert history_rows(store, "dave") == [0, 1]
 
 
 def test_postgres_reads_a_users_history_by_its_keys_whatever_the_statistics_say() -> None:

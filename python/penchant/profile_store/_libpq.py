@@ -17,8 +17,9 @@ read, so that the connection can be used again, as psycopg does.
 
 A statement is prepared on its first run (one round trip more; psycopg prepares from the sixth
 and sends the first five unprepared). The one-statement write's text depends only on its number
-of events and history rows and on whether it trims, so a store sees a handful of texts; at most
-:data:`MAX_PREPARED` stay prepared per connection. Anything that drops a session's prepared
+of events and history rows, on whether it trims and on whether it makes the profile, so a store
+sees a handful of texts (and one each for the read before a write and the check of a replay);
+at most :data:`MAX_PREPARED` stay prepared per connection. Anything that drops a session's prepared
 statements (psycopg's ``DEALLOCATE ALL`` after a rollback on a connection where it prepared
 statements of its own, ``DISCARD ALL``) makes the next run prepare its statement again.
 """

@@ -18,11 +18,10 @@ the new events and writes the snapshots and history rows, in one transaction. On
 events of one user are written by one statement that does all of that at once, guarded by the
 version and body of the profile the store wrote last, or read just before in one statement of
 its own, or inserting a new user's profile (``_Database.write_one``: one user, up to 200
-events, a history only appended to); if
-another writer changed the row since, or an event is logged already, it writes nothing, and
-the transaction follows (unless every event was logged already: then nothing changes). The
-sync and the async API send these statements through libpq's own calls, prepared once per
-connection (``_libpq``).
+events, a history only appended to); if another writer changed the row since, or an event is
+logged already, it writes nothing, and the transaction follows (unless the profile exists and
+every event was logged already: then nothing changes). The sync and the async API send these statements through
+libpq's own calls, prepared once per connection (``_libpq``).
 
 penchant creates and migrates its own schema (``penchant_schema`` holds the version) on first
 use. Every value reaches the database as a query parameter, never inside the SQL text.
@@ -1640,8 +1639,8 @@ class SQLProfileStore(ProfileStore):
         still holds that profile (or, for a new one, there is still none) and every event is
         new; else ``None``, and nothing written (the profile kept is put back for the
         transaction that follows, unless the row changed).
-        Events that were all logged before (delivered again) are answered by
-        :meth:`_unchanged_op`, with no transaction. While the database runs the statement, the
+        Events that were all logged before (delivered again) to a profile that exists are
+        answered by :meth:`_unchanged_op`, with no transaction. While the database runs the statement, the
         caller's copy is made and ``while_writing`` called with it: through every tier, 1,500
         writes alternating in blocks of 150 with and without that took a median 903-1,034 µs
         against 1,023-1,247 µs."""
