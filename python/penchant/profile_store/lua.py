@@ -17,8 +17,8 @@ KEYS, in every script:
    Redis-only store;
 5. floor, a string that lives ``FLOOR_SECONDS`` after ``FOLLOW`` found Redis behind SQL and
    removed Redis's copy: a version below which no fill lands, and at or below which no
-   ``FOLLOW`` runs (a reader
-   that read SQL before that change must not put what it read into Redis). Deleting a user
+   ``FOLLOW`` runs (a reader that read SQL before that change must not put what it read into
+   Redis). Deleting a user
    removes it; a ``FOLLOW`` that lands after a deletion may leave one, which then blocks fills
    of a user created anew for that long (reads go to SQL meanwhile).
 

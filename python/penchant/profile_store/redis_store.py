@@ -2,9 +2,10 @@
 clients (hiredis parses replies when it is installed).
 
 **Keys** (DESIGN.md, mechanism 7) are ``penchant:{<tenant>:<user>}:<kind>`` with the kinds
-``profile``, ``interests``, ``history`` and ``events`` (and ``floor``, which lives a minute after
-a change found Redis behind SQL: :mod:`penchant.profile_store.lua`). The hash tag keeps one user's keys in one
-cluster slot, so each user's scripts are atomic on a cluster too. Tenant and user ids are
+``profile``, ``interests``, ``history`` and ``events`` (and ``floor``, which lives
+``lua.FLOOR_SECONDS``, 10 s, after a change found Redis behind SQL:
+:mod:`penchant.profile_store.lua`). The hash tag keeps one user's keys in one cluster slot, so
+each user's scripts are atomic on a cluster too. Tenant and user ids are
 validated, then escaped (``%``, ``:``, ``{`` and ``}`` become ``%25``, ``%3A``, ``%7B``,
 ``%7D``), so no id can reach into another tenant's or user's keys, and no id is ever used as a
 pattern.
@@ -100,7 +101,8 @@ def _keys(prefix: str, user_id: str) -> tuple[str, str, str, str]:
 
 def user_keys(tenant: str, user_id: str) -> tuple[str, str, str, str]:
     """The Redis keys of one user: profile, interests, history, events. (A fifth, ``floor``,
-    lives a minute after a change found Redis behind SQL: see :data:`lua.FOLLOW`.)"""
+    lives ``lua.FLOOR_SECONDS``, 10 s, after a change found Redis behind SQL: see
+    :data:`lua.FOLLOW`.)"""
     return _keys(_tenant_prefix(tenant), user_id)
 
 
