@@ -8,6 +8,7 @@ answers alike and cancels a statement whose wait is cancelled."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import decimal
 import math
 import signal
@@ -69,6 +70,20 @@ def test_values_reach_postgresql_and_come_back_exactly(
     query = "SELECT ?::int8 = ? AND ?::bytea = ? AND length(?::text) = ?"
     ((equal,),) = RUNNER.run(connection, query, (number, number, blob, blob, text, len(text)))
     assert equal is True
+
+
+def test_answers_of_every_type_come_back_as_psycopg_reads_them(connection: Any) -> None:
+    """Answers come in binary: the types penchant selects are read here, any other as psycopg
+    reads it (and one psycopg cannot read in binary, void, as its bytes)."""
+    query = """SELECT 7::int2, -70000::int4, 0.5::float4, 2.5::numeric, 'é'::varchar, true, false,
+        '2026-01-02T03:04:05Z'::timestamptz, count(*), sum(3::int8), pg_sleep(0)"""
+    ((*values, void),) = RUNNER.run(connection, query, ())
+    assert values == [
+        7, -70000, 0.5, decimal.Decimal("2.5"), "é", True, False,
+        datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC), 1, decimal.Decimal(3),
+    ]  # fmt: skip
+    assert [type(v) for v in values[:3]] == [int, int, float]
+    assert void == b""
 
 
 def test_numbers_of_other_types_go_as_their_values(connection: Any) -> None:
