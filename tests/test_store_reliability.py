@@ -3,6 +3,7 @@ deletion, tenant isolation, hostile ids, invalidation between processes, and reb
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ import redis.cluster
 from penchant import ValidationError
 from penchant.profile_store import (
     InMemoryProfileStore,
+    PostgresProfileStore,
     RedisProfileStore,
     SQLiteProfileStore,
     SQLProfileStore,
@@ -167,6 +169,50 @@ def test_four_processes_writing_one_event_at_a_time_lose_no_update(kind: str, tm
         assert_same_interests(found[user], profile)
         assert found[user].event_count == profile.event_count
         assert found[user].interaction_history == profile.interaction_history
+
+
+def test_postgres_loses_no_update_whatever_isolation_the_server_defaults_to() -> None:
+    """penchant's writes are built for READ COMMITTED (a guarded one-statement write checks the
+    row as it is when it gets the user's lock): its connections ask for it, so that a server
+    whose default is SERIALIZABLE (here set through the URL) neither fails concurrent writes of
+    one user nor loses any."""
+    url = postgres_url() + "?options=-c%20default_transaction_isolation%3Dserializable"
+    tenant = new_tenant()
+    users, events = 3, 150
+    errors: list[BaseException] = []
+
+    async def work_async(store: PostgresProfileStore, signals: list[Any]) -> None:
+        for one in signals:
+            await store.aapply_feedback(one.user_id, [one])
+        await store.aapply_feedback_many(signals[:30])
+
+    def work(worker: int) -> None:  # two workers on the sync API, two on the async one
+        try:
+            with PostgresProfileStore(url, tenant=tenant, model=InterestModel(max_history=50)) as store:
+                signals = worker_signals(worker, users, events)
+                if worker % 2:
+                    asyncio.run(work_async(store, signals))
+                    return
+                for one in signals:  # one at a time: the one-statement write, often stale
+                    store.apply_feedback(one.user_id, [one])
+                store.apply_feedback_many(signals[:30])  # delivered again: the transaction
+        except BaseException as error:  # reported by the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    expected = reference([s for worker in range(4) for s in worker_signals(worker, users, events)])
+    with PostgresProfileStore(url, tenant=tenant, model=InterestModel(max_history=50)) as store:
+        found = store.get_many(list(expected))
+        with store._db._sync_pool().connection() as connection:  # type: ignore[attr-defined]
+            assert connection.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+    for user, profile in expected.items():
+        assert_same_interests(found[user], profile)
+        assert found[user].event_count == profile.event_count
 
 
 # -- Redis crash ---------------------------------------------------------------------------------------

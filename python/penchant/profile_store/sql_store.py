@@ -748,6 +748,22 @@ def _postgres_query(text: str) -> str:
     return _ARRAY_PARAMETER.sub("%b", text).replace("?", "%s")
 
 
+_READ_COMMITTED = "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+"""What every PostgreSQL connection of penchant's pools runs first. Its statements are built for
+READ COMMITTED, PostgreSQL's default: a guarded one-statement write checks the row as it is
+once it holds the user's lock, and a transaction locks its users before it reads them. A server
+(or database, or role) whose default is REPEATABLE READ or SERIALIZABLE would fail concurrent
+writes of one user with serialization errors."""
+
+
+def _read_committed(connection: psycopg.Connection[Any]) -> None:
+    connection.execute(_READ_COMMITTED)
+
+
+async def _read_committed_async(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute(_READ_COMMITTED)
+
+
 class _PostgresDatabase(_Database):
     name = "PostgreSQL"
     blob = "BYTEA"
@@ -797,6 +813,7 @@ class _PostgresDatabase(_Database):
                     timeout=self._timeout,
                     open=False,
                     kwargs={"autocommit": True},  # transactions are explicit: one BEGIN, one COMMIT
+                    configure=_read_committed,
                 )
                 pool.open(wait=False)
                 self._pool = pool
@@ -1025,6 +1042,7 @@ class _PostgresDatabase(_Database):
             timeout=self._timeout,
             open=False,
             kwargs={"autocommit": True},  # transactions are explicit: one BEGIN, one COMMIT
+            configure=_read_committed_async,
         )
 
     def close_sync(self) -> None:
