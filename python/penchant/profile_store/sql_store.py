@@ -829,6 +829,9 @@ class _PostgresDatabase(_Database):
     # per list of statements cost more than it saved.) The async path runs statement by
     # statement: with psycopg's AsyncPipeline, one run in about five of the async store tests
     # hung at asyncio.run's exit, a pool worker never finishing once cancelled.
+    # Rows come in binary: bytes need no unescaping (in text, the server sends them as hex, twice
+    # their size). A SQL-only get_many of 100 typical profiles took a median 10.3-11.4 ms against
+    # 16.4 ms in text.
 
     def run_sync(self, body: TransactionBody[T], write: bool) -> T:
         import psycopg
@@ -841,7 +844,7 @@ class _PostgresDatabase(_Database):
                 connection.execute("BEGIN")
 
                 def send(statements: list[Sql]) -> Answer:
-                    cursors = [connection.execute(self._sql(one), one.params) for one in statements]
+                    cursors = [connection.execute(self._sql(one), one.params, binary=True) for one in statements]
                     if not _answers_rows(statements):  # on their way: an error fails the commit
                         return Answer(lambda: [[] for _ in cursors], pending=True)
 
@@ -895,7 +898,7 @@ class _PostgresDatabase(_Database):
             statements = statements.statements
         results: list[Rows] = []
         for one in statements:
-            cursor = await connection.execute(self._sql(one), one.params)
+            cursor = await connection.execute(self._sql(one), one.params, binary=True)
             results.append(await cursor.fetchall() if cursor.description is not None else [])
         if isinstance(statement, Sent):
             return Answer(lambda: results)
