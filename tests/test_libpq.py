@@ -72,18 +72,24 @@ def test_values_reach_postgresql_and_come_back_exactly(
     assert equal is True
 
 
-def test_answers_of_every_type_come_back_as_psycopg_reads_them(connection: Any) -> None:
-    """Answers come in binary: the types penchant selects are read here, any other as psycopg
-    reads it (and one psycopg cannot read in binary, void, as its bytes)."""
-    query = """SELECT 7::int2, -70000::int4, 0.5::float4, 2.5::numeric, 'é'::varchar, true, false,
-        '2026-01-02T03:04:05Z'::timestamptz, count(*), sum(3::int8), pg_sleep(0)"""
-    ((*values, void),) = RUNNER.run(connection, query, ())
+EVERY_TYPE = """SELECT 7::int2, -70000::int4, 0.5::float4, 2.5::numeric, 'é'::varchar, true, false,
+    '2026-01-02T03:04:05Z'::timestamptz, count(*), sum(3::int8), pg_sleep(0)"""
+
+
+def assert_every_type_read(rows: list[tuple[Any, ...]]) -> None:
+    ((*values, void),) = rows
     assert values == [
         7, -70000, 0.5, decimal.Decimal("2.5"), "é", True, False,
         datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC), 1, decimal.Decimal(3),
     ]  # fmt: skip
     assert [type(v) for v in values[:3]] == [int, int, float]
     assert void == b""
+
+
+def test_answers_of_every_type_come_back_as_psycopg_reads_them(connection: Any) -> None:
+    """Answers come in binary: the types penchant selects are read here, any other as psycopg
+    reads it (and one psycopg cannot read in binary, void, as its bytes)."""
+    assert_every_type_read(RUNNER.run(connection, EVERY_TYPE, ()))
 
 
 def test_numbers_of_other_types_go_as_their_values(connection: Any) -> None:
@@ -229,6 +235,13 @@ def test_the_async_runner_sends_and_answers_as_the_sync_one(values: list[Any]) -
         assert len(rows) == 1
         for got, sent in zip(rows[0], expected[0], strict=True):
             assert same_float(got, sent) if isinstance(sent, float) else got == sent
+
+    run_async(check)
+
+
+def test_the_async_runner_reads_answers_of_every_type_as_the_sync_one() -> None:
+    async def check(connection: Any) -> None:
+        assert_every_type_read(await _libpq.PreparedStatements().arun(connection, EVERY_TYPE, ()))
 
     run_async(check)
 

@@ -1939,6 +1939,30 @@ def test_postgres_one_statement_writes_survive_psycopg_dropping_prepared_stateme
         assert [i.event_id for i in written.interaction_history] == ["alice-e0", "alice-e1", "alice-e2"]
 
 
+def test_postgres_transactions_ask_for_read_committed_whatever_the_session_says() -> None:
+    """A pooler in transaction mode may hand penchant a session whose default isolation is
+    another's: its transactions (sync and async) ask for READ COMMITTED when they begin."""
+    from penchant.profile_store.sql_store import Sql
+
+    def isolation() -> Any:
+        rows = yield Sql("SELECT current_setting('transaction_isolation')")
+        return rows[0][0]
+
+    serializable = "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+    with PostgresProfileStore(postgres_url(), tenant=new_tenant(), min_pool_size=1, max_pool_size=1) as store:
+        db = store._db  # type: ignore[attr-defined]
+        with db._sync_pool().connection() as connection:
+            connection.execute(serializable)
+        assert db.run_sync(isolation(), write=True) == "read committed"
+
+        async def run_async() -> Any:
+            async with (await db._open_async_pool()).connection() as connection:
+                await connection.execute(serializable)
+            return await db.run_async(isolation(), write=True)
+
+        assert asyncio.run(run_async()) == "read committed"
+
+
 def test_postgres_one_statement_write_on_a_lost_connection_is_unavailable_then_recovers() -> None:
     tenant = new_tenant()
     with (

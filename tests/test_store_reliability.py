@@ -176,7 +176,8 @@ def test_postgres_loses_no_update_whatever_isolation_the_server_defaults_to() ->
     row as it is when it gets the user's lock): its connections ask for it, so that a server
     whose default is SERIALIZABLE (here set through the URL) neither fails concurrent writes of
     one user nor loses any."""
-    url = postgres_url() + "?options=-c%20default_transaction_isolation%3Dserializable"
+    url = postgres_url()
+    url += ("&" if "?" in url else "?") + "options=-c%20default_transaction_isolation%3Dserializable"
     tenant = new_tenant()
     users, events = 3, 150
     errors: list[BaseException] = []
@@ -209,6 +210,10 @@ def test_postgres_loses_no_update_whatever_isolation_the_server_defaults_to() ->
     with PostgresProfileStore(url, tenant=tenant, model=InterestModel(max_history=50)) as store:
         found = store.get_many(list(expected))
         with store._db._sync_pool().connection() as connection:  # type: ignore[attr-defined]
+            # The session's default came from the URL (the test tests something), and penchant's
+            # setting overrides it.
+            query = "SELECT reset_val FROM pg_settings WHERE name = 'default_transaction_isolation'"
+            assert connection.execute(query).fetchone() == ("serializable",)
             assert connection.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
     for user, profile in expected.items():
         assert_same_interests(found[user], profile)

@@ -749,11 +749,12 @@ def _postgres_query(text: str) -> str:
 
 
 _READ_COMMITTED = "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
-"""What every PostgreSQL connection of penchant's pools runs first. Its statements are built for
-READ COMMITTED, PostgreSQL's default: a guarded one-statement write checks the row as it is
-once it holds the user's lock, and a transaction locks its users before it reads them. A server
-(or database, or role) whose default is REPEATABLE READ or SERIALIZABLE would fail concurrent
-writes of one user with serialization errors."""
+"""What every PostgreSQL connection of penchant's pools runs first, for its statements in
+autocommit (a one-statement write); its transactions also ask for READ COMMITTED when they
+begin. penchant's statements are built for it, PostgreSQL's default: a guarded one-statement
+write checks the row as it is once it holds the user's lock, and a transaction locks its users
+before it reads them. A server (or database, or role) whose default is REPEATABLE READ or
+SERIALIZABLE would fail concurrent writes of one user with serialization errors."""
 
 
 def _read_committed(connection: psycopg.Connection[Any]) -> None:
@@ -761,7 +762,10 @@ def _read_committed(connection: psycopg.Connection[Any]) -> None:
 
 
 async def _read_committed_async(connection: psycopg.AsyncConnection[Any]) -> None:
+    import psycopg
+
     await connection.execute(_READ_COMMITTED)
+    await connection.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)  # transaction()'s BEGIN
 
 
 class _PostgresDatabase(_Database):
@@ -841,7 +845,7 @@ class _PostgresDatabase(_Database):
         try:
             # The connection's context rolls back a transaction left open by an error.
             with pool.connection() as connection, connection.pipeline() as pipeline:
-                connection.execute("BEGIN")
+                connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")  # see _READ_COMMITTED
 
                 def send(statements: list[Sql]) -> Answer:
                     cursors = [connection.execute(self._sql(one), one.params, binary=True) for one in statements]
