@@ -1795,6 +1795,16 @@ def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(
 
     monkeypatch.setattr(sql_store, "CHECKPOINT_EVERY", 5)
     monkeypatch.setattr(sql_store, "WAL_RESTART_FRAMES", 200)  # ~0.8 MB
+    steps: list[int | str] = []  # frames in the log after each PASSIVE checkpoint, or "locked"
+    passive, locked = sql_store._Checkpointer._passive, sql_store._Checkpointer.checkpoint
+
+    def passive_step(*args: Any) -> int:
+        frames = passive(*args)
+        steps.append(frames)
+        return frames
+
+    monkeypatch.setattr(sql_store._Checkpointer, "_passive", passive_step)
+    monkeypatch.setattr(sql_store._Checkpointer, "checkpoint", lambda *a: steps.append("locked") or locked(*a))
     with SQLiteProfileStore(tmp_path / "log.db", model=InterestModel(max_history=50)) as store:
         store.apply_feedback("alice", [signal(0)])
         connection = store._db._connect()  # type: ignore[attr-defined]
@@ -1809,6 +1819,11 @@ def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(
             time.sleep(0.01)
         assert checkpointer.checkpoints > 0
         assert checkpointer.passive > checkpointer.checkpoints  # the lock is taken only past the limit
+        # What was written during the checkpoint that found the log past the limit is copied
+        # again without the lock first, so that the locked one copies little.
+        before_locked = [steps[n - 2 : n] for n, step in enumerate(steps) if step == "locked"]
+        assert before_locked
+        assert all(isinstance(f, int) and f > 200 for pair in before_locked for f in pair), steps
         # Each write adds ~8 pages of 4 KiB: without a log restarted by the checkpoints, 400
         # writes would leave ~13 MB of it (the file keeps its largest size once restarted).
         assert max(sizes) < 3 << 20

@@ -527,6 +527,18 @@ holds the store's lock for its last part, so that the log restarts. A busy store
 most checkpoints (1,000 one-event writes into heavy profiles are ~8,000 frames), and the log's
 file keeps its largest size (~32 MB then), which later writes reuse from its start."""
 
+RESTART_PASSES = 3
+"""PASSIVE checkpoints at most, without the store's lock, that copy what writers added to the
+log during the one that found it past :data:`WAL_RESTART_FRAMES`, before the checkpoint that
+holds the lock; they stop once one finds fewer than :data:`RESTART_LOCKED_FRAMES` new frames.
+The locked checkpoint then copies few pages and fsyncs little: 3,000 one-event writes to 1,000
+users in turn through every tier (``synchronous=normal``, 4 restarts a run, 6 runs each way), the
+writers waited 1.4-21.6 ms (11 of 24 under 2.2 ms) against 16.7-46.4 ms with the locked
+checkpoint right after the first. (The p99 of the writes stays what it was.)"""
+
+RESTART_LOCKED_FRAMES = 64
+"""See :data:`RESTART_PASSES`."""
+
 INLINE_CHECKPOINT_AFTER = 2 * CHECKPOINT_EVERY
 """Write transactions after which a writer checkpoints the log itself (the checkpoint thread
 has fallen behind, or cannot run)."""
@@ -544,10 +556,11 @@ class _Checkpointer:
     own, checkpoints every :data:`CHECKPOINT_EVERY` writes (or each second
     after one): a PASSIVE checkpoint while writers go on. It copies the log, but a log written to
     without a pause is never all copied, and SQLite starts a log afresh only after all of it
-    was: so once the log holds more than :data:`WAL_RESTART_FRAMES` frames, one more checkpoint
-    holds the store's lock, copies the few pages written meanwhile, and the next write starts
-    the log afresh. That step fsyncs the database while writers wait (~3 ms here): doing it
-    after every checkpoint put it into the p99 of writes. A writer checkpoints itself after
+    was: so once the log holds more than :data:`WAL_RESTART_FRAMES` frames, a few more copy
+    what was written meanwhile (:data:`RESTART_PASSES`), then one holds the store's lock, copies
+    the few pages written since, and the next write starts the log afresh. That step fsyncs the
+    database while writers wait (from 1.3 to ~20 ms on this VM): doing it after every checkpoint
+    put it into the p99 of writes. A writer checkpoints itself after
     :data:`INLINE_CHECKPOINT_AFTER` writes without one, whatever happens to the thread.
     """
 
@@ -591,15 +604,25 @@ class _Checkpointer:
                 self._wake.clear()
                 if self.pending and not self._stopping:
                     self.pending = 0
-                    _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.passive += 1
+                    frames = self._passive(connection)
                     if frames > WAL_RESTART_FRAMES:
+                        for _ in range(RESTART_PASSES):  # what was written meanwhile, unlocked
+                            added = self._passive(connection) - frames
+                            frames += added
+                            if added < RESTART_LOCKED_FRAMES:
+                                break
                         with self._lock:
                             self.checkpoint(connection)
         except sqlite3.Error as exc:  # the writers checkpoint themselves from now on
             logger.warning("SQLite checkpoint thread for %r stopped: %s", self._path, exc)
         finally:
             connection.close()
+
+    def _passive(self, connection: sqlite3.Connection) -> int:
+        """A PASSIVE checkpoint while writers go on; the frames in the log."""
+        _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.passive += 1
+        return int(frames)
 
     def stop(self) -> None:
         self._stopping = True
