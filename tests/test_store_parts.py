@@ -1821,9 +1821,14 @@ def test_sqlite_checkpoints_its_log_from_a_thread_and_keeps_it_bounded(
         assert checkpointer.passive > checkpointer.checkpoints  # the lock is taken only past the limit
         # What was written during the checkpoint that found the log past the limit is copied
         # again without the lock first, so that the locked one copies little.
-        before_locked = [steps[n - 2 : n] for n, step in enumerate(steps) if step == "locked"]
-        assert before_locked
-        assert all(isinstance(f, int) and f > 200 for pair in before_locked for f in pair), steps
+        # (A pass after the one over the limit may find the log restarted, and few frames.)
+        # No writer checkpoints inline here: INLINE_CHECKPOINT_AFTER was set at import (2,000).
+        locked_at = [n for n, step in enumerate(steps) if step == "locked"]
+        assert locked_at
+        assert all(
+            n >= 2 and isinstance(steps[n - 1], int) and isinstance(steps[n - 2], int) and steps[n - 2] > 200
+            for n in locked_at
+        ), steps
         # Each write adds ~8 pages of 4 KiB: without a log restarted by the checkpoints, 400
         # writes would leave ~13 MB of it (the file keeps its largest size once restarted).
         assert max(sizes) < 3 << 20
