@@ -559,8 +559,8 @@ class _Checkpointer:
     was: so once the log holds more than :data:`WAL_RESTART_FRAMES` frames, a few more copy
     what was written meanwhile (:data:`RESTART_PASSES`), then one holds the store's lock, copies
     the few pages written since, and the next write starts the log afresh. That step fsyncs the
-    database while writers wait (1.4-21.6 ms on this VM, see :data:`RESTART_PASSES`): doing it after every checkpoint
-    put it into the p99 of writes. A writer checkpoints itself after
+    database while writers wait (1.4-21.6 ms on this VM, see :data:`RESTART_PASSES`): doing it
+    after every checkpoint put it into the p99 of writes. A writer checkpoints itself after
     :data:`INLINE_CHECKPOINT_AFTER` writes without one, whatever happens to the thread.
     """
 
